@@ -1,0 +1,84 @@
+//! RabbitMQ plumbing shared by the roles: connecting with auto-recovery, declaring the
+//! queues, and publishing with a publisher confirm.
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::Confirmation;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+
+use crate::config::AmqpConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AmqpError {
+    #[error(transparent)]
+    Broker(#[from] lapin::Error),
+    #[error("the broker refused the message (publisher confirm was a nack)")]
+    Nacked,
+    #[error("no queue `{0}` to route the message to")]
+    Unroutable(String),
+    #[error("the channel is not in confirm mode")]
+    NotConfirming,
+}
+
+/// Connects with lapin's automatic recovery: brief broker outages are healed in place
+/// (topology, QoS and consumers replayed); the caller rebuilds the connection when
+/// recovery gives up.
+pub async fn connect(config: &AmqpConfig, name: &str) -> Result<Connection, lapin::Error> {
+    let properties = ConnectionProperties::default()
+        .with_connection_name(name.to_string().into())
+        .enable_auto_recover();
+    Connection::connect(config.url.expose(), properties).await
+}
+
+/// Declares the send queue and its dead-letter queue, both durable.
+pub async fn declare_queues(channel: &Channel, config: &AmqpConfig) -> Result<(), lapin::Error> {
+    for queue in [&config.send_queue, &config.dead_letter_queue] {
+        channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions::durable(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// A channel in confirm mode, for publishing.
+pub async fn confirm_channel(connection: &Connection) -> Result<Channel, lapin::Error> {
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    Ok(channel)
+}
+
+/// Publishes persistently to a queue through the default exchange and waits for the
+/// broker's confirm, so a returned `Ok` means the broker has the message.
+pub async fn publish_confirmed(
+    channel: &Channel,
+    queue: &str,
+    body: &[u8],
+    properties: BasicProperties,
+) -> Result<(), AmqpError> {
+    let confirm = channel
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
+            body,
+            properties.with_delivery_mode(2),
+        )
+        .await?
+        .await?;
+    match confirm {
+        Confirmation::Ack(None) => Ok(()),
+        // `mandatory` made the broker return it: no queue of that name.
+        Confirmation::Ack(Some(_)) => Err(AmqpError::Unroutable(queue.to_string())),
+        Confirmation::Nack(_) => Err(AmqpError::Nacked),
+        Confirmation::NotRequested => Err(AmqpError::NotConfirming),
+    }
+}

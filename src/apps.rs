@@ -1,0 +1,193 @@
+//! Apps (tenants): who may send, and the defaults their jobs fall back on.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use sqlx::PgPool;
+
+use crate::domain::{AppId, CallbackUrl, Channel, Sender, TemplateSet, Ttl};
+use crate::locale::Locale;
+use crate::template::Template;
+
+/// An app as the worker uses it.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub id: AppId,
+    pub name: String,
+    pub default_from: Option<Sender>,
+    pub templates: TemplateSet,
+    pub default_locale: Locale,
+    pub default_ttl: Option<Ttl>,
+    pub callback_url: Option<String>,
+    pub routing: BTreeMap<Channel, String>,
+    pub broker_user: Option<String>,
+    pub country_allowlist: Option<Vec<String>>,
+}
+
+/// What it takes to create an app. Templates are keyed by BCP-47 tag, `""` for the default.
+#[derive(Debug, Clone, Default)]
+pub struct NewApp {
+    pub id: String,
+    pub name: String,
+    pub default_from: Option<String>,
+    pub templates: BTreeMap<String, String>,
+    pub default_locale: Option<String>,
+    pub default_ttl_seconds: Option<i64>,
+    pub callback_url: Option<String>,
+    pub routing: BTreeMap<String, String>,
+    pub broker_user: Option<String>,
+    pub country_allowlist: Option<Vec<String>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+    #[error("app `{0}` exists already")]
+    Exists(String),
+    #[error("stored app `{id}` is unreadable: {reason}")]
+    Corrupt { id: String, reason: String },
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+fn invalid(field: &str, reason: impl ToString) -> AppError {
+    AppError::Invalid {
+        field: field.into(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Validates and inserts an app.
+#[tracing::instrument(skip_all, fields(app_id = %new.id))]
+pub async fn create(pool: &PgPool, new: &NewApp) -> Result<(), AppError> {
+    AppId::parse(&new.id).map_err(|e| invalid("id", e))?;
+    if new.name.trim().is_empty() || new.name.len() > 200 {
+        return Err(invalid("name", "must be 1-200 characters"));
+    }
+    if let Some(from) = &new.default_from {
+        Sender::parse(from).map_err(|e| invalid("default_from", e))?;
+    }
+    template_set(&new.templates)
+        .map_err(|(key, reason)| invalid(&format!("templates[{key}]"), reason))?;
+    let default_locale = Locale::parse(new.default_locale.as_deref().unwrap_or("en"))
+        .map_err(|e| invalid("default_locale", e))?;
+    if let Some(ttl) = new.default_ttl_seconds {
+        Ttl::parse(ttl).map_err(|e| invalid("default_ttl_seconds", e))?;
+    }
+    if let Some(url) = &new.callback_url {
+        // Shape only; whether plain http is allowed is decided per job from the configuration.
+        CallbackUrl::parse(url, true).map_err(|e| invalid("callback_url", e))?;
+    }
+    for channel in new.routing.keys() {
+        Channel::parse(channel).map_err(|e| invalid("routing", e))?;
+    }
+    let regions = new.country_allowlist.as_ref().map(|list| {
+        list.iter()
+            .map(|r| r.to_ascii_uppercase())
+            .collect::<Vec<_>>()
+    });
+    if regions
+        .iter()
+        .flatten()
+        .any(|r| r.len() != 2 || !r.bytes().all(|b| b.is_ascii_alphabetic()))
+    {
+        return Err(invalid(
+            "country_allowlist",
+            "entries must be ISO 3166-1 alpha-2 codes such as FR",
+        ));
+    }
+    sqlx::query!(
+        "insert into apps (id, name, default_from, templates, default_locale, default_ttl_seconds,
+                           callback_url, routing, broker_user, country_allowlist)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        new.id,
+        new.name,
+        new.default_from,
+        serde_json::to_value(&new.templates).unwrap_or_default(),
+        default_locale.as_str(),
+        new.default_ttl_seconds.map(|t| t as i32),
+        new.callback_url,
+        serde_json::to_value(&new.routing).unwrap_or_default(),
+        new.broker_user,
+        regions.as_deref(),
+    )
+    .execute(pool)
+    .await
+    .map_err(|e| match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => AppError::Exists(new.id.clone()),
+        _ => AppError::Database(e),
+    })?;
+    Ok(())
+}
+
+/// Loads an app; `None` when there is no such app.
+#[tracing::instrument(skip_all, fields(app_id = %id))]
+pub async fn load(pool: &PgPool, id: &AppId) -> Result<Option<App>, AppError> {
+    let Some(row) = sqlx::query!(
+        "select id, name, default_from, templates, default_locale, default_ttl_seconds, callback_url,
+                routing, broker_user, country_allowlist
+         from apps where id = $1",
+        id.as_str()
+    )
+    .fetch_optional(pool)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let corrupt = |reason: String| AppError::Corrupt {
+        id: row.id.clone(),
+        reason,
+    };
+    let templates: BTreeMap<String, String> =
+        serde_json::from_value(row.templates.clone()).map_err(|e| corrupt(e.to_string()))?;
+    let routing: BTreeMap<Channel, String> =
+        serde_json::from_value(row.routing.clone()).map_err(|e| corrupt(e.to_string()))?;
+    Ok(Some(App {
+        id: id.clone(),
+        name: row.name.clone(),
+        default_from: row
+            .default_from
+            .as_deref()
+            .map(Sender::parse)
+            .transpose()
+            .map_err(|e| corrupt(e.into()))?,
+        templates: template_set(&templates)
+            .map_err(|(key, reason)| corrupt(format!("template {key}: {reason}")))?,
+        default_locale: Locale::parse(&row.default_locale).map_err(|e| corrupt(e.into()))?,
+        default_ttl: row
+            .default_ttl_seconds
+            .map(|t| Ttl::parse(t.into()))
+            .transpose()
+            .map_err(|e| corrupt(e.into()))?,
+        callback_url: row.callback_url,
+        routing,
+        broker_user: row.broker_user,
+        country_allowlist: row.country_allowlist,
+    }))
+}
+
+/// Summaries of every app, for `apps list`.
+pub async fn list(pool: &PgPool) -> Result<Vec<(String, String, Value)>, AppError> {
+    let rows = sqlx::query!("select id, name, routing from apps order by id")
+        .fetch_all(pool)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.id, r.name, r.routing))
+        .collect())
+}
+
+fn template_set(templates: &BTreeMap<String, String>) -> Result<TemplateSet, (String, String)> {
+    let mut set = TemplateSet::default();
+    for (key, source) in templates {
+        let template = Template::parse(source).map_err(|e| (key.clone(), e.to_string()))?;
+        if key.is_empty() {
+            set.default = Some(template);
+        } else {
+            let locale = Locale::parse(key).map_err(|e| (key.clone(), e.to_string()))?;
+            set.localized.insert(locale, template);
+        }
+    }
+    Ok(set)
+}

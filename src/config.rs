@@ -1,0 +1,447 @@
+//! Layered configuration: the documented defaults file compiled into the binary, an
+//! optional file, then `OTP_`-prefixed environment variables. Validated once at start.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::RangeInclusive;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::Deserialize;
+
+use crate::domain::Channel;
+
+/// The defaults file, also the reference for every key.
+pub const DEFAULTS: &str = include_str!("../config/defaults.toml");
+
+/// Why the configuration cannot be used; always names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration could not be read: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("`{key}` = {value} is out of range: allowed {range}")]
+    OutOfRange {
+        key: String,
+        value: String,
+        range: String,
+    },
+    #[error("`{key}` is invalid: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+/// A string that never shows in `Debug` output or logs.
+#[derive(Clone, Deserialize, Default)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub amqp: AmqpConfig,
+    pub worker: WorkerConfig,
+    pub delivery: DeliveryConfig,
+    pub pin: PinConfig,
+    pub callbacks: CallbacksConfig,
+    pub log: LogConfig,
+    #[serde(default)]
+    pub routing: BTreeMap<Channel, String>,
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseConfig {
+    pub url: Secret,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AmqpConfig {
+    pub url: Secret,
+    pub send_queue: String,
+    pub dead_letter_queue: String,
+    pub prefetch: u16,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkerConfig {
+    pub lease_seconds: u64,
+    pub poll_interval_ms: u64,
+    pub scheduler_concurrency: usize,
+    pub shutdown_grace_seconds: u64,
+}
+
+impl WorkerConfig {
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_seconds)
+    }
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms)
+    }
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_seconds)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DeliveryConfig {
+    pub timeout_ms: u64,
+    pub quick_retries: usize,
+    pub quick_retry_min_delay_ms: u64,
+    pub quick_retry_max_delay_ms: u64,
+    pub retry_schedule_seconds: Vec<u64>,
+}
+
+impl DeliveryConfig {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PinConfig {
+    pub active_key: String,
+    #[serde(default)]
+    pub keys: BTreeMap<String, Secret>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CallbacksConfig {
+    pub allow_http: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub filter: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// One configured provider; `kind` picks the API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum ProviderConfig {
+    Twilio(TwilioConfig),
+    Xoxzo(XoxzoConfig),
+    WhatsappCloud(WhatsappCloudConfig),
+    HttpJson(HttpJsonConfig),
+    File(FileConfig),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TwilioConfig {
+    pub account_sid: String,
+    pub auth_token: Secret,
+    #[serde(default = "TwilioConfig::default_base_url")]
+    pub base_url: String,
+    /// Used instead of `From` when set (Twilio picks the sender from the service).
+    pub messaging_service_sid: Option<String>,
+}
+
+impl TwilioConfig {
+    fn default_base_url() -> String {
+        "https://api.twilio.com".into()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct XoxzoConfig {
+    pub sid: String,
+    pub auth_token: Secret,
+    #[serde(default = "XoxzoConfig::default_base_url")]
+    pub base_url: String,
+}
+
+impl XoxzoConfig {
+    fn default_base_url() -> String {
+        "https://api.xoxzo.com".into()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WhatsappCloudConfig {
+    pub access_token: Secret,
+    pub phone_number_id: String,
+    /// An approved template of the AUTHENTICATION category.
+    pub template_name: String,
+    #[serde(default = "WhatsappCloudConfig::default_base_url")]
+    pub base_url: String,
+    #[serde(default = "WhatsappCloudConfig::default_api_version")]
+    pub api_version: String,
+    /// Authentication templates with a copy-code button need the code again as a button parameter.
+    #[serde(default = "WhatsappCloudConfig::default_copy_code_button")]
+    pub copy_code_button: bool,
+}
+
+impl WhatsappCloudConfig {
+    fn default_base_url() -> String {
+        "https://graph.facebook.com".into()
+    }
+    fn default_api_version() -> String {
+        "v21.0".into()
+    }
+    fn default_copy_code_button() -> bool {
+        true
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpJsonConfig {
+    pub url: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+    /// JSON body; string values may use {{to}}, {{message}}, {{from}}, {{channel}},
+    /// {{locale}}, {{otp_id}} and {{pin}}.
+    pub body: serde_json::Value,
+    /// JSON pointer to the provider's message id in a successful answer (e.g. `/id`).
+    pub message_id_pointer: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct FileConfig {
+    pub path: std::path::PathBuf,
+}
+
+impl Config {
+    /// Reads defaults, then `file` if given, then the environment, and validates.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::from_figment(Self::figment(file))
+    }
+
+    /// The layered sources before extraction; tests merge overrides onto it.
+    pub fn figment(file: Option<&Path>) -> Figment {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        if let Some(path) = file {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment.merge(Env::prefixed("OTP_").split("__").ignore(&["config"]))
+    }
+
+    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        in_range(
+            "database.max_connections",
+            self.database.max_connections,
+            1..=200,
+        )?;
+        in_range("amqp.prefetch", self.amqp.prefetch, 1..=10_000)?;
+        in_range(
+            "amqp.max_body_bytes",
+            self.amqp.max_body_bytes,
+            1024..=1_048_576,
+        )?;
+        not_blank("amqp.send_queue", &self.amqp.send_queue)?;
+        not_blank("amqp.dead_letter_queue", &self.amqp.dead_letter_queue)?;
+        in_range("worker.lease_seconds", self.worker.lease_seconds, 5..=3600)?;
+        in_range(
+            "worker.poll_interval_ms",
+            self.worker.poll_interval_ms,
+            50..=60_000,
+        )?;
+        in_range(
+            "worker.scheduler_concurrency",
+            self.worker.scheduler_concurrency,
+            1..=1000,
+        )?;
+        in_range(
+            "worker.shutdown_grace_seconds",
+            self.worker.shutdown_grace_seconds,
+            1..=600,
+        )?;
+        self.validate_delivery()?;
+        self.validate_pin_keys()?;
+        self.validate_routing()
+    }
+
+    fn validate_delivery(&self) -> Result<(), ConfigError> {
+        let d = &self.delivery;
+        in_range("delivery.timeout_ms", d.timeout_ms, 100..=60_000)?;
+        in_range("delivery.quick_retries", d.quick_retries, 0..=5)?;
+        in_range(
+            "delivery.quick_retry_min_delay_ms",
+            d.quick_retry_min_delay_ms,
+            10..=10_000,
+        )?;
+        in_range(
+            "delivery.quick_retry_max_delay_ms",
+            d.quick_retry_max_delay_ms,
+            d.quick_retry_min_delay_ms..=10_000,
+        )?;
+        in_range(
+            "delivery.retry_schedule_seconds (entries)",
+            d.retry_schedule_seconds.len(),
+            1..=20,
+        )?;
+        for delay in &d.retry_schedule_seconds {
+            in_range("delivery.retry_schedule_seconds", *delay, 1..=3600)?;
+        }
+        // A crashed delivery is taken over after the lease, so the lease has to outlast
+        // every request and pause of one round or two processes would send at once.
+        let round_ms = (d.quick_retries as u64 + 1) * d.timeout_ms
+            + d.quick_retries as u64 * d.quick_retry_max_delay_ms;
+        if round_ms >= self.worker.lease_seconds * 1000 {
+            return Err(invalid(
+                "worker.lease_seconds",
+                format!("must exceed one delivery round ({round_ms} ms of requests and pauses)"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_pin_keys(&self) -> Result<(), ConfigError> {
+        for (id, key) in &self.pin.keys {
+            crate::pin::PinKey::parse(key.expose())
+                .map_err(|reason| invalid(&format!("pin.keys.{id}"), reason.to_string()))?;
+        }
+        Ok(())
+    }
+
+    fn validate_routing(&self) -> Result<(), ConfigError> {
+        for (channel, name) in &self.routing {
+            if !self.providers.contains_key(name) {
+                return Err(invalid(
+                    &format!("routing.{channel}"),
+                    format!("names provider `{name}`, which is not configured under [providers]"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks what only the roles that derive PINs need: an active key that exists.
+    pub fn require_pin_key(&self) -> Result<(), ConfigError> {
+        if self.pin.active_key.is_empty() {
+            return Err(invalid(
+                "pin.active_key",
+                "is empty: set it and add the key under [pin.keys]".into(),
+            ));
+        }
+        if !self.pin.keys.contains_key(&self.pin.active_key) {
+            return Err(invalid(
+                "pin.active_key",
+                format!(
+                    "names key `{}`, which is not under [pin.keys]",
+                    self.pin.active_key
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn in_range<T: PartialOrd + fmt::Display>(
+    key: &str,
+    value: T,
+    range: RangeInclusive<T>,
+) -> Result<(), ConfigError> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    Err(ConfigError::OutOfRange {
+        key: key.into(),
+        value: value.to_string(),
+        range: format!("{} to {}", range.start(), range.end()),
+    })
+}
+
+fn not_blank(key: &str, value: &str) -> Result<(), ConfigError> {
+    if value.trim().is_empty() {
+        return Err(invalid(key, "must not be empty".into()));
+    }
+    Ok(())
+}
+
+fn invalid(key: &str, reason: String) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::providers::Serialized;
+
+    #[test]
+    fn the_defaults_file_is_a_valid_configuration() {
+        let config =
+            Config::from_figment(Figment::from(Toml::string(DEFAULTS))).expect("defaults load");
+        assert_eq!(config.amqp.send_queue, "otp.send");
+        assert_eq!(config.amqp.max_body_bytes, 65536);
+    }
+
+    #[test]
+    fn an_out_of_range_value_names_the_key_and_the_range() {
+        let figment =
+            Figment::from(Toml::string(DEFAULTS)).merge(Serialized::default("amqp.prefetch", 0));
+        let error = Config::from_figment(figment)
+            .expect_err("prefetch 0 is refused")
+            .to_string();
+        assert!(error.contains("amqp.prefetch"), "{error}");
+        assert!(error.contains("1 to 10000"), "{error}");
+    }
+
+    #[test]
+    fn a_route_to_an_unknown_provider_is_refused() {
+        let figment = Figment::from(Toml::string(DEFAULTS))
+            .merge(Serialized::default("routing.sms", "nowhere"));
+        let error = Config::from_figment(figment)
+            .expect_err("unknown provider")
+            .to_string();
+        assert!(
+            error.contains("routing.sms") && error.contains("nowhere"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_short_pin_key_is_refused() {
+        let figment =
+            Figment::from(Toml::string(DEFAULTS)).merge(Serialized::default("pin.keys.k1", "abcd"));
+        let error = Config::from_figment(figment)
+            .expect_err("short key")
+            .to_string();
+        assert!(error.contains("pin.keys.k1"), "{error}");
+    }
+
+    #[test]
+    fn a_lease_shorter_than_a_delivery_round_is_refused() {
+        let figment = Figment::from(Toml::string(DEFAULTS))
+            .merge(Serialized::default("worker.lease_seconds", 10))
+            .merge(Serialized::default("delivery.timeout_ms", 9000));
+        let error = Config::from_figment(figment)
+            .expect_err("lease too short")
+            .to_string();
+        assert!(error.contains("worker.lease_seconds"), "{error}");
+    }
+}

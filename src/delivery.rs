@@ -1,0 +1,448 @@
+//! Delivering one OTP: claim it with a lease in a short transaction, derive the PIN and
+//! call the provider outside any transaction (with quick backon retries), then record the
+//! outcome in one transaction that only lands if the claim is still ours. A delivery whose
+//! process died is taken over when its lease lapses; a transient failure is rescheduled in
+//! PostgreSQL, so retries survive restarts.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
+use rand::Rng;
+use serde_json::{json, Value};
+use sqlx::{PgConnection, PgPool};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::config::DeliveryConfig;
+use crate::domain::{Channel, OtpId};
+use crate::outbox::{self, EventType, OtpRow};
+use crate::pin::{self, Pin, PinLength, PinType};
+use crate::provider::{redact, Accepted, Message, Providers, SendError};
+use crate::template::{Template, Values};
+
+/// An OTP this process holds the delivery lease of, with what sending it needs.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub id: Uuid,
+    pub claim: i32,
+    pub app_id: String,
+    pub phone_number: String,
+    pub channel: String,
+    pub sender: Option<String>,
+    pub locale: String,
+    pub template: String,
+    pub provider: String,
+    pub pin_type: String,
+    pub pin_length: i16,
+    pub pin_key_id: String,
+    pub generation: i32,
+    pub ttl_seconds: i32,
+    pub expires_at: OffsetDateTime,
+}
+
+impl Claim {
+    pub fn otp_id(&self) -> OtpId {
+        OtpId::from_uuid(self.id)
+    }
+}
+
+/// How a delivery round ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Sent,
+    /// A transient failure; the next round is due at this time.
+    Rescheduled(OffsetDateTime),
+    Failed,
+    /// The lease lapsed and another process took the delivery over; nothing was recorded.
+    Superseded,
+}
+
+/// Why a round did not end in `sent`.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(transparent)]
+    Provider(#[from] SendError),
+    #[error("the OTP expired before it could be delivered")]
+    Expired,
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl Failure {
+    fn class(&self) -> &'static str {
+        match self {
+            Failure::Provider(e) => e.class(),
+            Failure::Expired => "expired",
+            Failure::Setup(_) => "config",
+        }
+    }
+}
+
+/// One provider request, as recorded in `delivery_attempts`.
+#[derive(Debug)]
+struct Attempt {
+    started_at: OffsetDateTime,
+    latency_ms: i32,
+    outcome: &'static str,
+    http_status: Option<i32>,
+    error: Option<String>,
+}
+
+/// Delivers claimed OTPs. Cheap to clone.
+#[derive(Clone)]
+pub struct Deliverer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    providers: Providers,
+    pin_keys: pin::PinKeys,
+    config: DeliveryConfig,
+    lease: Duration,
+}
+
+impl Deliverer {
+    pub fn new(
+        pool: PgPool,
+        providers: Providers,
+        pin_keys: pin::PinKeys,
+        config: DeliveryConfig,
+        lease: Duration,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                pool,
+                providers,
+                pin_keys,
+                config,
+                lease,
+            }),
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    pub fn providers(&self) -> &Providers {
+        &self.inner.providers
+    }
+
+    pub fn pin_keys(&self) -> &pin::PinKeys {
+        &self.inner.pin_keys
+    }
+
+    pub fn lease(&self) -> Duration {
+        self.inner.lease
+    }
+
+    /// Runs one delivery round for a claim and records how it ended.
+    #[tracing::instrument(skip_all, fields(otp_id = %claim.otp_id(), app_id = %claim.app_id, claim = claim.claim))]
+    pub async fn deliver(&self, claim: &Claim) -> Result<Outcome, sqlx::Error> {
+        let attempts = Mutex::new(Vec::new());
+        let result = self.send(claim, &attempts).await;
+        let attempts = attempts
+            .into_inner()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.record(claim, result, attempts).await
+    }
+
+    async fn send(
+        &self,
+        claim: &Claim,
+        attempts: &Mutex<Vec<Attempt>>,
+    ) -> Result<Accepted, Failure> {
+        if OffsetDateTime::now_utc() >= claim.expires_at {
+            return Err(Failure::Expired);
+        }
+        let pin = self.derive_pin(claim)?;
+        let template = Template::parse(&claim.template)
+            .map_err(|e| Failure::Setup(format!("stored template: {e}")))?;
+        let from = claim.sender.as_deref();
+        let text = template.render(&Values {
+            pin: &pin,
+            ttl_minutes: claim.ttl_seconds as u32 / 60,
+            from: from.unwrap_or(""),
+        });
+        let provider = self.inner.providers.get(&claim.provider).ok_or_else(|| {
+            Failure::Setup(format!("provider `{}` is not configured", claim.provider))
+        })?;
+        let message = Message {
+            otp_id: claim.otp_id(),
+            to: &claim.phone_number,
+            channel: Channel::parse(&claim.channel).map_err(|e| Failure::Setup(e.into()))?,
+            from,
+            text: &text,
+            pin: &pin,
+            locale: &claim.locale,
+        };
+        let config = &self.inner.config;
+        let quick_limit = Duration::from_millis(config.quick_retry_max_delay_ms);
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(config.quick_retry_min_delay_ms))
+            .with_max_delay(quick_limit)
+            .with_max_times(config.quick_retries)
+            .with_jitter();
+        let call = || async {
+            let started_at = OffsetDateTime::now_utc();
+            let clock = Instant::now();
+            let result = provider.send(&message).await;
+            let attempt = attempt_record(&result, started_at, clock.elapsed(), &pin);
+            attempts
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push(attempt);
+            result
+        };
+        call.retry(backoff)
+            // A Retry-After longer than a quick pause is honoured by the durable schedule instead.
+            .when(|e: &SendError| e.is_transient() && e.retry_after().is_none_or(|wait| wait <= quick_limit))
+            .adjust(|e: &SendError, pause| pause.map(|pause| e.retry_after().map_or(pause, |wait| wait.max(pause))))
+            .notify(|e: &SendError, pause| tracing::warn!(error = %e, retry_in = ?pause, "provider request failed; retrying"))
+            .await
+            .map_err(Failure::from)
+    }
+
+    fn derive_pin(&self, claim: &Claim) -> Result<Pin, Failure> {
+        let key = self.inner.pin_keys.get(&claim.pin_key_id).ok_or_else(|| {
+            Failure::Setup(format!("PIN key `{}` is not configured", claim.pin_key_id))
+        })?;
+        let pin_type = PinType::parse(&claim.pin_type).map_err(|e| Failure::Setup(e.into()))?;
+        let length =
+            PinLength::parse(claim.pin_length.into()).map_err(|e| Failure::Setup(e.into()))?;
+        Ok(pin::derive(
+            key,
+            claim.otp_id(),
+            claim.generation as u32,
+            pin_type,
+            length,
+        ))
+    }
+
+    async fn record(
+        &self,
+        claim: &Claim,
+        result: Result<Accepted, Failure>,
+        attempts: Vec<Attempt>,
+    ) -> Result<Outcome, sqlx::Error> {
+        let mut tx = self.inner.pool.begin().await?;
+        insert_attempts(&mut tx, claim, &attempts).await?;
+        let outcome = match result {
+            Ok(accepted) => {
+                tracing::info!(message_id = ?accepted.message_id, "sent");
+                match mark_sent(&mut tx, claim, accepted.message_id.as_deref()).await? {
+                    Some(row) => {
+                        outbox::record(&mut tx, EventType::Sent, &row.into_snapshot(None)).await?;
+                        Outcome::Sent
+                    }
+                    None => Outcome::Superseded,
+                }
+            }
+            Err(failure) => self.record_failure(&mut tx, claim, failure).await?,
+        };
+        tx.commit().await?;
+        if outcome == Outcome::Superseded {
+            tracing::warn!(
+                "the delivery lease lapsed before the result was recorded; another process owns it"
+            );
+        }
+        Ok(outcome)
+    }
+
+    async fn record_failure(
+        &self,
+        conn: &mut PgConnection,
+        claim: &Claim,
+        failure: Failure,
+    ) -> Result<Outcome, sqlx::Error> {
+        let error = json!({
+            "class": failure.class(),
+            "message": failure.to_string(),
+            "httpStatus": match &failure { Failure::Provider(e) => e.http_status(), _ => None },
+        });
+        if let Some(due) = self.next_round(claim, &failure) {
+            tracing::warn!(error = %failure, next_attempt_at = %due, "delivery round failed; rescheduled");
+            return Ok(match reschedule(conn, claim, due, &error).await? {
+                true => Outcome::Rescheduled(due),
+                false => Outcome::Superseded,
+            });
+        }
+        tracing::error!(error = %failure, "delivery failed");
+        match mark_failed(conn, claim, &error).await? {
+            Some(row) => {
+                outbox::record(
+                    conn,
+                    EventType::DeliveryFailed,
+                    &row.into_snapshot(Some(error)),
+                )
+                .await?;
+                Ok(Outcome::Failed)
+            }
+            None => Ok(Outcome::Superseded),
+        }
+    }
+
+    /// When the next round is due, or `None` when this failure is final: permanent, past
+    /// the schedule, or due only after the OTP expires.
+    fn next_round(&self, claim: &Claim, failure: &Failure) -> Option<OffsetDateTime> {
+        let Failure::Provider(error) = failure else {
+            return None;
+        };
+        if !error.is_transient() {
+            return None;
+        }
+        let schedule = &self.inner.config.retry_schedule_seconds;
+        let base = Duration::from_secs(*schedule.get(usize::try_from(claim.claim - 1).ok()?)?);
+        let jitter = base.mul_f64(rand::rng().random_range(0.0..0.2));
+        let wait = error
+            .retry_after()
+            .map_or(base + jitter, |asked| asked.max(base + jitter));
+        let due = OffsetDateTime::now_utc() + wait;
+        (due < claim.expires_at).then_some(due)
+    }
+
+    /// Claims up to `limit` OTPs whose delivery is due: queued rounds whose time has come
+    /// and deliveries whose lease lapsed.
+    pub async fn claim_due(&self, limit: i64) -> Result<Vec<Claim>, sqlx::Error> {
+        sqlx::query_as!(
+            Claim,
+            r#"with due as (
+                   select id from otps
+                   where delivery in ('queued', 'sending') and next_attempt_at <= now() and status = 'pending'
+                   order by next_attempt_at
+                   limit $1
+                   for update skip locked
+               )
+               update otps o
+               set delivery = 'sending', delivery_claims = o.delivery_claims + 1,
+                   next_attempt_at = now() + make_interval(secs => $2), updated_at = now()
+               from due where o.id = due.id
+               returning o.id, o.delivery_claims as claim, o.app_id, o.phone_number, o.channel, o.sender,
+                         o.locale, o.template, o.provider, o.pin_type, o.pin_length, o.pin_key_id,
+                         o.generation, o.ttl_seconds, o.expires_at"#,
+            limit,
+            self.inner.lease.as_secs_f64(),
+        )
+        .fetch_all(&self.inner.pool)
+        .await
+    }
+}
+
+fn attempt_record(
+    result: &Result<Accepted, SendError>,
+    started_at: OffsetDateTime,
+    latency: Duration,
+    pin: &Pin,
+) -> Attempt {
+    let (outcome, http_status, error) = match result {
+        Ok(_) => ("accepted", None, None),
+        Err(e) => (
+            if e.is_transient() {
+                "transient"
+            } else {
+                "permanent"
+            },
+            e.http_status().map(i32::from),
+            Some(redact(&e.to_string(), pin)),
+        ),
+    };
+    Attempt {
+        started_at,
+        latency_ms: i32::try_from(latency.as_millis()).unwrap_or(i32::MAX),
+        outcome,
+        http_status,
+        error,
+    }
+}
+
+async fn insert_attempts(
+    conn: &mut PgConnection,
+    claim: &Claim,
+    attempts: &[Attempt],
+) -> Result<(), sqlx::Error> {
+    if attempts.is_empty() {
+        return Ok(());
+    }
+    let started: Vec<OffsetDateTime> = attempts.iter().map(|a| a.started_at).collect();
+    let latency: Vec<i32> = attempts.iter().map(|a| a.latency_ms).collect();
+    let outcome: Vec<String> = attempts.iter().map(|a| a.outcome.to_string()).collect();
+    let status: Vec<Option<i32>> = attempts.iter().map(|a| a.http_status).collect();
+    let error: Vec<Option<String>> = attempts.iter().map(|a| a.error.clone()).collect();
+    sqlx::query!(
+        r#"insert into delivery_attempts (otp_id, claim, provider, started_at, latency_ms, outcome, http_status, error)
+           select $1, $2, $3, * from unnest($4::timestamptz[], $5::int[], $6::text[], $7::int[], $8::text[])"#,
+        claim.id,
+        claim.claim,
+        claim.provider,
+        &started,
+        &latency,
+        &outcome,
+        &status as &[Option<i32>],
+        &error as &[Option<String>],
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn mark_sent(
+    conn: &mut PgConnection,
+    claim: &Claim,
+    message_id: Option<&str>,
+) -> Result<Option<OtpRow>, sqlx::Error> {
+    sqlx::query_as!(
+        OtpRow,
+        "update otps set delivery = 'sent', sent_at = now(), provider_message_id = $3,
+                next_attempt_at = null, last_error = null, updated_at = now()
+         where id = $1 and delivery_claims = $2 and delivery = 'sending'
+         returning id, app_id, request_id, phone_number, channel, status, delivery, locale, parts,
+                   attempts, max_attempts, expires_at, metadata, callback_url",
+        claim.id,
+        claim.claim,
+        message_id,
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+async fn mark_failed(
+    conn: &mut PgConnection,
+    claim: &Claim,
+    error: &Value,
+) -> Result<Option<OtpRow>, sqlx::Error> {
+    sqlx::query_as!(
+        OtpRow,
+        "update otps set delivery = 'failed',
+                status = case when status = 'pending' then 'failed' else status end,
+                next_attempt_at = null, last_error = $3, updated_at = now()
+         where id = $1 and delivery_claims = $2 and delivery = 'sending'
+         returning id, app_id, request_id, phone_number, channel, status, delivery, locale, parts,
+                   attempts, max_attempts, expires_at, metadata, callback_url",
+        claim.id,
+        claim.claim,
+        error,
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+async fn reschedule(
+    conn: &mut PgConnection,
+    claim: &Claim,
+    due: OffsetDateTime,
+    error: &Value,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query!(
+        "update otps set delivery = 'queued', next_attempt_at = $3, last_error = $4, updated_at = now()
+         where id = $1 and delivery_claims = $2 and delivery = 'sending'",
+        claim.id,
+        claim.claim,
+        due,
+        error,
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}

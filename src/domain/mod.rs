@@ -1,0 +1,12 @@
+//! Values the rest of the code can trust: each is parsed once at the edge and cannot
+//! hold an invalid value afterwards.
+
+mod ids;
+mod job;
+mod phone;
+mod values;
+
+pub use ids::{EventId, OtpId};
+pub use job::{JobError, RawJob, SendJob, TemplateSet};
+pub use phone::PhoneNumber;
+pub use values::{AppId, CallbackUrl, Channel, MaxAttempts, Metadata, RequestId, Sender, Ttl};

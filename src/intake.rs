@@ -1,0 +1,208 @@
+//! From a valid job to an OTP row: the app's checks and defaults, the route, the template
+//! and locale, and the insert that deduplicates on the request id. Shared by the worker
+//! and (for validation) the HTTP API.
+
+use sqlx::PgPool;
+use time::OffsetDateTime;
+
+use crate::apps::{self, App, AppError};
+use crate::config::Config;
+use crate::delivery::Claim;
+use crate::domain::{Channel, JobError, OtpId, SendJob, Ttl};
+use crate::locale::{best_match, language_of_region, Locale};
+use crate::provider::Providers;
+use crate::segments;
+use crate::template::Template;
+
+/// Why a job is refused. `reason()` is the stable code on the dead letter and in
+/// `otp_rejections`.
+#[derive(Debug, thiserror::Error)]
+pub enum Rejection {
+    #[error(transparent)]
+    Job(#[from] JobError),
+    #[error("unknown app `{0}`")]
+    UnknownApp(String),
+    #[error("app `{0}` accepts jobs only from its bound broker user")]
+    BrokerUser(String),
+    #[error("app does not send to country {0}")]
+    CountryNotAllowed(String),
+    #[error("no provider is routed for channel {0}")]
+    NotRouted(Channel),
+    #[error("no template: send `template` or configure one for the app")]
+    NoTemplate,
+}
+
+impl Rejection {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejection::Job(e) => e.reason(),
+            Rejection::UnknownApp(_) => "unknown_app",
+            Rejection::BrokerUser(_) => "broker_user_mismatch",
+            Rejection::CountryNotAllowed(_) => "country_not_allowed",
+            Rejection::NotRouted(_) => "channel_not_routed",
+            Rejection::NoTemplate => "no_template",
+        }
+    }
+}
+
+/// How the job reached us, for the broker-user binding.
+#[derive(Debug, Clone, Copy)]
+pub enum Source<'a> {
+    /// AMQP, with the broker-validated `user-id` property if the producer set it.
+    Broker {
+        user_id: Option<&'a str>,
+    },
+    Http,
+}
+
+/// An OTP ready to insert: every default applied, every choice made.
+#[derive(Debug, Clone)]
+pub struct NewOtp {
+    pub id: OtpId,
+    pub job: SendJob,
+    pub sender: Option<String>,
+    pub locale: Locale,
+    pub template: Template,
+    pub parts: u32,
+    pub provider: String,
+    pub ttl: Ttl,
+    pub callback_url: Option<String>,
+}
+
+/// Loads the job's app; an unknown app is a rejection.
+pub async fn load_app(pool: &PgPool, job: &SendJob) -> Result<Result<App, Rejection>, AppError> {
+    Ok(apps::load(pool, &job.app_id)
+        .await?
+        .ok_or_else(|| Rejection::UnknownApp(job.app_id.to_string())))
+}
+
+/// Applies the app's rules and defaults to a job.
+pub fn resolve(
+    job: SendJob,
+    app: &App,
+    source: Source<'_>,
+    config: &Config,
+    providers: &Providers,
+) -> Result<NewOtp, Rejection> {
+    if let (Some(bound), Source::Broker { user_id }) = (&app.broker_user, source) {
+        if user_id != Some(bound.as_str()) {
+            return Err(Rejection::BrokerUser(app.id.to_string()));
+        }
+    }
+    if let Some(allowed) = &app.country_allowlist {
+        let region = job.phone.region().unwrap_or("unknown");
+        if !allowed.iter().any(|r| r == region) {
+            return Err(Rejection::CountryNotAllowed(region.to_string()));
+        }
+    }
+    let provider = app
+        .routing
+        .get(&job.channel)
+        .or_else(|| config.routing.get(&job.channel))
+        .filter(|name| providers.contains(name))
+        .ok_or(Rejection::NotRouted(job.channel))?
+        .clone();
+    let (locale, template) = choose_template(&job, app).ok_or(Rejection::NoTemplate)?;
+    let sender = job
+        .from
+        .as_ref()
+        .or(app.default_from.as_ref())
+        .map(|s| s.as_str().to_string());
+    let ttl = job.ttl.or(app.default_ttl).unwrap_or(Ttl::DEFAULT);
+    let shape = template.render_shape(
+        job.pin_length.get(),
+        ttl.seconds() / 60,
+        sender.as_deref().unwrap_or(""),
+    );
+    let (_, parts) = segments::count(&shape);
+    let callback_url = job
+        .callback_url
+        .as_ref()
+        .map(|u| u.as_str().to_string())
+        .or_else(|| app.callback_url.clone());
+    Ok(NewOtp {
+        id: OtpId::new(),
+        sender,
+        locale,
+        template,
+        parts,
+        provider,
+        ttl,
+        callback_url,
+        job,
+    })
+}
+
+/// DESIGN, "Locale choice": `language` → its best `template_<lang>` → the phone country's
+/// language → `template` → the app's templates, by the same rules.
+fn choose_template(job: &SendJob, app: &App) -> Option<(Locale, Template)> {
+    let country = job.phone.region().and_then(language_of_region);
+    let wanted: Vec<&Locale> = job.language.iter().chain(country.iter()).collect();
+    let localized = |set: &std::collections::BTreeMap<Locale, Template>| {
+        wanted
+            .iter()
+            .find_map(|w| best_match(w, set))
+            .map(|(l, t)| (l.clone(), t.clone()))
+    };
+    localized(&job.templates.localized)
+        .or_else(|| {
+            job.templates
+                .default
+                .clone()
+                .map(|t| (app.default_locale.clone(), t))
+        })
+        .or_else(|| localized(&app.templates.localized))
+        .or_else(|| {
+            app.templates
+                .default
+                .clone()
+                .map(|t| (app.default_locale.clone(), t))
+        })
+}
+
+/// Inserts the OTP already claimed for delivery by this process, so the common path needs
+/// no second round trip. `None` when the request id names an OTP that exists already.
+#[tracing::instrument(skip_all, fields(otp_id = %otp.id, app_id = %otp.job.app_id, request_id = otp.job.request_id.as_str()))]
+pub async fn insert(
+    pool: &PgPool,
+    otp: &NewOtp,
+    pin_key_id: &str,
+    lease: std::time::Duration,
+) -> Result<Option<Claim>, sqlx::Error> {
+    let job = &otp.job;
+    let expires_at = OffsetDateTime::now_utc() + otp.ttl.duration();
+    sqlx::query_as!(
+        Claim,
+        r#"insert into otps (id, app_id, request_id, request_id_derived, phone_number, channel, sender, locale,
+                             template, parts, provider, pin_type, pin_length, pin_key_id, max_attempts,
+                             ttl_seconds, expires_at, callback_url, metadata, delivery, delivery_claims,
+                             next_attempt_at)
+           values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
+                   'sending', 1, now() + make_interval(secs => $20))
+           on conflict (app_id, request_id) where (not request_id_derived or status = 'pending') do nothing
+           returning id, delivery_claims as claim, app_id, phone_number, channel, sender, locale, template,
+                     provider, pin_type, pin_length, pin_key_id, generation, ttl_seconds, expires_at"#,
+        otp.id.as_uuid(),
+        job.app_id.as_str(),
+        job.request_id.as_str(),
+        job.request_id.is_derived(),
+        job.phone.as_str(),
+        job.channel.as_str(),
+        otp.sender,
+        otp.locale.as_str(),
+        otp.template.source(),
+        otp.parts as i32,
+        otp.provider,
+        job.pin_type.as_str(),
+        i16::from(job.pin_length.get()),
+        pin_key_id,
+        i16::from(job.max_attempts.get()),
+        otp.ttl.seconds() as i32,
+        expires_at,
+        otp.callback_url,
+        job.metadata.clone().map(|m| m.into_value()),
+        lease.as_secs_f64(),
+    )
+    .fetch_optional(pool)
+    .await
+}

@@ -1,0 +1,21 @@
+//! otp-courier: one-time passwords by SMS and WhatsApp, from a RabbitMQ job to a provider
+//! request, with PostgreSQL state and an outbox of status events. See DESIGN in the README.
+
+pub mod amqp;
+pub mod apps;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod delivery;
+pub mod domain;
+pub mod intake;
+pub mod locale;
+pub mod outbox;
+pub mod pin;
+pub mod provider;
+pub mod segments;
+pub mod telemetry;
+pub mod template;
+pub mod worker;
+
+pub use worker::Worker;

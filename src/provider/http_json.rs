@@ -1,0 +1,86 @@
+//! Any provider with a JSON API: a configured URL, headers and body template whose string
+//! values may hold placeholders. Values are substituted into parsed JSON strings, so a
+//! message can never break out of its field.
+
+use serde_json::Value;
+
+use super::twilio::json_str;
+use super::{Accepted, Http, Message, SendError};
+use crate::config::HttpJsonConfig;
+
+#[derive(Debug)]
+pub struct HttpJson {
+    config: HttpJsonConfig,
+    http: Http,
+}
+
+impl HttpJson {
+    pub(super) fn new(config: HttpJsonConfig, http: Http) -> Self {
+        Self { config, http }
+    }
+
+    pub(super) async fn send(&self, message: &Message<'_>) -> Result<Accepted, SendError> {
+        let otp_id = message.otp_id.to_string();
+        let values = [
+            ("{{to}}", message.to),
+            ("{{message}}", message.text),
+            ("{{from}}", message.from.unwrap_or_default()),
+            ("{{channel}}", message.channel.as_str()),
+            ("{{locale}}", message.locale),
+            ("{{otp_id}}", otp_id.as_str()),
+            ("{{pin}}", message.pin.expose()),
+        ];
+        let body = fill(&self.config.body, &values);
+        let mut request = self.http.client.post(&self.config.url).json(&body);
+        for (name, value) in &self.config.headers {
+            request = request.header(name, value.expose());
+        }
+        let answer = self.http.execute(request, message.pin).await?;
+        let message_id = self
+            .config
+            .message_id_pointer
+            .as_deref()
+            .and_then(|p| json_str(&answer, p));
+        Ok(Accepted { message_id })
+    }
+}
+
+fn fill(template: &Value, values: &[(&str, &str)]) -> Value {
+    match template {
+        Value::String(s) => Value::String(
+            values
+                .iter()
+                .fold(s.clone(), |acc, (k, v)| acc.replace(k, v)),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(|v| fill(v, values)).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), fill(v, values)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn placeholders_are_filled_inside_strings_only() {
+        let template = json!({"to": "{{to}}", "text": "{{message}}", "n": 1, "list": ["{{from}}"]});
+        let filled = fill(
+            &template,
+            &[
+                ("{{to}}", "+33612345678"),
+                ("{{message}}", "a \"quoted\" }"),
+                ("{{from}}", "Acme"),
+            ],
+        );
+        assert_eq!(
+            filled,
+            json!({"to": "+33612345678", "text": "a \"quoted\" }", "n": 1, "list": ["Acme"]})
+        );
+    }
+}

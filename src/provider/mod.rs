@@ -1,0 +1,276 @@
+//! SMS and WhatsApp providers. Each turns a rendered message into one HTTP request (or a
+//! line in a file) and classifies what went wrong where it happened: timeouts, connection
+//! errors, 5xx and 429 are worth retrying; any other answer is final.
+
+mod file;
+mod http_json;
+mod twilio;
+mod whatsapp_cloud;
+mod xoxzo;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use reqwest::header::RETRY_AFTER;
+use reqwest::{Response, StatusCode};
+
+use crate::config::ProviderConfig;
+use crate::domain::{Channel, OtpId};
+use crate::pin::Pin;
+
+/// One message to hand to a provider.
+#[derive(Debug)]
+pub struct Message<'a> {
+    pub otp_id: OtpId,
+    /// E.164.
+    pub to: &'a str,
+    pub channel: Channel,
+    pub from: Option<&'a str>,
+    /// The rendered text; it contains the PIN.
+    pub text: &'a str,
+    /// For providers that take the code as a separate parameter (WhatsApp templates).
+    pub pin: &'a Pin,
+    pub locale: &'a str,
+}
+
+/// The provider took the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub message_id: Option<String>,
+}
+
+/// A failed provider request. Texts never contain the PIN: provider answers are
+/// redacted before they are kept.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("could not reach the provider: {0}")]
+    Connect(String),
+    #[error("provider answered {status}: {detail}")]
+    Status {
+        status: u16,
+        retry_after: Option<Duration>,
+        detail: String,
+    },
+    #[error("could not write the message file: {0}")]
+    File(#[from] std::io::Error),
+    #[error("provider misconfigured: {0}")]
+    Config(String),
+}
+
+impl SendError {
+    /// Whether another try may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SendError::Timeout(_) | SendError::Connect(_) => true,
+            SendError::Status { status, .. } => *status >= 500 || *status == 429,
+            SendError::File(_) | SendError::Config(_) => false,
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            SendError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            SendError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// A short stable name for reports and filters.
+    pub fn class(&self) -> &'static str {
+        match self {
+            SendError::Timeout(_) => "timeout",
+            SendError::Connect(_) => "connect",
+            SendError::Status { status: 429, .. } => "rate_limited",
+            SendError::Status { status, .. } if *status >= 500 => "provider_unavailable",
+            SendError::Status { .. } => "provider_rejected",
+            SendError::File(_) => "file",
+            SendError::Config(_) => "config",
+        }
+    }
+
+    fn from_reqwest(error: reqwest::Error, timeout: Duration) -> Self {
+        if error.is_timeout() {
+            SendError::Timeout(timeout)
+        } else {
+            // The URL is the provider's configured endpoint; it holds no message data.
+            SendError::Connect(error.to_string())
+        }
+    }
+}
+
+/// A configured provider.
+#[derive(Debug)]
+pub enum Provider {
+    Twilio(twilio::Twilio),
+    Xoxzo(xoxzo::Xoxzo),
+    WhatsappCloud(whatsapp_cloud::WhatsappCloud),
+    HttpJson(http_json::HttpJson),
+    File(file::FileSink),
+}
+
+impl Provider {
+    pub async fn send(&self, message: &Message<'_>) -> Result<Accepted, SendError> {
+        match self {
+            Provider::Twilio(p) => p.send(message).await,
+            Provider::Xoxzo(p) => p.send(message).await,
+            Provider::WhatsappCloud(p) => p.send(message).await,
+            Provider::HttpJson(p) => p.send(message).await,
+            Provider::File(p) => p.send(message).await,
+        }
+    }
+}
+
+/// The providers of the configuration, by name.
+#[derive(Debug, Default)]
+pub struct Providers(HashMap<String, Provider>);
+
+impl Providers {
+    pub fn from_config<'a>(
+        configs: impl IntoIterator<Item = (&'a String, &'a ProviderConfig)>,
+        timeout: Duration,
+    ) -> Result<Self, reqwest::Error> {
+        let http = Http::new(timeout)?;
+        let providers = configs
+            .into_iter()
+            .map(|(name, config)| {
+                let provider = match config.clone() {
+                    ProviderConfig::Twilio(c) => {
+                        Provider::Twilio(twilio::Twilio::new(c, http.clone()))
+                    }
+                    ProviderConfig::Xoxzo(c) => Provider::Xoxzo(xoxzo::Xoxzo::new(c, http.clone())),
+                    ProviderConfig::WhatsappCloud(c) => {
+                        Provider::WhatsappCloud(whatsapp_cloud::WhatsappCloud::new(c, http.clone()))
+                    }
+                    ProviderConfig::HttpJson(c) => {
+                        Provider::HttpJson(http_json::HttpJson::new(c, http.clone()))
+                    }
+                    ProviderConfig::File(c) => Provider::File(file::FileSink::new(c)),
+                };
+                (name.clone(), provider)
+            })
+            .collect();
+        Ok(Self(providers))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Provider> {
+        self.0.get(name)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+}
+
+/// The HTTP client providers share: bounded time, no redirects (a provider that
+/// redirects a POST is misconfigured, and following it could resend the message).
+#[derive(Debug, Clone)]
+pub(crate) struct Http {
+    client: reqwest::Client,
+    timeout: Duration,
+}
+
+impl Http {
+    fn new(timeout: Duration) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("otp-courier/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self { client, timeout })
+    }
+
+    /// Sends the request and reads the answer; anything but a 2xx becomes a `SendError`.
+    /// `pin` is cut out of whatever the provider answered before it is kept.
+    async fn execute(
+        &self,
+        request: reqwest::RequestBuilder,
+        pin: &Pin,
+    ) -> Result<String, SendError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|e| SendError::from_reqwest(e, self.timeout))?;
+        let status = response.status();
+        let retry_after = retry_after(&response);
+        let body = read_limited(response, 16 * 1024)
+            .await
+            .map_err(|e| SendError::from_reqwest(e, self.timeout))?;
+        if status.is_success() {
+            return Ok(body);
+        }
+        Err(SendError::Status {
+            status: status.as_u16(),
+            retry_after,
+            detail: excerpt(&body, pin, status),
+        })
+    }
+}
+
+async fn read_limited(mut response: Response, limit: usize) -> Result<String, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = limit.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= limit {
+            break;
+        }
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+fn retry_after(response: &Response) -> Option<Duration> {
+    let value = response.headers().get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let date =
+        time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc2822).ok()?;
+    let wait = date - time::OffsetDateTime::now_utc();
+    Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
+}
+
+fn excerpt(body: &str, pin: &Pin, status: StatusCode) -> String {
+    let mut text: String = body.chars().take(300).collect();
+    if text.trim().is_empty() {
+        text = status
+            .canonical_reason()
+            .unwrap_or("no reason given")
+            .to_string();
+    }
+    redact(&text, pin)
+}
+
+/// Removes every occurrence of the PIN from a text that is about to be logged or stored.
+pub fn redact(text: &str, pin: &Pin) -> String {
+    text.replace(pin.expose(), "[redacted]")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_and_permanent_errors_are_told_apart() {
+        let status = |status| SendError::Status {
+            status,
+            retry_after: None,
+            detail: String::new(),
+        };
+        assert!(status(503).is_transient());
+        assert!(status(429).is_transient());
+        assert!(!status(400).is_transient());
+        assert!(!status(401).is_transient());
+        assert!(SendError::Timeout(Duration::from_secs(1)).is_transient());
+        assert!(!SendError::Config("x".into()).is_transient());
+    }
+}

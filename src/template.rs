@@ -1,0 +1,168 @@
+//! Message templates: `{{pin}}` is required; `{{ttl_minutes}}` and `{{from}}` are optional;
+//! anything else in braces is an error, so a typo never reaches a user's phone.
+
+use crate::pin::Pin;
+
+/// A parsed template. The source text is kept for storage; it holds no PIN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    source: String,
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    Pin,
+    TtlMinutes,
+    From,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("template is empty")]
+    Empty,
+    #[error("template is longer than {max} characters")]
+    TooLong { max: usize },
+    #[error("template must contain {{{{pin}}}}")]
+    NoPin,
+    #[error("unknown placeholder {{{{{0}}}}}: allowed are pin, ttl_minutes and from")]
+    UnknownPlaceholder(String),
+    #[error("a {{{{ is not closed by }}}}")]
+    Unclosed,
+}
+
+/// What a template is filled with.
+pub struct Values<'a> {
+    pub pin: &'a Pin,
+    pub ttl_minutes: u32,
+    pub from: &'a str,
+}
+
+impl Template {
+    /// Ten concatenated SMS segments at most, which carriers deliver reliably.
+    pub const MAX_CHARS: usize = 1530;
+
+    pub fn parse(source: &str) -> Result<Self, TemplateError> {
+        if source.trim().is_empty() {
+            return Err(TemplateError::Empty);
+        }
+        if source.chars().count() > Self::MAX_CHARS {
+            return Err(TemplateError::TooLong {
+                max: Self::MAX_CHARS,
+            });
+        }
+        let parts = split(source)?;
+        if !parts.contains(&Part::Pin) {
+            return Err(TemplateError::NoPin);
+        }
+        Ok(Self {
+            source: source.to_string(),
+            parts,
+        })
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The message to send. It contains the PIN: it goes to the provider and nowhere else.
+    pub fn render(&self, values: &Values<'_>) -> String {
+        self.render_with(values.pin.expose(), values.ttl_minutes, values.from)
+    }
+
+    /// The message with a stand-in of the PIN's length and alphabet, for counting segments
+    /// before any PIN exists.
+    pub fn render_shape(&self, pin_length: u8, ttl_minutes: u32, from: &str) -> String {
+        self.render_with(&"0".repeat(pin_length.into()), ttl_minutes, from)
+    }
+
+    fn render_with(&self, pin: &str, ttl_minutes: u32, from: &str) -> String {
+        let mut out = String::with_capacity(self.source.len() + 16);
+        for part in &self.parts {
+            match part {
+                Part::Text(text) => out.push_str(text),
+                Part::Pin => out.push_str(pin),
+                Part::TtlMinutes => out.push_str(&ttl_minutes.to_string()),
+                Part::From => out.push_str(from),
+            }
+        }
+        out
+    }
+}
+
+fn split(source: &str) -> Result<Vec<Part>, TemplateError> {
+    let mut parts = Vec::new();
+    let mut rest = source;
+    while let Some(open) = rest.find("{{") {
+        if open > 0 {
+            parts.push(Part::Text(rest[..open].to_string()));
+        }
+        let after = &rest[open + 2..];
+        let close = after.find("}}").ok_or(TemplateError::Unclosed)?;
+        parts.push(match after[..close].trim() {
+            "pin" => Part::Pin,
+            "ttl_minutes" => Part::TtlMinutes,
+            "from" => Part::From,
+            other => {
+                return Err(TemplateError::UnknownPlaceholder(
+                    other.chars().take(32).collect(),
+                ))
+            }
+        });
+        rest = &after[close + 2..];
+    }
+    if !rest.is_empty() {
+        parts.push(Part::Text(rest.to_string()));
+    }
+    Ok(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::OtpId;
+    use crate::pin::{derive, PinKey, PinLength, PinType};
+
+    #[test]
+    fn placeholders_are_filled_and_spaces_inside_braces_are_allowed() {
+        let template =
+            Template::parse("{{ pin }} is your {{from}} code, valid {{ttl_minutes}} min")
+                .expect("valid");
+        let key = PinKey::parse(&"ab".repeat(32)).expect("key");
+        let pin = derive(&key, OtpId::new(), 1, PinType::Numbers, PinLength::DEFAULT);
+        let text = template.render(&Values {
+            pin: &pin,
+            ttl_minutes: 5,
+            from: "Acme",
+        });
+        assert_eq!(
+            text,
+            format!("{} is your Acme code, valid 5 min", pin.expose())
+        );
+    }
+
+    #[test]
+    fn a_template_without_pin_or_with_an_unknown_placeholder_is_refused() {
+        assert_eq!(Template::parse("Your code"), Err(TemplateError::NoPin));
+        assert_eq!(
+            Template::parse("{{pin}} {{name}}"),
+            Err(TemplateError::UnknownPlaceholder("name".into()))
+        );
+        assert_eq!(
+            Template::parse("{{pin}} {{pin"),
+            Err(TemplateError::Unclosed)
+        );
+        assert_eq!(Template::parse("  "), Err(TemplateError::Empty));
+        assert!(matches!(
+            Template::parse(&format!("{{{{pin}}}}{}", "x".repeat(1530))),
+            Err(TemplateError::TooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn the_shape_has_the_pins_length() {
+        let template = Template::parse("Code: {{pin}}").expect("valid");
+        assert_eq!(template.render_shape(8, 5, ""), "Code: 00000000");
+    }
+}

@@ -1,0 +1,182 @@
+//! Refused jobs: recorded in `otp_rejections` (with an `otp.rejected` event where the app is
+//! known and a callback URL can be read), then moved to the dead-letter queue with the
+//! reason in headers. They are never requeued, so a bad message cannot loop.
+
+use lapin::message::Delivery;
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Channel};
+use serde_json::{json, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{Retry, Worker};
+use crate::amqp;
+use crate::apps;
+use crate::domain::{AppId, CallbackUrl, Metadata};
+use crate::intake::Rejection;
+use crate::outbox::{self, EventType, OtpSnapshot};
+
+/// Header names on a dead-lettered job.
+pub const REASON_HEADER: &str = "x-otp-rejection-reason";
+pub const DETAIL_HEADER: &str = "x-otp-rejection-detail";
+
+/// What could be read of a refused job, for the record and the callback.
+#[derive(Default)]
+struct Salvaged {
+    app_id: Option<String>,
+    request_id: Option<String>,
+    phone_number: Option<String>,
+    callback_url: Option<String>,
+    metadata: Option<Value>,
+}
+
+#[tracing::instrument(skip_all, fields(reason = rejection.reason()))]
+pub(super) async fn reject(
+    worker: &Worker,
+    publisher: &Channel,
+    delivery: &Delivery,
+    rejection: &Rejection,
+) -> Result<(), Retry> {
+    let salvaged = salvage(worker, delivery);
+    tracing::warn!(app_id = ?salvaged.app_id, request_id = ?salvaged.request_id, detail = %rejection, "job rejected");
+    record(worker, &salvaged, rejection, delivery.data.len()).await?;
+    let properties = dead_letter_properties(
+        &delivery.properties,
+        rejection,
+        &worker.config.amqp.send_queue,
+    );
+    amqp::publish_confirmed(
+        publisher,
+        &worker.config.amqp.dead_letter_queue,
+        &delivery.data,
+        properties,
+    )
+    .await?;
+    Ok(())
+}
+
+async fn record(
+    worker: &Worker,
+    salvaged: &Salvaged,
+    rejection: &Rejection,
+    body_bytes: usize,
+) -> Result<(), Retry> {
+    let pool = worker.deliverer.pool();
+    let app = match salvaged.app_id.as_deref().map(AppId::parse) {
+        Some(Ok(id)) if !matches!(rejection, Rejection::UnknownApp(_)) => {
+            apps::load(pool, &id).await?
+        }
+        _ => None,
+    };
+    let mut tx = pool.begin().await?;
+    sqlx::query!(
+        "insert into otp_rejections (id, app_id, request_id, reason, detail, body_bytes) values ($1, $2, $3, $4, $5, $6)",
+        Uuid::now_v7(),
+        salvaged.app_id,
+        salvaged.request_id,
+        rejection.reason(),
+        rejection.to_string(),
+        i32::try_from(body_bytes).unwrap_or(i32::MAX),
+    )
+    .execute(&mut *tx)
+    .await?;
+    if let Some(app) = app {
+        let callback_url = salvaged.callback_url.clone().or(app.callback_url);
+        if callback_url.is_some() {
+            let snapshot = OtpSnapshot {
+                otp_id: None,
+                app_id: app.id.to_string(),
+                request_id: salvaged.request_id.clone(),
+                phone_number: salvaged.phone_number.clone(),
+                channel: None,
+                status: "rejected".into(),
+                delivery: None,
+                locale: None,
+                parts: None,
+                attempts: None,
+                max_attempts: None,
+                expires_at: None,
+                error: Some(
+                    json!({"reason": rejection.reason(), "message": rejection.to_string()}),
+                ),
+                metadata: salvaged.metadata.clone(),
+                callback_url,
+            };
+            outbox::record(&mut tx, EventType::Rejected, &snapshot).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Reads what it can of a job that failed validation; every field is checked again here,
+/// since none of it has been validated.
+fn salvage(worker: &Worker, delivery: &Delivery) -> Salvaged {
+    let properties = &delivery.properties;
+    let mut salvaged = Salvaged {
+        app_id: properties.app_id().as_ref().map(|s| s.to_string()),
+        request_id: properties.message_id().as_ref().map(|s| s.to_string()),
+        ..Salvaged::default()
+    };
+    if delivery.data.len() > worker.config.amqp.max_body_bytes {
+        return salvaged;
+    }
+    let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(&delivery.data) else {
+        return salvaged;
+    };
+    let text = |names: &[&str]| {
+        names
+            .iter()
+            .find_map(|n| fields.get(*n).and_then(Value::as_str))
+            .map(str::to_string)
+    };
+    let bounded = |s: String| (s.len() <= 128).then_some(s);
+    salvaged.app_id = salvaged
+        .app_id
+        .or_else(|| text(&["appId", "appid"]).and_then(bounded));
+    salvaged.request_id = text(&["requestId"])
+        .and_then(bounded)
+        .or(salvaged.request_id);
+    salvaged.phone_number = text(&["phoneNumber", "recipient"]).and_then(bounded);
+    salvaged.callback_url = text(&["otpCallbackUrl"])
+        .and_then(|url| CallbackUrl::parse(&url, worker.config.callbacks.allow_http).ok())
+        .map(|url| url.as_str().to_string());
+    salvaged.metadata = fields
+        .get("metadata")
+        .cloned()
+        .and_then(|m| Metadata::parse(m).ok())
+        .map(Metadata::into_value);
+    salvaged
+}
+
+/// The original properties and headers, plus the reason, detail, time and source queue.
+fn dead_letter_properties(
+    original: &BasicProperties,
+    rejection: &Rejection,
+    source_queue: &str,
+) -> BasicProperties {
+    let mut table = original.headers().clone().unwrap_or_default();
+    let mut put = |name: &str, value: String| {
+        table.insert(name.into(), AMQPValue::LongString(LongString::from(value)));
+    };
+    put(REASON_HEADER, rejection.reason().to_string());
+    put(
+        DETAIL_HEADER,
+        rejection.to_string().chars().take(1000).collect(),
+    );
+    put(
+        "x-otp-rejected-at",
+        OffsetDateTime::now_utc()
+            .format(&Rfc3339)
+            .unwrap_or_default(),
+    );
+    put("x-otp-source-queue", source_queue.to_string());
+    let mut properties = original
+        .clone()
+        .with_headers(FieldTable::from(table.inner().clone()));
+    if properties.content_type().is_none() {
+        properties = properties.with_content_type("application/json".into());
+    }
+    properties
+}

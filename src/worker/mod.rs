@@ -1,0 +1,255 @@
+//! The worker role: consumes send jobs from RabbitMQ, turns each into an OTP row and a
+//! provider request, and runs the scheduler that retries deliveries durably.
+//!
+//! A message is acked only once PostgreSQL holds what it asked for: the OTP row (with its
+//! delivery outcome or a scheduled retry) or a rejection record and its dead letter. From
+//! then on the database, not the broker, guarantees the OTP is finished, so a redelivered
+//! message finds its OTP and is acked without sending anything.
+
+mod dead_letter;
+mod scheduler;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
+use lapin::types::FieldTable;
+use lapin::Channel;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::amqp;
+use crate::config::Config;
+use crate::delivery::Deliverer;
+use crate::domain::{RawJob, SendJob};
+use crate::intake::{self, Rejection, Source};
+
+pub use scheduler::run as run_scheduler;
+
+/// Why a broker session ended (other than shutdown).
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Broker(#[from] lapin::Error),
+    #[error("the broker cancelled the consumer")]
+    ConsumerCancelled,
+}
+
+/// Why a message could not be settled now; it is returned to the queue and tried again.
+#[derive(Debug, thiserror::Error)]
+enum Retry {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    App(#[from] crate::apps::AppError),
+    #[error(transparent)]
+    Broker(#[from] amqp::AmqpError),
+}
+
+/// What a processed message came to.
+enum Settled {
+    Accepted,
+    Rejected(Rejection),
+}
+
+/// Everything a job handler needs. Cheap to clone.
+#[derive(Clone)]
+pub struct Worker {
+    config: Arc<Config>,
+    deliverer: Deliverer,
+}
+
+impl Worker {
+    pub fn new(config: Arc<Config>, deliverer: Deliverer) -> Self {
+        Self { config, deliverer }
+    }
+
+    /// Consumes until `shutdown`, reconnecting to the broker as long as it takes, and runs
+    /// the retry scheduler beside the consumer.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let scheduler = tokio::spawn(run_scheduler(
+            self.deliverer.clone(),
+            self.config.worker.clone(),
+            shutdown.clone(),
+        ));
+        let mut pauses = reconnect_backoff();
+        while !shutdown.is_cancelled() {
+            match self.session(&shutdown).await {
+                Ok(()) => break,
+                Err(error) => {
+                    let pause = pauses.next().unwrap_or(Duration::from_secs(30));
+                    tracing::error!(%error, retry_in = ?pause, "broker session ended; reconnecting");
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                }
+            }
+        }
+        if let Err(error) = scheduler.await {
+            tracing::error!(%error, "the retry scheduler panicked");
+        }
+        tracing::info!("worker stopped");
+    }
+
+    /// One connection's life: declare, consume, hand each delivery to a task; on shutdown
+    /// stop consuming and give in-flight jobs the grace period to finish.
+    async fn session(&self, shutdown: &CancellationToken) -> Result<(), SessionError> {
+        let amqp_config = &self.config.amqp;
+        let connection = amqp::connect(amqp_config, "otp-courier worker").await?;
+        let channel = connection.create_channel().await?;
+        amqp::declare_queues(&channel, amqp_config).await?;
+        channel
+            .basic_qos(amqp_config.prefetch, BasicQosOptions::default())
+            .await?;
+        let publisher = amqp::confirm_channel(&connection).await?;
+        let mut consumer = channel
+            .basic_consume(
+                amqp_config.send_queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        tracing::info!(queue = %amqp_config.send_queue, prefetch = amqp_config.prefetch, "consuming");
+        let in_flight = TaskTracker::new();
+        let ended = loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break Ok(()),
+                next = consumer.next() => match next {
+                    Some(Ok(delivery)) => {
+                        let (worker, publisher) = (self.clone(), publisher.clone());
+                        in_flight.spawn(async move { worker.handle(delivery, &publisher).await });
+                    }
+                    Some(Err(error)) => {
+                        if let Err(error) = channel.wait_for_recovery(error).await {
+                            break Err(SessionError::Broker(error));
+                        }
+                        tracing::warn!("broker connection recovered");
+                    }
+                    None => break Err(SessionError::ConsumerCancelled),
+                },
+            }
+        };
+        let _ = channel
+            .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+            .await;
+        in_flight.close();
+        let grace = self.config.worker.shutdown_grace();
+        if tokio::time::timeout(grace, in_flight.wait()).await.is_err() {
+            tracing::warn!(
+                ?grace,
+                "in-flight jobs did not finish in time; the broker will redeliver them"
+            );
+        }
+        let _ = connection.close(200, "bye".into()).await;
+        ended
+    }
+
+    /// Handles one delivery and settles it: ack when the database holds the result,
+    /// nack with requeue (after a pause, so a database outage is not a hot loop) otherwise.
+    async fn handle(&self, delivery: Delivery, publisher: &Channel) {
+        let settled = match self.process(&delivery).await {
+            Ok(Settled::Accepted) => Ok(()),
+            Ok(Settled::Rejected(rejection)) => {
+                dead_letter::reject(self, publisher, &delivery, &rejection).await
+            }
+            Err(error) => Err(error),
+        };
+        let result = match settled {
+            Ok(()) => delivery.ack(BasicAckOptions::default()).await,
+            Err(error) => {
+                tracing::warn!(%error, "job could not be settled; returning it to the queue");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
+                    })
+                    .await
+            }
+        };
+        if let Err(error) = result {
+            // The broker redelivers it; the request id makes that harmless.
+            tracing::warn!(%error, "could not settle the message with the broker");
+        }
+    }
+
+    async fn process(&self, delivery: &Delivery) -> Result<Settled, Retry> {
+        let properties = &delivery.properties;
+        if let Some(content_type) = properties.content_type() {
+            if !is_json(content_type.as_str()) {
+                return Ok(Settled::Rejected(Rejection::Job(
+                    crate::domain::JobError::Invalid {
+                        field: "content-type".into(),
+                        reason: format!("{} is not JSON", truncated(content_type.as_str())),
+                    },
+                )));
+            }
+        }
+        let raw = RawJob {
+            body: &delivery.data,
+            app_id: properties.app_id().as_ref().map(|s| s.as_str()),
+            message_id: properties.message_id().as_ref().map(|s| s.as_str()),
+            max_body_bytes: self.config.amqp.max_body_bytes,
+            allow_http_callbacks: self.config.callbacks.allow_http,
+        };
+        let job = match SendJob::parse(&raw) {
+            Ok(job) => job,
+            Err(error) => return Ok(Settled::Rejected(error.into())),
+        };
+        let app = match intake::load_app(self.deliverer.pool(), &job).await? {
+            Ok(app) => app,
+            Err(rejection) => return Ok(Settled::Rejected(rejection)),
+        };
+        let source = Source::Broker {
+            user_id: properties.user_id().as_ref().map(|s| s.as_str()),
+        };
+        let otp = match intake::resolve(job, &app, source, &self.config, self.deliverer.providers())
+        {
+            Ok(otp) => otp,
+            Err(rejection) => return Ok(Settled::Rejected(rejection)),
+        };
+        let key = self.deliverer.pin_keys().active_id();
+        match intake::insert(self.deliverer.pool(), &otp, key, self.deliverer.lease()).await? {
+            Some(claim) => {
+                let outcome = self.deliverer.deliver(&claim).await?;
+                tracing::info!(otp_id = %otp.id, ?outcome, "job processed");
+            }
+            None => tracing::info!(
+                request_id = otp.job.request_id.as_str(),
+                "duplicate job: its OTP exists already"
+            ),
+        }
+        Ok(Settled::Accepted)
+    }
+}
+
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json" || essence.ends_with("+json") || essence == "text/json"
+}
+
+fn truncated(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+/// Reconnection pauses: exponential from 100 ms to 30 s, with jitter, for ever.
+fn reconnect_backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(30))
+        .without_max_times()
+        .with_jitter()
+        .build()
+}
