@@ -1,0 +1,84 @@
+use std::time::Duration;
+
+use serde_json::json;
+use sqlx::PgPool;
+use wiremock::matchers::method;
+use wiremock::{Mock, ResponseTemplate};
+
+use crate::harness::{wait_until, Harness, WorkerProcess};
+
+#[sqlx::test]
+async fn a_worker_killed_between_provider_call_and_ack_sends_the_same_pin_at_most_once_more(
+    pool: PgPool,
+) {
+    let harness = Harness::new(pool).await;
+    // The first request is answered slowly, so the worker is killed while it waits.
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(3)))
+        .up_to_n_times(1)
+        .mount(&harness.provider)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&harness.provider)
+        .await;
+    harness
+        .create_app("shop", json!({"": "Code {{pin}}"}))
+        .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = harness.config_file(dir.path());
+    let log = dir.path().join("worker.log");
+
+    let mut worker = WorkerProcess::spawn(&config, &log);
+    harness
+        .publish(br#"{"appId": "shop", "phoneNumber": "+14155550123", "requestId": "r-1"}"#)
+        .await;
+    wait_until(
+        "the provider is called",
+        Duration::from_secs(20),
+        || async { !harness.provider_requests().await.is_empty() },
+    )
+    .await;
+    worker.kill().await;
+    let otp = &harness.otp_rows().await[0];
+    assert_eq!(
+        otp.delivery, "sending",
+        "killed before the outcome was recorded"
+    );
+
+    let mut worker = WorkerProcess::spawn(&config, &log);
+    wait_until(
+        "delivered after restart",
+        Duration::from_secs(30),
+        || async { harness.otp_rows().await[0].delivery == "sent" },
+    )
+    .await;
+    let queue = harness.queue.clone();
+    wait_until(
+        "the redelivered message is acked",
+        Duration::from_secs(10),
+        || async { harness.ready(&queue).await == 0 },
+    )
+    .await;
+    worker.kill().await;
+
+    let requests = harness.provider_requests().await;
+    assert!(
+        requests.len() <= 2,
+        "at most once more: {} requests",
+        requests.len()
+    );
+    let pin = harness.otp_rows().await[0].pin();
+    assert!(
+        requests.iter().all(|r| r["text"] == format!("Code {pin}")),
+        "every request carries the same PIN"
+    );
+    let rows = harness.otp_rows().await;
+    assert_eq!(rows.len(), 1, "the redelivery made no second OTP");
+    assert_eq!(
+        (rows[0].status.as_str(), rows[0].delivery.as_str()),
+        ("pending", "sent")
+    );
+    assert_eq!(harness.events().await, ["otp.sent"], "one sent event");
+    harness.finish().await;
+}

@@ -1,0 +1,328 @@
+//! What every integration test stands on: its own database (from `#[sqlx::test]`), its own
+//! queues, a fake provider on loopback, and a worker running in-process or as a process.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::Figment;
+use lapin::options::{BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection};
+use otp_courier::config::Config;
+use otp_courier::domain::OtpId;
+use otp_courier::pin::{self, PinKey, PinLength, PinType};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+use wiremock::MockServer;
+
+pub const PIN_KEY: &str = "6f74702d636f75726965722d746573742d6b65792d6f662d33322d6279746573";
+pub const PROVIDER_PATH: &str = "/send";
+
+/// Waits for `condition` to hold, checking every 20 ms, failing after `limit`.
+pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !condition().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub struct Harness {
+    pub pool: PgPool,
+    pub provider: MockServer,
+    pub queue: String,
+    pub dlq: String,
+    pub channel: Channel,
+    connection: Connection,
+    pub overrides: Value,
+    worker: Option<(CancellationToken, JoinHandle<()>)>,
+}
+
+impl Harness {
+    /// A harness whose `fake` provider (http-json) is a wiremock server; nothing runs yet.
+    pub async fn new(pool: PgPool) -> Self {
+        let provider = MockServer::start().await;
+        let suffix = Uuid::now_v7().simple().to_string();
+        let queue = format!("test.otp.send.{suffix}");
+        let dlq = format!("test.otp.send.dlq.{suffix}");
+        let overrides = json!({
+            "database": {"url": database_url(&pool), "max_connections": 5},
+            "amqp": {"url": amqp_url(), "send_queue": queue, "dead_letter_queue": dlq, "prefetch": 16},
+            "worker": {"lease_seconds": 5, "poll_interval_ms": 100, "shutdown_grace_seconds": 5},
+            "delivery": {"timeout_ms": 500, "quick_retries": 2, "quick_retry_min_delay_ms": 10,
+                         "quick_retry_max_delay_ms": 50, "retry_schedule_seconds": [1]},
+            "pin": {"active_key": "k1", "keys": {"k1": PIN_KEY}},
+            "callbacks": {"allow_http": true},
+            "log": {"format": "json", "filter": "otp_courier=debug,info"},
+            "routing": {"sms": "fake", "whatsapp": "fake"},
+            "providers": {"fake": {
+                "kind": "http-json",
+                "url": format!("{}{PROVIDER_PATH}", provider.uri()),
+                "body": {"to": "{{to}}", "text": "{{message}}", "otp": "{{otp_id}}"}
+            }},
+        });
+        let connection = Connection::connect(&amqp_url(), Default::default())
+            .await
+            .expect("RabbitMQ is reachable");
+        let channel = connection.create_channel().await.expect("channel");
+        // Declared up front: a passive look at a queue that does not exist yet would close the channel.
+        for name in [&queue, &dlq] {
+            channel
+                .queue_declare(
+                    name.as_str().into(),
+                    QueueDeclareOptions::durable(),
+                    FieldTable::default(),
+                )
+                .await
+                .expect("declare");
+        }
+        Self {
+            pool,
+            provider,
+            queue,
+            dlq,
+            channel,
+            connection,
+            overrides,
+            worker: None,
+        }
+    }
+
+    /// Changes one configuration value, e.g. `set("delivery.retry_schedule_seconds", json!([120]))`.
+    pub fn set(&mut self, path: &str, value: Value) {
+        let mut node = &mut self.overrides;
+        for key in path.split('.') {
+            node = &mut node[key];
+        }
+        *node = value;
+    }
+
+    pub fn config(&self) -> Config {
+        let figment = Figment::from(Toml::string(otp_courier::config::DEFAULTS))
+            .merge(Serialized::defaults(&self.overrides));
+        Config::from_figment(figment).expect("test configuration is valid")
+    }
+
+    /// The configuration as a TOML file, for a worker run as a separate process.
+    pub fn config_file(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        let path = dir.join("config.toml");
+        std::fs::write(&path, toml::to_string(&self.overrides).expect("toml"))
+            .expect("write config");
+        path
+    }
+
+    /// Starts a worker in this process.
+    pub fn start_worker(&mut self) {
+        let worker =
+            otp_courier::cli::build_worker(Arc::new(self.config())).expect("worker builds");
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(worker.run(shutdown.clone()));
+        self.worker = Some((shutdown, task));
+    }
+
+    /// Stops the in-process worker the way SIGTERM does, waiting for in-flight jobs.
+    pub async fn stop_worker(&mut self) {
+        if let Some((shutdown, task)) = self.worker.take() {
+            shutdown.cancel();
+            task.await.expect("worker task ends cleanly");
+        }
+    }
+
+    pub async fn create_app(&self, id: &str, templates: Value) {
+        let templates = serde_json::from_value(templates).expect("templates map");
+        otp_courier::apps::create(
+            &self.pool,
+            &otp_courier::apps::NewApp {
+                id: id.into(),
+                name: id.into(),
+                templates,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("app created");
+    }
+
+    /// Publishes a job as any producer would: a plain AMQP message, no special properties.
+    pub async fn publish(&self, body: &[u8]) {
+        self.publish_with(body, BasicProperties::default()).await;
+    }
+
+    pub async fn publish_with(&self, body: &[u8], properties: BasicProperties) {
+        self.channel
+            .basic_publish(
+                "".into(),
+                self.queue.as_str().into(),
+                Default::default(),
+                body,
+                properties,
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("published");
+    }
+
+    /// Messages waiting in a queue (not counting those delivered and unacked).
+    pub async fn ready(&self, queue: &str) -> u32 {
+        let options = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        match self
+            .channel
+            .queue_declare(queue.into(), options, FieldTable::default())
+            .await
+        {
+            Ok(q) => q.message_count(),
+            Err(_) => 0,
+        }
+    }
+
+    /// Takes every message in the dead-letter queue.
+    pub async fn drain_dlq(&self) -> Vec<(Vec<u8>, BasicProperties)> {
+        let mut out = Vec::new();
+        while let Ok(Some(message)) = self
+            .channel
+            .basic_get(self.dlq.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+        {
+            out.push((
+                message.delivery.data.clone(),
+                message.delivery.properties.clone(),
+            ));
+        }
+        out
+    }
+
+    /// Requests the fake provider received.
+    pub async fn provider_requests(&self) -> Vec<Value> {
+        self.provider
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .map(|r| serde_json::from_slice(&r.body).unwrap_or(Value::Null))
+            .collect()
+    }
+
+    pub async fn otp_rows(&self) -> Vec<OtpRow> {
+        sqlx::query_as::<_, OtpRow>(
+            "select id, status, delivery, locale, parts, delivery_claims, generation, pin_type, pin_length, last_error
+             from otps order by created_at",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .expect("otps")
+    }
+
+    pub async fn events(&self) -> Vec<String> {
+        sqlx::query_scalar("select event_type from outbox order by created_at, event_type")
+            .fetch_all(&self.pool)
+            .await
+            .expect("outbox")
+    }
+
+    /// Stops the worker and deletes this test's queues.
+    pub async fn finish(mut self) {
+        self.stop_worker().await;
+        for queue in [&self.queue, &self.dlq] {
+            let _ = self
+                .channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        let _ = self.connection.close(200, "bye".into()).await;
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct OtpRow {
+    pub id: Uuid,
+    pub status: String,
+    pub delivery: String,
+    pub locale: String,
+    pub parts: i32,
+    pub delivery_claims: i32,
+    pub generation: i32,
+    pub pin_type: String,
+    pub pin_length: i16,
+    pub last_error: Option<Value>,
+}
+
+impl OtpRow {
+    /// The PIN this OTP's user holds, derived the way the worker does.
+    pub fn pin(&self) -> String {
+        let key = PinKey::parse(PIN_KEY).expect("key");
+        let pin_type = PinType::parse(&self.pin_type).expect("type");
+        let length = PinLength::parse(self.pin_length.into()).expect("length");
+        pin::derive(
+            &key,
+            OtpId::from_uuid(self.id),
+            self.generation as u32,
+            pin_type,
+            length,
+        )
+        .expose()
+        .to_string()
+    }
+}
+
+/// The URL of the per-test database `#[sqlx::test]` created.
+fn database_url(pool: &PgPool) -> String {
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL is set");
+    let mut url = url::Url::parse(&base).expect("DATABASE_URL is a URL");
+    url.set_path(
+        pool.connect_options()
+            .get_database()
+            .expect("test database name"),
+    );
+    url.to_string()
+}
+
+pub fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// The `otp-courier worker` binary, run as its own process with stderr captured to a file.
+pub struct WorkerProcess {
+    child: tokio::process::Child,
+}
+
+impl WorkerProcess {
+    pub fn spawn(config: &std::path::Path, log: &std::path::Path) -> Self {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_otp-courier"))
+            .arg("--config")
+            .arg(config)
+            .arg("worker")
+            .env("RUST_LOG", "debug")
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("worker binary starts");
+        Self { child }
+    }
+
+    /// SIGKILL: no cleanup, no acks, no chance to record anything.
+    pub async fn kill(&mut self) {
+        self.child.kill().await.expect("killed");
+    }
+}

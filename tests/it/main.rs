@@ -1,0 +1,9 @@
+//! Integration tests against the real PostgreSQL and RabbitMQ; providers are faked on loopback.
+
+mod crash;
+mod dead_letters;
+mod harness;
+mod pipeline;
+mod providers;
+mod retries;
+mod secrecy;

@@ -1,0 +1,177 @@
+use std::time::Duration;
+
+use lapin::BasicProperties;
+use serde_json::json;
+use sqlx::PgPool;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, ResponseTemplate};
+
+use crate::harness::{wait_until, Harness, PROVIDER_PATH};
+
+async fn harness_with_app(pool: PgPool) -> Harness {
+    let harness = Harness::new(pool).await;
+    Mock::given(method("POST"))
+        .and(path(PROVIDER_PATH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "m-1"})))
+        .mount(&harness.provider)
+        .await;
+    harness
+        .create_app("shop", json!({"": "Your Shop code is {{pin}}"}))
+        .await;
+    harness
+}
+
+async fn wait_for_requests(harness: &Harness, n: usize) {
+    wait_until("provider requests", Duration::from_secs(10), || async {
+        harness.provider_requests().await.len() >= n
+    })
+    .await;
+}
+
+#[sqlx::test]
+async fn a_plain_amqp_job_with_language_fr_sends_one_french_message(pool: PgPool) {
+    let mut harness = harness_with_app(pool).await;
+    harness.start_worker();
+    let job = json!({
+        "appId": "shop", "phoneNumber": "+14155550123", "language": "fr", "requestId": "signup-1",
+        "template": "Your code is {{pin}}", "template_fr": "Votre code est {{pin}}", "template_de": "Ihr Code ist {{pin}}"
+    });
+    harness.publish(job.to_string().as_bytes()).await;
+    wait_for_requests(&harness, 1).await;
+    wait_until("sent recorded", Duration::from_secs(5), || async {
+        harness.events().await == ["otp.sent"]
+    })
+    .await;
+
+    let rows = harness.otp_rows().await;
+    assert_eq!(rows.len(), 1);
+    let otp = &rows[0];
+    let requests = harness.provider_requests().await;
+    assert_eq!(requests.len(), 1, "exactly one provider request");
+    assert_eq!(requests[0]["to"], "+14155550123");
+    assert_eq!(requests[0]["text"], format!("Votre code est {}", otp.pin()));
+    assert_eq!(
+        (
+            otp.status.as_str(),
+            otp.delivery.as_str(),
+            otp.locale.as_str()
+        ),
+        ("pending", "sent", "fr")
+    );
+    assert_eq!(otp.parts, 1);
+    harness.finish().await;
+}
+
+#[sqlx::test]
+async fn a_french_number_gets_the_french_template_without_a_language(pool: PgPool) {
+    let mut harness = harness_with_app(pool).await;
+    harness.start_worker();
+    let job = json!({
+        "appId": "shop", "phoneNumber": "+33 6 12 34 56 78",
+        "template": "Your code is {{pin}}", "template_fr": "Votre code : {{pin}}"
+    });
+    harness.publish(job.to_string().as_bytes()).await;
+    wait_for_requests(&harness, 1).await;
+    wait_until("sent recorded", Duration::from_secs(5), || async {
+        harness.events().await == ["otp.sent"]
+    })
+    .await;
+
+    let otp = &harness.otp_rows().await[0];
+    let requests = harness.provider_requests().await;
+    assert_eq!(requests[0]["to"], "+33612345678");
+    assert_eq!(requests[0]["text"], format!("Votre code : {}", otp.pin()));
+    assert_eq!(otp.locale, "fr");
+    harness.finish().await;
+}
+
+#[sqlx::test]
+async fn without_job_templates_the_apps_template_is_used(pool: PgPool) {
+    let mut harness = harness_with_app(pool).await;
+    harness.start_worker();
+    harness
+        .publish(br#"{"appId": "shop", "phoneNumber": "+14155550123"}"#)
+        .await;
+    wait_for_requests(&harness, 1).await;
+    let otp = &harness.otp_rows().await[0];
+    assert_eq!(
+        harness.provider_requests().await[0]["text"],
+        format!("Your Shop code is {}", otp.pin())
+    );
+    assert_eq!(otp.locale, "en");
+    harness.finish().await;
+}
+
+const SENTINEL_PHONE: &str = "+14155550199";
+
+/// Waits until every job published so far has been settled: with prefetch 1 the broker
+/// hands out the next message only after the previous one is acked, so once a sentinel job
+/// published last is sent, everything before it was acked.
+async fn settle(harness: &Harness, sentinel: &str) {
+    let job = json!({"appId": "shop", "phoneNumber": SENTINEL_PHONE, "requestId": sentinel});
+    harness.publish(job.to_string().as_bytes()).await;
+    wait_until("the sentinel is sent", Duration::from_secs(10), || async {
+        harness
+            .provider_requests()
+            .await
+            .iter()
+            .filter(|r| r["to"] == SENTINEL_PHONE)
+            .count()
+            == 1
+    })
+    .await;
+}
+
+async fn requests_to(harness: &Harness, phone: &str) -> usize {
+    harness
+        .provider_requests()
+        .await
+        .iter()
+        .filter(|r| r["to"] == phone)
+        .count()
+}
+
+async fn in_order_harness(pool: PgPool) -> Harness {
+    let mut harness = harness_with_app(pool).await;
+    harness.set("amqp.prefetch", json!(1));
+    harness.start_worker();
+    harness
+}
+
+#[sqlx::test]
+async fn a_second_publish_with_the_same_request_id_sends_no_second_message(pool: PgPool) {
+    let harness = in_order_harness(pool).await;
+    let job =
+        json!({"appId": "shop", "phoneNumber": "+14155550123", "requestId": "login-7"}).to_string();
+    harness.publish(job.as_bytes()).await;
+    harness.publish(job.as_bytes()).await;
+    settle(&harness, "sentinel-1").await;
+
+    assert_eq!(requests_to(&harness, "+14155550123").await, 1);
+    assert_eq!(
+        harness.otp_rows().await.len(),
+        2,
+        "one OTP for the job, one for the sentinel"
+    );
+    harness.finish().await;
+}
+
+#[sqlx::test]
+async fn the_amqp_message_id_and_an_identical_body_also_deduplicate(pool: PgPool) {
+    let harness = in_order_harness(pool).await;
+    let with_id = BasicProperties::default().with_message_id("msg-42".into());
+    let body = br#"{"appId": "shop", "phoneNumber": "+14155550123"}"#;
+    harness.publish_with(body, with_id.clone()).await;
+    harness.publish(body).await;
+    harness.publish_with(body, with_id).await;
+    harness.publish(body).await;
+    settle(&harness, "sentinel-2").await;
+
+    assert_eq!(
+        requests_to(&harness, "+14155550123").await,
+        2,
+        "one per distinct request, none for the duplicates"
+    );
+    assert_eq!(harness.otp_rows().await.len(), 3);
+    harness.finish().await;
+}
