@@ -51,7 +51,7 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum AppsCommand {
     /// Create an app.
-    Create(CreateAppArgs),
+    Create(Box<CreateAppArgs>),
     /// List apps.
     List,
 }
@@ -126,7 +126,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Worker => run_worker(config).await,
         Command::Migrate => migrate(&config).await,
-        Command::Apps(AppsCommand::Create(args)) => create_app(&config, args).await,
+        Command::Apps(AppsCommand::Create(args)) => create_app(&config, *args).await,
         Command::Apps(AppsCommand::List) => list_apps(&config).await,
         Command::Enqueue(args) => enqueue(&config, args).await,
     }

@@ -297,7 +297,13 @@ mod tests {
 
     #[test]
     fn keys_must_be_long_hex() {
-        assert_eq!(PinKey::parse("zz").unwrap_err(), PinKeyError::NotHex);
-        assert_eq!(PinKey::parse("ab").unwrap_err(), PinKeyError::TooShort);
+        assert_eq!(
+            PinKey::parse("zz").expect_err("not hex"),
+            PinKeyError::NotHex
+        );
+        assert_eq!(
+            PinKey::parse("ab").expect_err("too short"),
+            PinKeyError::TooShort
+        );
     }
 }

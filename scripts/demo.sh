@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# End to end on this machine: PostgreSQL and RabbitMQ up, a fresh demo database migrated,
+# `otp-courier serve` running, a demo app created, and one OTP job published to RabbitMQ
+# and delivered through the `file` provider (a local file standing in for a phone).
+# Leaves the server running when --keep is given; otherwise stops it gracefully.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+keep=false
+[ "${1:-}" = "--keep" ] && keep=true
+
+bash scripts/services.sh
+demo=.demo
+mkdir -p "$demo"
+rm -f "$demo/messages.jsonl" "$demo/serve.log"
+
+psql "postgres://postgres:postgres@127.0.0.1:5432/postgres" -qc "drop database if exists otp_courier_demo" \
+  -c "create database otp_courier_demo"
+
+# A fresh PIN key for this demo; production keys come from a secret store.
+key=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
+cat > "$demo/config.toml" <<TOML
+[database]
+url = "postgres://postgres:postgres@127.0.0.1:5432/otp_courier_demo"
+
+[amqp]
+send_queue = "otp.demo.send"
+dead_letter_queue = "otp.demo.send.dlq"
+
+[pin]
+active_key = "demo"
+[pin.keys]
+demo = "$key"
+
+[routing]
+sms = "phone-file"
+
+[providers.phone-file]
+kind = "file"
+path = "$PWD/$demo/messages.jsonl"
+TOML
+export OTP_CONFIG="$PWD/$demo/config.toml"
+
+SQLX_OFFLINE=true cargo build --locked --quiet
+bin=target/debug/otp-courier
+
+"$bin" serve >"$demo/serve.log" 2>&1 &
+server=$!
+trap '[ "$keep" = true ] || { kill -TERM $server 2>/dev/null; wait $server 2>/dev/null || true; }' EXIT
+
+for _ in $(seq 1 60); do
+  grep -q '"consuming"\|consuming' "$demo/serve.log" 2>/dev/null && break
+  kill -0 $server 2>/dev/null || { cat "$demo/serve.log"; echo "otp-courier serve exited"; exit 1; }
+  sleep 0.5
+done
+
+"$bin" apps create --id demo --name "Demo shop" --from DemoShop \
+  --template 'Your DemoShop code is {{pin}}. It expires in {{ttl_minutes}} minutes.' \
+  --localized 'fr=Votre code DemoShop : {{pin}}. Il expire dans {{ttl_minutes}} minutes.'
+
+echo "publishing a send job for +33 6 12 34 56 78 (a French number: the French template is chosen)"
+"$bin" enqueue --app demo --phone "+33612345678" --request-id "demo-$(date +%s)"
+
+for _ in $(seq 1 60); do
+  [ -s "$demo/messages.jsonl" ] && break
+  sleep 0.5
+done
+[ -s "$demo/messages.jsonl" ] || { cat "$demo/serve.log"; echo "no message was delivered"; exit 1; }
+
+echo
+echo "delivered through the file provider ($demo/messages.jsonl):"
+cat "$demo/messages.jsonl"
+echo
+echo "state in PostgreSQL:"
+psql "postgres://postgres:postgres@127.0.0.1:5432/otp_courier_demo" -c \
+  "select o.id, o.status, o.delivery, o.locale, o.parts, (select string_agg(event_type, ',') from outbox where otp_id = o.id) as events from otps o"
+if [ "$keep" = true ]; then
+  echo "otp-courier serve keeps running (pid $server); logs in $demo/serve.log"
+fi
