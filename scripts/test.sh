@@ -8,4 +8,7 @@ bash scripts/services.sh
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/test}"
 export AMQP_URL="${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
 export SQLX_OFFLINE=true
-cargo test --locked --all-targets "$@"
+# The parallel suite first; then the tests that restart RabbitMQ and PostgreSQL, which
+# would disturb any test running beside them.
+cargo test --locked --lib --bins --test it "$@"
+cargo test --locked --test restarts "$@" -- --test-threads=1

@@ -47,9 +47,7 @@ pub async fn declare_queues(channel: &Channel, config: &AmqpConfig) -> Result<()
 /// A channel in confirm mode, for publishing.
 pub async fn confirm_channel(connection: &Connection) -> Result<Channel, lapin::Error> {
     let channel = connection.create_channel().await?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
+    channel.confirm_select(ConfirmSelectOptions::default()).await?;
     Ok(channel)
 }
 

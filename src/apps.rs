@@ -68,10 +68,9 @@ pub async fn create(pool: &PgPool, new: &NewApp) -> Result<(), AppError> {
     if let Some(from) = &new.default_from {
         Sender::parse(from).map_err(|e| invalid("default_from", e))?;
     }
-    template_set(&new.templates)
-        .map_err(|(key, reason)| invalid(&format!("templates[{key}]"), reason))?;
-    let default_locale = Locale::parse(new.default_locale.as_deref().unwrap_or("en"))
-        .map_err(|e| invalid("default_locale", e))?;
+    template_set(&new.templates).map_err(|(key, reason)| invalid(&format!("templates[{key}]"), reason))?;
+    let default_locale =
+        Locale::parse(new.default_locale.as_deref().unwrap_or("en")).map_err(|e| invalid("default_locale", e))?;
     if let Some(ttl) = new.default_ttl_seconds {
         Ttl::parse(ttl).map_err(|e| invalid("default_ttl_seconds", e))?;
     }
@@ -82,11 +81,10 @@ pub async fn create(pool: &PgPool, new: &NewApp) -> Result<(), AppError> {
     for channel in new.routing.keys() {
         Channel::parse(channel).map_err(|e| invalid("routing", e))?;
     }
-    let regions = new.country_allowlist.as_ref().map(|list| {
-        list.iter()
-            .map(|r| r.to_ascii_uppercase())
-            .collect::<Vec<_>>()
-    });
+    let regions = new
+        .country_allowlist
+        .as_ref()
+        .map(|list| list.iter().map(|r| r.to_ascii_uppercase()).collect::<Vec<_>>());
     if regions
         .iter()
         .flatten()
@@ -152,8 +150,7 @@ pub async fn load(pool: &PgPool, id: &AppId) -> Result<Option<App>, AppError> {
             .map(Sender::parse)
             .transpose()
             .map_err(|e| corrupt(e.into()))?,
-        templates: template_set(&templates)
-            .map_err(|(key, reason)| corrupt(format!("template {key}: {reason}")))?,
+        templates: template_set(&templates).map_err(|(key, reason)| corrupt(format!("template {key}: {reason}")))?,
         default_locale: Locale::parse(&row.default_locale).map_err(|e| corrupt(e.into()))?,
         default_ttl: row
             .default_ttl_seconds
@@ -172,10 +169,7 @@ pub async fn list(pool: &PgPool) -> Result<Vec<(String, String, Value)>, AppErro
     let rows = sqlx::query!("select id, name, routing from apps order by id")
         .fetch_all(pool)
         .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| (r.id, r.name, r.routing))
-        .collect())
+    Ok(rows.into_iter().map(|r| (r.id, r.name, r.routing)).collect())
 }
 
 fn template_set(templates: &BTreeMap<String, String>) -> Result<TemplateSet, (String, String)> {

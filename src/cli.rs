@@ -20,11 +20,7 @@ use crate::provider::Providers;
 use crate::{amqp, db, telemetry, Worker};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "otp-courier",
-    version,
-    about = "One-time passwords by SMS and WhatsApp"
-)]
+#[command(name = "otp-courier", version, about = "One-time passwords by SMS and WhatsApp")]
 pub struct Cli {
     /// Configuration file, layered over the built-in defaults (env vars win over both).
     #[arg(long, env = "OTP_CONFIG", global = true)]
@@ -137,7 +133,11 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
     let pool = db::pool(&config.database)?;
     let attempt = || async { db::migrate(&pool).await };
     attempt
-        .retry(ExponentialBuilder::default().with_max_delay(Duration::from_secs(5)).with_max_times(8))
+        .retry(
+            ExponentialBuilder::default()
+                .with_max_delay(Duration::from_secs(5))
+                .with_max_times(8),
+        )
         .notify(|error, pause| tracing::warn!(%error, retry_in = ?pause, "database not ready for migrations"))
         .await
         .context("applying migrations")?;
@@ -151,13 +151,7 @@ pub fn build_worker(config: Arc<Config>) -> anyhow::Result<Worker> {
     let pool = db::pool(&config.database)?;
     let providers = Providers::from_config(&config.providers, config.delivery.timeout())?;
     let keys = PinKeys::from_config(&config.pin)?;
-    let deliverer = Deliverer::new(
-        pool,
-        providers,
-        keys,
-        config.delivery.clone(),
-        config.worker.lease(),
-    );
+    let deliverer = Deliverer::new(pool, providers, keys, config.delivery.clone(), config.worker.lease());
     Ok(Worker::new(config, deliverer))
 }
 
@@ -236,14 +230,10 @@ async fn enqueue(config: &Config, args: EnqueueArgs) -> anyhow::Result<()> {
         }
     }
     if let Some(extra) = args.extra {
-        let Value::Object(extra) =
-            serde_json::from_str(&extra).context("--extra must be a JSON object")?
-        else {
+        let Value::Object(extra) = serde_json::from_str(&extra).context("--extra must be a JSON object")? else {
             anyhow::bail!("--extra must be a JSON object");
         };
-        body.as_object_mut()
-            .context("body is an object")?
-            .extend(extra);
+        body.as_object_mut().context("body is an object")?.extend(extra);
     }
     let connection = amqp::connect(&config.amqp, "otp-courier enqueue").await?;
     let channel = amqp::confirm_channel(&connection).await?;

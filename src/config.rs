@@ -22,11 +22,7 @@ pub enum ConfigError {
     #[error("configuration could not be read: {0}")]
     Load(#[from] Box<figment::Error>),
     #[error("`{key}` = {value} is out of range: allowed {range}")]
-    OutOfRange {
-        key: String,
-        value: String,
-        range: String,
-    },
+    OutOfRange { key: String, value: String, range: String },
     #[error("`{key}` is invalid: {reason}")]
     Invalid { key: String, reason: String },
 }
@@ -248,25 +244,13 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        in_range(
-            "database.max_connections",
-            self.database.max_connections,
-            1..=200,
-        )?;
+        in_range("database.max_connections", self.database.max_connections, 1..=200)?;
         in_range("amqp.prefetch", self.amqp.prefetch, 1..=10_000)?;
-        in_range(
-            "amqp.max_body_bytes",
-            self.amqp.max_body_bytes,
-            1024..=1_048_576,
-        )?;
+        in_range("amqp.max_body_bytes", self.amqp.max_body_bytes, 1024..=1_048_576)?;
         not_blank("amqp.send_queue", &self.amqp.send_queue)?;
         not_blank("amqp.dead_letter_queue", &self.amqp.dead_letter_queue)?;
         in_range("worker.lease_seconds", self.worker.lease_seconds, 5..=3600)?;
-        in_range(
-            "worker.poll_interval_ms",
-            self.worker.poll_interval_ms,
-            50..=60_000,
-        )?;
+        in_range("worker.poll_interval_ms", self.worker.poll_interval_ms, 50..=60_000)?;
         in_range(
             "worker.scheduler_concurrency",
             self.worker.scheduler_concurrency,
@@ -306,8 +290,8 @@ impl Config {
         }
         // A crashed delivery is taken over after the lease, so the lease has to outlast
         // every request and pause of one round or two processes would send at once.
-        let round_ms = (d.quick_retries as u64 + 1) * d.timeout_ms
-            + d.quick_retries as u64 * d.quick_retry_max_delay_ms;
+        let round_ms =
+            (d.quick_retries as u64 + 1) * d.timeout_ms + d.quick_retries as u64 * d.quick_retry_max_delay_ms;
         if round_ms >= self.worker.lease_seconds * 1000 {
             return Err(invalid(
                 "worker.lease_seconds",
@@ -348,21 +332,14 @@ impl Config {
         if !self.pin.keys.contains_key(&self.pin.active_key) {
             return Err(invalid(
                 "pin.active_key",
-                format!(
-                    "names key `{}`, which is not under [pin.keys]",
-                    self.pin.active_key
-                ),
+                format!("names key `{}`, which is not under [pin.keys]", self.pin.active_key),
             ));
         }
         Ok(())
     }
 }
 
-fn in_range<T: PartialOrd + fmt::Display>(
-    key: &str,
-    value: T,
-    range: RangeInclusive<T>,
-) -> Result<(), ConfigError> {
+fn in_range<T: PartialOrd + fmt::Display>(key: &str, value: T, range: RangeInclusive<T>) -> Result<(), ConfigError> {
     if range.contains(&value) {
         return Ok(());
     }
@@ -394,16 +371,14 @@ mod tests {
 
     #[test]
     fn the_defaults_file_is_a_valid_configuration() {
-        let config =
-            Config::from_figment(Figment::from(Toml::string(DEFAULTS))).expect("defaults load");
+        let config = Config::from_figment(Figment::from(Toml::string(DEFAULTS))).expect("defaults load");
         assert_eq!(config.amqp.send_queue, "otp.send");
         assert_eq!(config.amqp.max_body_bytes, 65536);
     }
 
     #[test]
     fn an_out_of_range_value_names_the_key_and_the_range() {
-        let figment =
-            Figment::from(Toml::string(DEFAULTS)).merge(Serialized::default("amqp.prefetch", 0));
+        let figment = Figment::from(Toml::string(DEFAULTS)).merge(Serialized::default("amqp.prefetch", 0));
         let error = Config::from_figment(figment)
             .expect_err("prefetch 0 is refused")
             .to_string();
@@ -413,24 +388,15 @@ mod tests {
 
     #[test]
     fn a_route_to_an_unknown_provider_is_refused() {
-        let figment = Figment::from(Toml::string(DEFAULTS))
-            .merge(Serialized::default("routing.sms", "nowhere"));
-        let error = Config::from_figment(figment)
-            .expect_err("unknown provider")
-            .to_string();
-        assert!(
-            error.contains("routing.sms") && error.contains("nowhere"),
-            "{error}"
-        );
+        let figment = Figment::from(Toml::string(DEFAULTS)).merge(Serialized::default("routing.sms", "nowhere"));
+        let error = Config::from_figment(figment).expect_err("unknown provider").to_string();
+        assert!(error.contains("routing.sms") && error.contains("nowhere"), "{error}");
     }
 
     #[test]
     fn a_short_pin_key_is_refused() {
-        let figment =
-            Figment::from(Toml::string(DEFAULTS)).merge(Serialized::default("pin.keys.k1", "abcd"));
-        let error = Config::from_figment(figment)
-            .expect_err("short key")
-            .to_string();
+        let figment = Figment::from(Toml::string(DEFAULTS)).merge(Serialized::default("pin.keys.k1", "abcd"));
+        let error = Config::from_figment(figment).expect_err("short key").to_string();
         assert!(error.contains("pin.keys.k1"), "{error}");
     }
 
@@ -439,9 +405,7 @@ mod tests {
         let figment = Figment::from(Toml::string(DEFAULTS))
             .merge(Serialized::default("worker.lease_seconds", 10))
             .merge(Serialized::default("delivery.timeout_ms", 9000));
-        let error = Config::from_figment(figment)
-            .expect_err("lease too short")
-            .to_string();
+        let error = Config::from_figment(figment).expect_err("lease too short").to_string();
         assert!(error.contains("worker.lease_seconds"), "{error}");
     }
 }

@@ -143,32 +143,27 @@ impl Deliverer {
     pub async fn deliver(&self, claim: &Claim) -> Result<Outcome, sqlx::Error> {
         let attempts = Mutex::new(Vec::new());
         let result = self.send(claim, &attempts).await;
-        let attempts = attempts
-            .into_inner()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let attempts = attempts.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
         self.record(claim, result, attempts).await
     }
 
-    async fn send(
-        &self,
-        claim: &Claim,
-        attempts: &Mutex<Vec<Attempt>>,
-    ) -> Result<Accepted, Failure> {
+    async fn send(&self, claim: &Claim, attempts: &Mutex<Vec<Attempt>>) -> Result<Accepted, Failure> {
         if OffsetDateTime::now_utc() >= claim.expires_at {
             return Err(Failure::Expired);
         }
         let pin = self.derive_pin(claim)?;
-        let template = Template::parse(&claim.template)
-            .map_err(|e| Failure::Setup(format!("stored template: {e}")))?;
+        let template = Template::parse(&claim.template).map_err(|e| Failure::Setup(format!("stored template: {e}")))?;
         let from = claim.sender.as_deref();
         let text = template.render(&Values {
             pin: &pin,
             ttl_minutes: claim.ttl_seconds as u32 / 60,
             from: from.unwrap_or(""),
         });
-        let provider = self.inner.providers.get(&claim.provider).ok_or_else(|| {
-            Failure::Setup(format!("provider `{}` is not configured", claim.provider))
-        })?;
+        let provider = self
+            .inner
+            .providers
+            .get(&claim.provider)
+            .ok_or_else(|| Failure::Setup(format!("provider `{}` is not configured", claim.provider)))?;
         let message = Message {
             otp_id: claim.otp_id(),
             to: &claim.phone_number,
@@ -206,12 +201,13 @@ impl Deliverer {
     }
 
     fn derive_pin(&self, claim: &Claim) -> Result<Pin, Failure> {
-        let key = self.inner.pin_keys.get(&claim.pin_key_id).ok_or_else(|| {
-            Failure::Setup(format!("PIN key `{}` is not configured", claim.pin_key_id))
-        })?;
+        let key = self
+            .inner
+            .pin_keys
+            .get(&claim.pin_key_id)
+            .ok_or_else(|| Failure::Setup(format!("PIN key `{}` is not configured", claim.pin_key_id)))?;
         let pin_type = PinType::parse(&claim.pin_type).map_err(|e| Failure::Setup(e.into()))?;
-        let length =
-            PinLength::parse(claim.pin_length.into()).map_err(|e| Failure::Setup(e.into()))?;
+        let length = PinLength::parse(claim.pin_length.into()).map_err(|e| Failure::Setup(e.into()))?;
         Ok(pin::derive(
             key,
             claim.otp_id(),
@@ -244,9 +240,7 @@ impl Deliverer {
         };
         tx.commit().await?;
         if outcome == Outcome::Superseded {
-            tracing::warn!(
-                "the delivery lease lapsed before the result was recorded; another process owns it"
-            );
+            tracing::warn!("the delivery lease lapsed before the result was recorded; another process owns it");
         }
         Ok(outcome)
     }
@@ -272,12 +266,7 @@ impl Deliverer {
         tracing::error!(error = %failure, "delivery failed");
         match mark_failed(conn, claim, &error).await? {
             Some(row) => {
-                outbox::record(
-                    conn,
-                    EventType::DeliveryFailed,
-                    &row.into_snapshot(Some(error)),
-                )
-                .await?;
+                outbox::record(conn, EventType::DeliveryFailed, &row.into_snapshot(Some(error))).await?;
                 Ok(Outcome::Failed)
             }
             None => Ok(Outcome::Superseded),
@@ -339,11 +328,7 @@ fn attempt_record(
     let (outcome, http_status, error) = match result {
         Ok(_) => ("accepted", None, None),
         Err(e) => (
-            if e.is_transient() {
-                "transient"
-            } else {
-                "permanent"
-            },
+            if e.is_transient() { "transient" } else { "permanent" },
             e.http_status().map(i32::from),
             Some(redact(&e.to_string(), pin)),
         ),
@@ -357,11 +342,7 @@ fn attempt_record(
     }
 }
 
-async fn insert_attempts(
-    conn: &mut PgConnection,
-    claim: &Claim,
-    attempts: &[Attempt],
-) -> Result<(), sqlx::Error> {
+async fn insert_attempts(conn: &mut PgConnection, claim: &Claim, attempts: &[Attempt]) -> Result<(), sqlx::Error> {
     if attempts.is_empty() {
         return Ok(());
     }
@@ -407,11 +388,7 @@ async fn mark_sent(
     .await
 }
 
-async fn mark_failed(
-    conn: &mut PgConnection,
-    claim: &Claim,
-    error: &Value,
-) -> Result<Option<OtpRow>, sqlx::Error> {
+async fn mark_failed(conn: &mut PgConnection, claim: &Claim, error: &Value) -> Result<Option<OtpRow>, sqlx::Error> {
     sqlx::query_as!(
         OtpRow,
         "update otps set delivery = 'failed',

@@ -145,19 +145,9 @@ fn choose_template(job: &SendJob, app: &App) -> Option<(Locale, Template)> {
             .map(|(l, t)| (l.clone(), t.clone()))
     };
     localized(&job.templates.localized)
-        .or_else(|| {
-            job.templates
-                .default
-                .clone()
-                .map(|t| (app.default_locale.clone(), t))
-        })
+        .or_else(|| job.templates.default.clone().map(|t| (app.default_locale.clone(), t)))
         .or_else(|| localized(&app.templates.localized))
-        .or_else(|| {
-            app.templates
-                .default
-                .clone()
-                .map(|t| (app.default_locale.clone(), t))
-        })
+        .or_else(|| app.templates.default.clone().map(|t| (app.default_locale.clone(), t)))
 }
 
 /// Inserts the OTP already claimed for delivery by this process, so the common path needs

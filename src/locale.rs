@@ -18,15 +18,12 @@ impl Locale {
         }
         let mut subtags = input.split(['-', '_']);
         let language = subtags.next().unwrap_or_default();
-        if !(2..=3).contains(&language.len()) || !language.bytes().all(|b| b.is_ascii_alphabetic())
-        {
+        if !(2..=3).contains(&language.len()) || !language.bytes().all(|b| b.is_ascii_alphabetic()) {
             return Err(ERR);
         }
         let mut tag = language.to_ascii_lowercase();
         for subtag in subtags {
-            if !(2..=8).contains(&subtag.len())
-                || !subtag.bytes().all(|b| b.is_ascii_alphanumeric())
-            {
+            if !(2..=8).contains(&subtag.len()) || !subtag.bytes().all(|b| b.is_ascii_alphanumeric()) {
                 return Err(ERR);
             }
             tag.push('-');
@@ -62,10 +59,7 @@ impl fmt::Display for Locale {
 
 /// The entry of `available` that best serves `wanted`: the exact tag, then the bare
 /// language (pt-BR → pt), then any regional variant of the language (pt → pt-PT).
-pub fn best_match<'a, T>(
-    wanted: &Locale,
-    available: &'a BTreeMap<Locale, T>,
-) -> Option<(&'a Locale, &'a T)> {
+pub fn best_match<'a, T>(wanted: &Locale, available: &'a BTreeMap<Locale, T>) -> Option<(&'a Locale, &'a T)> {
     if let Some(found) = available.get_key_value(wanted) {
         return Some(found);
     }
@@ -253,18 +247,13 @@ mod tests {
     use super::*;
 
     fn tags(list: &[&str]) -> BTreeMap<Locale, ()> {
-        list.iter()
-            .map(|t| (Locale::parse(t).expect("tag"), ()))
-            .collect()
+        list.iter().map(|t| (Locale::parse(t).expect("tag"), ())).collect()
     }
 
     #[test]
     fn tags_are_normalised() {
         assert_eq!(Locale::parse("PT_br").expect("tag").as_str(), "pt-BR");
-        assert_eq!(
-            Locale::parse("zh-hant-tw").expect("tag").as_str(),
-            "zh-Hant-TW"
-        );
+        assert_eq!(Locale::parse("zh-hant-tw").expect("tag").as_str(), "zh-Hant-TW");
         for bad in ["", "f", "french-language", "fr-", "1a", "fr-a"] {
             assert!(Locale::parse(bad).is_err(), "{bad}");
         }
@@ -277,14 +266,8 @@ mod tests {
 
     #[test]
     fn a_regional_request_falls_back_to_the_bare_language_then_any_variant() {
-        assert_eq!(
-            found("pt-BR", &["en", "pt", "pt-PT"]).as_deref(),
-            Some("pt")
-        );
-        assert_eq!(
-            found("pt-BR", &["pt-PT", "pt-BR"]).as_deref(),
-            Some("pt-BR")
-        );
+        assert_eq!(found("pt-BR", &["en", "pt", "pt-PT"]).as_deref(), Some("pt"));
+        assert_eq!(found("pt-BR", &["pt-PT", "pt-BR"]).as_deref(), Some("pt-BR"));
         assert_eq!(found("pt", &["pt-PT"]).as_deref(), Some("pt-PT"));
         assert_eq!(found("pt-BR", &["en", "es"]), None);
     }
@@ -298,8 +281,6 @@ mod tests {
             REGION_LANGUAGE.windows(2).all(|w| w[0].0 < w[1].0),
             "keep the table sorted"
         );
-        assert!(REGION_LANGUAGE
-            .iter()
-            .all(|(_, l)| Locale::parse(l).is_ok()));
+        assert!(REGION_LANGUAGE.iter().all(|(_, l)| Locale::parse(l).is_ok()));
     }
 }

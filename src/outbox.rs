@@ -70,11 +70,7 @@ pub struct OtpSnapshot {
 }
 
 /// Writes one event inside the caller's transaction.
-pub async fn record(
-    conn: &mut PgConnection,
-    event: EventType,
-    otp: &OtpSnapshot,
-) -> sqlx::Result<EventId> {
+pub async fn record(conn: &mut PgConnection, event: EventType, otp: &OtpSnapshot) -> sqlx::Result<EventId> {
     let id = EventId::new();
     let now = OffsetDateTime::now_utc();
     let payload = json!({

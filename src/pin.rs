@@ -146,13 +146,7 @@ impl fmt::Debug for Pin {
 }
 
 /// Derives the PIN of one generation of one OTP.
-pub fn derive(
-    key: &PinKey,
-    otp: OtpId,
-    generation: u32,
-    pin_type: PinType,
-    length: PinLength,
-) -> Pin {
+pub fn derive(key: &PinKey, otp: OtpId, generation: u32, pin_type: PinType, length: PinLength) -> Pin {
     let alphabet = pin_type.alphabet();
     let n = alphabet.len();
     // Bytes at or above `limit` are dropped so that every character is equally likely.
@@ -228,10 +222,7 @@ mod tests {
     fn the_same_inputs_give_the_same_pin_and_a_new_generation_a_different_one() {
         let a = derive(&key(), otp(), 1, PinType::Numbers, PinLength(6));
         assert_eq!(a, derive(&key(), otp(), 1, PinType::Numbers, PinLength(6)));
-        assert_ne!(
-            a,
-            derive(&key(), OtpId::new(), 1, PinType::Numbers, PinLength(6))
-        );
+        assert_ne!(a, derive(&key(), OtpId::new(), 1, PinType::Numbers, PinLength(6)));
         assert_eq!(a.expose().len(), 6);
     }
 
@@ -242,9 +233,7 @@ mod tests {
                 let pin = derive(&key(), OtpId::new(), 1, pin_type, PinLength(len));
                 assert_eq!(pin.expose().len(), usize::from(len));
                 assert!(
-                    pin.expose()
-                        .bytes()
-                        .all(|b| pin_type.alphabet().contains(&b)),
+                    pin.expose().bytes().all(|b| pin_type.alphabet().contains(&b)),
                     "{pin_type:?}"
                 );
             }
@@ -261,27 +250,14 @@ mod tests {
             let pins = 2_000 * n;
             for i in 0..pins {
                 let id = OtpId::from_uuid(Uuid::from_u128(i as u128));
-                for b in derive(&key(), id, 1, pin_type, PinLength(10))
-                    .expose()
-                    .bytes()
-                {
-                    counts[pin_type
-                        .alphabet()
-                        .iter()
-                        .position(|&a| a == b)
-                        .expect("in alphabet")] += 1;
+                for b in derive(&key(), id, 1, pin_type, PinLength(10)).expose().bytes() {
+                    counts[pin_type.alphabet().iter().position(|&a| a == b).expect("in alphabet")] += 1;
                 }
             }
             let expected = (pins * 10) as f64 / n as f64;
-            let chi2: f64 = counts
-                .iter()
-                .map(|&c| (c as f64 - expected).powi(2) / expected)
-                .sum();
+            let chi2: f64 = counts.iter().map(|&c| (c as f64 - expected).powi(2) / expected).sum();
             // critical: chi-square at p = 0.001 for n - 1 degrees of freedom.
-            assert!(
-                chi2 < critical,
-                "{pin_type:?}: chi2 = {chi2}, counts = {counts:?}"
-            );
+            assert!(chi2 < critical, "{pin_type:?}: chi2 = {chi2}, counts = {counts:?}");
         }
     }
 
@@ -297,13 +273,7 @@ mod tests {
 
     #[test]
     fn keys_must_be_long_hex() {
-        assert_eq!(
-            PinKey::parse("zz").expect_err("not hex"),
-            PinKeyError::NotHex
-        );
-        assert_eq!(
-            PinKey::parse("ab").expect_err("too short"),
-            PinKeyError::TooShort
-        );
+        assert_eq!(PinKey::parse("zz").expect_err("not hex"), PinKeyError::NotHex);
+        assert_eq!(PinKey::parse("ab").expect_err("too short"), PinKeyError::TooShort);
     }
 }

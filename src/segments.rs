@@ -33,11 +33,7 @@ pub fn count(text: &str) -> (Encoding, u32) {
 }
 
 fn parts(units: usize, single: usize, multi: usize) -> u32 {
-    let n = if units <= single {
-        1
-    } else {
-        units.div_ceil(multi)
-    };
+    let n = if units <= single { 1 } else { units.div_ceil(multi) };
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 

@@ -48,9 +48,7 @@ impl Template {
             return Err(TemplateError::Empty);
         }
         if source.chars().count() > Self::MAX_CHARS {
-            return Err(TemplateError::TooLong {
-                max: Self::MAX_CHARS,
-            });
+            return Err(TemplateError::TooLong { max: Self::MAX_CHARS });
         }
         let parts = split(source)?;
         if !parts.contains(&Part::Pin) {
@@ -104,11 +102,7 @@ fn split(source: &str) -> Result<Vec<Part>, TemplateError> {
             "pin" => Part::Pin,
             "ttl_minutes" => Part::TtlMinutes,
             "from" => Part::From,
-            other => {
-                return Err(TemplateError::UnknownPlaceholder(
-                    other.chars().take(32).collect(),
-                ))
-            }
+            other => return Err(TemplateError::UnknownPlaceholder(other.chars().take(32).collect())),
         });
         rest = &after[close + 2..];
     }
@@ -126,9 +120,7 @@ mod tests {
 
     #[test]
     fn placeholders_are_filled_and_spaces_inside_braces_are_allowed() {
-        let template =
-            Template::parse("{{ pin }} is your {{from}} code, valid {{ttl_minutes}} min")
-                .expect("valid");
+        let template = Template::parse("{{ pin }} is your {{from}} code, valid {{ttl_minutes}} min").expect("valid");
         let key = PinKey::parse(&"ab".repeat(32)).expect("key");
         let pin = derive(&key, OtpId::new(), 1, PinType::Numbers, PinLength::DEFAULT);
         let text = template.render(&Values {
@@ -136,10 +128,7 @@ mod tests {
             ttl_minutes: 5,
             from: "Acme",
         });
-        assert_eq!(
-            text,
-            format!("{} is your Acme code, valid 5 min", pin.expose())
-        );
+        assert_eq!(text, format!("{} is your Acme code, valid 5 min", pin.expose()));
     }
 
     #[test]
@@ -149,10 +138,7 @@ mod tests {
             Template::parse("{{pin}} {{name}}"),
             Err(TemplateError::UnknownPlaceholder("name".into()))
         );
-        assert_eq!(
-            Template::parse("{{pin}} {{pin"),
-            Err(TemplateError::Unclosed)
-        );
+        assert_eq!(Template::parse("{{pin}} {{pin"), Err(TemplateError::Unclosed));
         assert_eq!(Template::parse("  "), Err(TemplateError::Empty));
         assert!(matches!(
             Template::parse(&format!("{{{{pin}}}}{}", "x".repeat(1530))),

@@ -72,13 +72,7 @@ mod tests {
         let shown = id.to_string();
         assert!(shown.starts_with("otp_") && shown.len() == 36, "{shown}");
         assert_eq!(shown.parse::<OtpId>().expect("parses"), id);
-        assert_eq!(
-            id.as_uuid()
-                .to_string()
-                .parse::<OtpId>()
-                .expect("bare uuid"),
-            id
-        );
+        assert_eq!(id.as_uuid().to_string().parse::<OtpId>().expect("bare uuid"), id);
         assert!("otp_nothex".parse::<OtpId>().is_err());
     }
 }

@@ -5,9 +5,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::phone::PhoneError;
-use super::{
-    AppId, CallbackUrl, Channel, MaxAttempts, Metadata, PhoneNumber, RequestId, Sender, Ttl,
-};
+use super::{AppId, CallbackUrl, Channel, MaxAttempts, Metadata, PhoneNumber, RequestId, Sender, Ttl};
 use crate::locale::Locale;
 use crate::pin::{PinLength, PinType};
 use crate::template::{Template, TemplateError};
@@ -98,24 +96,16 @@ impl SendJob {
                 limit: raw.max_body_bytes,
             });
         }
-        let value: Value =
-            serde_json::from_slice(raw.body).map_err(|e| JobError::Malformed(e.to_string()))?;
+        let value: Value = serde_json::from_slice(raw.body).map_err(|e| JobError::Malformed(e.to_string()))?;
         let Value::Object(mut fields) = value else {
-            return Err(JobError::Malformed(
-                "the top level must be an object".into(),
-            ));
+            return Err(JobError::Malformed("the top level must be an object".into()));
         };
         let app_id = app_id(&mut fields, raw.app_id)?;
-        let request_id = match take_str(&mut fields, &["requestId"])?
-            .or_else(|| raw.message_id.map(str::to_string))
-        {
-            Some(given) => {
-                RequestId::given(&given).map_err(|e| JobError::invalid("requestId", e))?
-            }
+        let request_id = match take_str(&mut fields, &["requestId"])?.or_else(|| raw.message_id.map(str::to_string)) {
+            Some(given) => RequestId::given(&given).map_err(|e| JobError::invalid("requestId", e))?,
             None => RequestId::derived(&app_id, raw.body),
         };
-        let phone = take_str(&mut fields, &["phoneNumber", "recipient"])?
-            .ok_or(JobError::Missing("phoneNumber"))?;
+        let phone = take_str(&mut fields, &["phoneNumber", "recipient"])?.ok_or(JobError::Missing("phoneNumber"))?;
         Ok(SendJob {
             request_id,
             phone: PhoneNumber::parse(&phone)?,
@@ -123,19 +113,15 @@ impl SendJob {
             from: parse_opt(&mut fields, "from", Sender::parse)?,
             language: parse_opt(&mut fields, "language", Locale::parse)?,
             ttl: int_opt(&mut fields, "ttl", Ttl::parse)?,
-            max_attempts: int_opt(&mut fields, "maxAttempts", MaxAttempts::parse)?
-                .unwrap_or(MaxAttempts::DEFAULT),
+            max_attempts: int_opt(&mut fields, "maxAttempts", MaxAttempts::parse)?.unwrap_or(MaxAttempts::DEFAULT),
             pin_type: parse_opt(&mut fields, "pinType", PinType::parse)?.unwrap_or_default(),
-            pin_length: int_opt(&mut fields, "pinLength", PinLength::parse)?
-                .unwrap_or(PinLength::DEFAULT),
+            pin_length: int_opt(&mut fields, "pinLength", PinLength::parse)?.unwrap_or(PinLength::DEFAULT),
             callback_url: parse_opt(&mut fields, "otpCallbackUrl", |url| {
                 CallbackUrl::parse(url, raw.allow_http_callbacks)
             })?,
             metadata: match fields.remove("metadata") {
                 None | Some(Value::Null) => None,
-                Some(value) => {
-                    Some(Metadata::parse(value).map_err(|e| JobError::invalid("metadata", e))?)
-                }
+                Some(value) => Some(Metadata::parse(value).map_err(|e| JobError::invalid("metadata", e))?),
             },
             templates: templates(&mut fields)?,
             app_id,
@@ -165,14 +151,9 @@ pub(crate) fn templates(fields: &mut Map<String, Value>) -> Result<TemplateSet, 
         default: parse_template(fields, "template")?,
         localized: BTreeMap::new(),
     };
-    let keys: Vec<String> = fields
-        .keys()
-        .filter(|k| k.starts_with("template_"))
-        .cloned()
-        .collect();
+    let keys: Vec<String> = fields.keys().filter(|k| k.starts_with("template_")).cloned().collect();
     for key in keys {
-        let locale =
-            Locale::parse(&key["template_".len()..]).map_err(|e| JobError::invalid(&key, e))?;
+        let locale = Locale::parse(&key["template_".len()..]).map_err(|e| JobError::invalid(&key, e))?;
         if let Some(template) = parse_template(fields, &key)? {
             set.localized.insert(locale, template);
         }
@@ -180,19 +161,14 @@ pub(crate) fn templates(fields: &mut Map<String, Value>) -> Result<TemplateSet, 
     Ok(set)
 }
 
-fn parse_template(
-    fields: &mut Map<String, Value>,
-    key: &str,
-) -> Result<Option<Template>, JobError> {
+fn parse_template(fields: &mut Map<String, Value>, key: &str) -> Result<Option<Template>, JobError> {
     let Some(source) = take_str(fields, &[key])? else {
         return Ok(None);
     };
-    Template::parse(&source)
-        .map(Some)
-        .map_err(|source| JobError::Template {
-            field: key.to_string(),
-            source,
-        })
+    Template::parse(&source).map(Some).map_err(|source| JobError::Template {
+        field: key.to_string(),
+        source,
+    })
 }
 
 /// Removes the first of `names` present; `null` counts as absent.
@@ -278,11 +254,7 @@ mod tests {
     #[test]
     fn each_bad_field_is_named_with_a_stable_reason() {
         let cases = [
-            (
-                json!({"phoneNumber": "+33612345678"}),
-                "missing_field",
-                "appId",
-            ),
+            (json!({"phoneNumber": "+33612345678"}), "missing_field", "appId"),
             (json!({"appId": "shop"}), "missing_field", "phoneNumber"),
             (
                 json!({"appId": "shop", "phoneNumber": "12"}),
@@ -328,10 +300,7 @@ mod tests {
         for (body, reason, field) in cases {
             let error = parse(body.clone()).expect_err("refused");
             assert_eq!(error.reason(), reason, "{body}");
-            assert!(
-                error.to_string().contains(field),
-                "{error} should name {field}"
-            );
+            assert!(error.to_string().contains(field), "{error} should name {field}");
         }
     }
 

@@ -24,10 +24,7 @@ impl PhoneNumber {
             return Err(PhoneError::NotE164);
         }
         let separators = |c: char| matches!(c, ' ' | '-' | '.' | '(' | ')');
-        if !input[1..]
-            .chars()
-            .all(|c| c.is_ascii_digit() || separators(c))
-        {
+        if !input[1..].chars().all(|c| c.is_ascii_digit() || separators(c)) {
             return Err(PhoneError::NotE164);
         }
         let digits = input.chars().filter(char::is_ascii_digit).count();
@@ -81,23 +78,13 @@ mod tests {
             "+0612345678",
             "",
         ] {
-            assert_eq!(
-                PhoneNumber::parse(input),
-                Err(PhoneError::NotE164),
-                "{input}"
-            );
+            assert_eq!(PhoneNumber::parse(input), Err(PhoneError::NotE164), "{input}");
         }
     }
 
     #[test]
     fn a_well_shaped_but_unassigned_number_is_refused() {
-        assert_eq!(
-            PhoneNumber::parse("+33 0 00 00 00 00"),
-            Err(PhoneError::Invalid)
-        );
-        assert_eq!(
-            PhoneNumber::parse("+999 123456789"),
-            Err(PhoneError::Invalid)
-        );
+        assert_eq!(PhoneNumber::parse("+33 0 00 00 00 00"), Err(PhoneError::Invalid));
+        assert_eq!(PhoneNumber::parse("+999 123456789"), Err(PhoneError::Invalid));
     }
 }

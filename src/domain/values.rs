@@ -42,8 +42,7 @@ impl RequestId {
 
     /// A key the producer chose: 1-128 printable ASCII characters.
     pub fn given(input: &str) -> Result<Self, &'static str> {
-        let ok = (1..=Self::MAX_LEN).contains(&input.len())
-            && input.bytes().all(|b| b.is_ascii_graphic());
+        let ok = (1..=Self::MAX_LEN).contains(&input.len()) && input.bytes().all(|b| b.is_ascii_graphic());
         if !ok {
             return Err("requestId must be 1-128 printable ASCII characters without spaces");
         }
@@ -76,9 +75,7 @@ impl RequestId {
 }
 
 /// Delivery channel.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Channel {
     #[default]
@@ -115,17 +112,12 @@ pub struct Sender(String);
 impl Sender {
     pub fn parse(input: &str) -> Result<Self, &'static str> {
         let digits = input.strip_prefix('+').unwrap_or(input);
-        let numeric =
-            (3..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit());
+        let numeric = (3..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit());
         let alphanumeric = (1..=11).contains(&input.len())
-            && input
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b' ')
+            && input.bytes().all(|b| b.is_ascii_alphanumeric() || b == b' ')
             && input.bytes().any(|b| b.is_ascii_alphabetic());
         if !(numeric || alphanumeric) {
-            return Err(
-                "from must be up to 11 letters, digits and spaces, or a number of 3-15 digits",
-            );
+            return Err("from must be up to 11 letters, digits and spaces, or a number of 3-15 digits");
         }
         Ok(Self(input.to_string()))
     }
@@ -210,9 +202,7 @@ impl Metadata {
         let serde_json::Value::Object(map) = value else {
             return Err("metadata must be a JSON object");
         };
-        let size = serde_json::to_vec(&map)
-            .map(|v| v.len())
-            .unwrap_or(usize::MAX);
+        let size = serde_json::to_vec(&map).map(|v| v.len()).unwrap_or(usize::MAX);
         if size > Self::MAX_BYTES {
             return Err("metadata is larger than 4 KiB");
         }
@@ -248,11 +238,7 @@ mod tests {
     #[test]
     fn ranges_follow_the_job_contract() {
         assert!(Ttl::parse(59).is_err() && Ttl::parse(1801).is_err() && Ttl::parse(60).is_ok());
-        assert!(
-            MaxAttempts::parse(0).is_err()
-                && MaxAttempts::parse(11).is_err()
-                && MaxAttempts::parse(10).is_ok()
-        );
+        assert!(MaxAttempts::parse(0).is_err() && MaxAttempts::parse(11).is_err() && MaxAttempts::parse(10).is_ok());
     }
 
     #[test]

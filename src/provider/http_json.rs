@@ -47,17 +47,9 @@ impl HttpJson {
 
 fn fill(template: &Value, values: &[(&str, &str)]) -> Value {
     match template {
-        Value::String(s) => Value::String(
-            values
-                .iter()
-                .fold(s.clone(), |acc, (k, v)| acc.replace(k, v)),
-        ),
+        Value::String(s) => Value::String(values.iter().fold(s.clone(), |acc, (k, v)| acc.replace(k, v))),
         Value::Array(items) => Value::Array(items.iter().map(|v| fill(v, values)).collect()),
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| (k.clone(), fill(v, values)))
-                .collect(),
-        ),
+        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), fill(v, values))).collect()),
         other => other.clone(),
     }
 }

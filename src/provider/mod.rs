@@ -142,16 +142,12 @@ impl Providers {
             .into_iter()
             .map(|(name, config)| {
                 let provider = match config.clone() {
-                    ProviderConfig::Twilio(c) => {
-                        Provider::Twilio(twilio::Twilio::new(c, http.clone()))
-                    }
+                    ProviderConfig::Twilio(c) => Provider::Twilio(twilio::Twilio::new(c, http.clone())),
                     ProviderConfig::Xoxzo(c) => Provider::Xoxzo(xoxzo::Xoxzo::new(c, http.clone())),
                     ProviderConfig::WhatsappCloud(c) => {
                         Provider::WhatsappCloud(whatsapp_cloud::WhatsappCloud::new(c, http.clone()))
                     }
-                    ProviderConfig::HttpJson(c) => {
-                        Provider::HttpJson(http_json::HttpJson::new(c, http.clone()))
-                    }
+                    ProviderConfig::HttpJson(c) => Provider::HttpJson(http_json::HttpJson::new(c, http.clone())),
                     ProviderConfig::File(c) => Provider::File(file::FileSink::new(c)),
                 };
                 (name.clone(), provider)
@@ -190,11 +186,7 @@ impl Http {
 
     /// Sends the request and reads the answer; anything but a 2xx becomes a `SendError`.
     /// `pin` is cut out of whatever the provider answered before it is kept.
-    async fn execute(
-        &self,
-        request: reqwest::RequestBuilder,
-        pin: &Pin,
-    ) -> Result<String, SendError> {
+    async fn execute(&self, request: reqwest::RequestBuilder, pin: &Pin) -> Result<String, SendError> {
         let response = request
             .send()
             .await
@@ -233,8 +225,7 @@ fn retry_after(response: &Response) -> Option<Duration> {
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
     }
-    let date =
-        time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc2822).ok()?;
+    let date = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc2822).ok()?;
     let wait = date - time::OffsetDateTime::now_utc();
     Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
 }
@@ -242,10 +233,7 @@ fn retry_after(response: &Response) -> Option<Duration> {
 fn excerpt(body: &str, pin: &Pin, status: StatusCode) -> String {
     let mut text: String = body.chars().take(300).collect();
     if text.trim().is_empty() {
-        text = status
-            .canonical_reason()
-            .unwrap_or("no reason given")
-            .to_string();
+        text = status.canonical_reason().unwrap_or("no reason given").to_string();
     }
     redact(&text, pin)
 }

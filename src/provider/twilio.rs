@@ -22,10 +22,7 @@ impl Twilio {
             Channel::Sms => number.to_string(),
             Channel::Whatsapp => format!("whatsapp:{number}"),
         };
-        let mut form = vec![
-            ("To", address(message.to)),
-            ("Body", message.text.to_string()),
-        ];
+        let mut form = vec![("To", address(message.to)), ("Body", message.text.to_string())];
         match (&self.config.messaging_service_sid, message.from) {
             (Some(service), _) => form.push(("MessagingServiceSid", service.clone())),
             (None, Some(from)) => form.push(("From", address(from))),
@@ -44,10 +41,7 @@ impl Twilio {
             .http
             .client
             .post(url)
-            .basic_auth(
-                &self.config.account_sid,
-                Some(self.config.auth_token.expose()),
-            )
+            .basic_auth(&self.config.account_sid, Some(self.config.auth_token.expose()))
             .form(&form);
         let body = self.http.execute(request, message.pin).await?;
         Ok(Accepted {

@@ -26,8 +26,7 @@ impl WhatsappCloud {
             ));
         }
         let code = message.pin.expose();
-        let mut components =
-            vec![json!({"type": "body", "parameters": [{"type": "text", "text": code}]})];
+        let mut components = vec![json!({"type": "body", "parameters": [{"type": "text", "text": code}]})];
         if self.config.copy_code_button {
             components.push(json!({
                 "type": "button", "sub_type": "url", "index": "0",

@@ -26,15 +26,8 @@ impl Xoxzo {
         let sender = message
             .from
             .ok_or_else(|| SendError::Config("xoxzo needs a sender (from)".into()))?;
-        let form = [
-            ("recipient", message.to),
-            ("sender", sender),
-            ("message", message.text),
-        ];
-        let url = format!(
-            "{}/sms/messages/",
-            self.config.base_url.trim_end_matches('/')
-        );
+        let form = [("recipient", message.to), ("sender", sender), ("message", message.text)];
+        let url = format!("{}/sms/messages/", self.config.base_url.trim_end_matches('/'));
         let request = self
             .http
             .client

@@ -41,11 +41,7 @@ pub(super) async fn reject(
     let salvaged = salvage(worker, delivery);
     tracing::warn!(app_id = ?salvaged.app_id, request_id = ?salvaged.request_id, detail = %rejection, "job rejected");
     record(worker, &salvaged, rejection, delivery.data.len()).await?;
-    let properties = dead_letter_properties(
-        &delivery.properties,
-        rejection,
-        &worker.config.amqp.send_queue,
-    );
+    let properties = dead_letter_properties(&delivery.properties, rejection, &worker.config.amqp.send_queue);
     amqp::publish_confirmed(
         publisher,
         &worker.config.amqp.dead_letter_queue,
@@ -56,17 +52,10 @@ pub(super) async fn reject(
     Ok(())
 }
 
-async fn record(
-    worker: &Worker,
-    salvaged: &Salvaged,
-    rejection: &Rejection,
-    body_bytes: usize,
-) -> Result<(), Retry> {
+async fn record(worker: &Worker, salvaged: &Salvaged, rejection: &Rejection, body_bytes: usize) -> Result<(), Retry> {
     let pool = worker.deliverer.pool();
     let app = match salvaged.app_id.as_deref().map(AppId::parse) {
-        Some(Ok(id)) if !matches!(rejection, Rejection::UnknownApp(_)) => {
-            apps::load(pool, &id).await?
-        }
+        Some(Ok(id)) if !matches!(rejection, Rejection::UnknownApp(_)) => apps::load(pool, &id).await?,
         _ => None,
     };
     let mut tx = pool.begin().await?;
@@ -97,9 +86,7 @@ async fn record(
                 attempts: None,
                 max_attempts: None,
                 expires_at: None,
-                error: Some(
-                    json!({"reason": rejection.reason(), "message": rejection.to_string()}),
-                ),
+                error: Some(json!({"reason": rejection.reason(), "message": rejection.to_string()})),
                 metadata: salvaged.metadata.clone(),
                 callback_url,
             };
@@ -132,12 +119,8 @@ fn salvage(worker: &Worker, delivery: &Delivery) -> Salvaged {
             .map(str::to_string)
     };
     let bounded = |s: String| (s.len() <= 128).then_some(s);
-    salvaged.app_id = salvaged
-        .app_id
-        .or_else(|| text(&["appId", "appid"]).and_then(bounded));
-    salvaged.request_id = text(&["requestId"])
-        .and_then(bounded)
-        .or(salvaged.request_id);
+    salvaged.app_id = salvaged.app_id.or_else(|| text(&["appId", "appid"]).and_then(bounded));
+    salvaged.request_id = text(&["requestId"]).and_then(bounded).or(salvaged.request_id);
     salvaged.phone_number = text(&["phoneNumber", "recipient"]).and_then(bounded);
     salvaged.callback_url = text(&["otpCallbackUrl"])
         .and_then(|url| CallbackUrl::parse(&url, worker.config.callbacks.allow_http).ok())
@@ -151,30 +134,19 @@ fn salvage(worker: &Worker, delivery: &Delivery) -> Salvaged {
 }
 
 /// The original properties and headers, plus the reason, detail, time and source queue.
-fn dead_letter_properties(
-    original: &BasicProperties,
-    rejection: &Rejection,
-    source_queue: &str,
-) -> BasicProperties {
+fn dead_letter_properties(original: &BasicProperties, rejection: &Rejection, source_queue: &str) -> BasicProperties {
     let mut table = original.headers().clone().unwrap_or_default();
     let mut put = |name: &str, value: String| {
         table.insert(name.into(), AMQPValue::LongString(LongString::from(value)));
     };
     put(REASON_HEADER, rejection.reason().to_string());
-    put(
-        DETAIL_HEADER,
-        rejection.to_string().chars().take(1000).collect(),
-    );
+    put(DETAIL_HEADER, rejection.to_string().chars().take(1000).collect());
     put(
         "x-otp-rejected-at",
-        OffsetDateTime::now_utc()
-            .format(&Rfc3339)
-            .unwrap_or_default(),
+        OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default(),
     );
     put("x-otp-source-queue", source_queue.to_string());
-    let mut properties = original
-        .clone()
-        .with_headers(FieldTable::from(table.inner().clone()));
+    let mut properties = original.clone().with_headers(FieldTable::from(table.inner().clone()));
     if properties.content_type().is_none() {
         properties = properties.with_content_type("application/json".into());
     }

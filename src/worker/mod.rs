@@ -15,9 +15,7 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-};
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::Channel;
 use tokio_util::sync::CancellationToken;
@@ -156,9 +154,7 @@ impl Worker {
     async fn handle(&self, delivery: Delivery, publisher: &Channel) {
         let settled = match self.process(&delivery).await {
             Ok(Settled::Accepted) => Ok(()),
-            Ok(Settled::Rejected(rejection)) => {
-                dead_letter::reject(self, publisher, &delivery, &rejection).await
-            }
+            Ok(Settled::Rejected(rejection)) => dead_letter::reject(self, publisher, &delivery, &rejection).await,
             Err(error) => Err(error),
         };
         let result = match settled {
@@ -184,12 +180,10 @@ impl Worker {
         let properties = &delivery.properties;
         if let Some(content_type) = properties.content_type() {
             if !is_json(content_type.as_str()) {
-                return Ok(Settled::Rejected(Rejection::Job(
-                    crate::domain::JobError::Invalid {
-                        field: "content-type".into(),
-                        reason: format!("{} is not JSON", truncated(content_type.as_str())),
-                    },
-                )));
+                return Ok(Settled::Rejected(Rejection::Job(crate::domain::JobError::Invalid {
+                    field: "content-type".into(),
+                    reason: format!("{} is not JSON", truncated(content_type.as_str())),
+                })));
             }
         }
         let raw = RawJob {
@@ -210,8 +204,7 @@ impl Worker {
         let source = Source::Broker {
             user_id: properties.user_id().as_ref().map(|s| s.as_str()),
         };
-        let otp = match intake::resolve(job, &app, source, &self.config, self.deliverer.providers())
-        {
+        let otp = match intake::resolve(job, &app, source, &self.config, self.deliverer.providers()) {
             Ok(otp) => otp,
             Err(rejection) => return Ok(Settled::Rejected(rejection)),
         };
@@ -231,12 +224,7 @@ impl Worker {
 }
 
 fn is_json(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     essence == "application/json" || essence.ends_with("+json") || essence == "text/json"
 }
 

@@ -29,16 +29,14 @@ pub async fn run(deliverer: Deliverer, config: WorkerConfig, shutdown: Cancellat
         .await
         .is_err()
     {
-        tracing::warn!("scheduled deliveries still running at shutdown; their leases will lapse and they will be retried");
+        tracing::warn!(
+            "scheduled deliveries still running at shutdown; their leases will lapse and they will be retried"
+        );
     }
 }
 
 /// Claims as many due deliveries as there are free slots; returns (free slots, claimed).
-async fn claim_and_spawn(
-    deliverer: &Deliverer,
-    slots: &Arc<Semaphore>,
-    running: &TaskTracker,
-) -> (usize, usize) {
+async fn claim_and_spawn(deliverer: &Deliverer, slots: &Arc<Semaphore>, running: &TaskTracker) -> (usize, usize) {
     let free = slots.available_permits();
     if free == 0 {
         return (0, 0);

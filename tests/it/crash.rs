@@ -8,9 +8,7 @@ use wiremock::{Mock, ResponseTemplate};
 use crate::harness::{wait_until, Harness, WorkerProcess};
 
 #[sqlx::test]
-async fn a_worker_killed_between_provider_call_and_ack_sends_the_same_pin_at_most_once_more(
-    pool: PgPool,
-) {
+async fn a_worker_killed_between_provider_call_and_ack_sends_the_same_pin_at_most_once_more(pool: PgPool) {
     let harness = Harness::new(pool).await;
     // The first request is answered slowly, so the worker is killed while it waits.
     Mock::given(method("POST"))
@@ -22,9 +20,7 @@ async fn a_worker_killed_between_provider_call_and_ack_sends_the_same_pin_at_mos
         .respond_with(ResponseTemplate::new(200))
         .mount(&harness.provider)
         .await;
-    harness
-        .create_app("shop", json!({"": "Code {{pin}}"}))
-        .await;
+    harness.create_app("shop", json!({"": "Code {{pin}}"})).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = harness.config_file(dir.path());
     let log = dir.path().join("worker.log");
@@ -33,41 +29,28 @@ async fn a_worker_killed_between_provider_call_and_ack_sends_the_same_pin_at_mos
     harness
         .publish(br#"{"appId": "shop", "phoneNumber": "+14155550123", "requestId": "r-1"}"#)
         .await;
-    wait_until(
-        "the provider is called",
-        Duration::from_secs(20),
-        || async { !harness.provider_requests().await.is_empty() },
-    )
+    wait_until("the provider is called", Duration::from_secs(20), || async {
+        !harness.provider_requests().await.is_empty()
+    })
     .await;
     worker.kill().await;
     let otp = &harness.otp_rows().await[0];
-    assert_eq!(
-        otp.delivery, "sending",
-        "killed before the outcome was recorded"
-    );
+    assert_eq!(otp.delivery, "sending", "killed before the outcome was recorded");
 
     let mut worker = WorkerProcess::spawn(&config, &log);
-    wait_until(
-        "delivered after restart",
-        Duration::from_secs(30),
-        || async { harness.otp_rows().await[0].delivery == "sent" },
-    )
+    wait_until("delivered after restart", Duration::from_secs(30), || async {
+        harness.otp_rows().await[0].delivery == "sent"
+    })
     .await;
     let queue = harness.queue.clone();
-    wait_until(
-        "the redelivered message is acked",
-        Duration::from_secs(10),
-        || async { harness.ready(&queue).await == 0 },
-    )
+    wait_until("the redelivered message is acked", Duration::from_secs(10), || async {
+        harness.ready(&queue).await == 0
+    })
     .await;
     worker.kill().await;
 
     let requests = harness.provider_requests().await;
-    assert!(
-        requests.len() <= 2,
-        "at most once more: {} requests",
-        requests.len()
-    );
+    assert!(requests.len() <= 2, "at most once more: {} requests", requests.len());
     let pin = harness.otp_rows().await[0].pin();
     assert!(
         requests.iter().all(|r| r["text"] == format!("Code {pin}")),

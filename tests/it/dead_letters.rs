@@ -10,11 +10,7 @@ use wiremock::{Mock, ResponseTemplate};
 use crate::harness::{wait_until, Harness};
 
 fn header(properties: &BasicProperties, name: &str) -> String {
-    match properties
-        .headers()
-        .as_ref()
-        .and_then(|h| h.inner().get(name))
-    {
+    match properties.headers().as_ref().and_then(|h| h.inner().get(name)) {
         Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
         other => panic!("header {name} missing or not a string: {other:?}"),
     }
@@ -27,9 +23,7 @@ async fn invalid_jobs_are_dead_lettered_with_a_reason_and_the_worker_keeps_consu
         .respond_with(ResponseTemplate::new(200))
         .mount(&harness.provider)
         .await;
-    harness
-        .create_app("shop", json!({"": "Code {{pin}}"}))
-        .await;
+    harness.create_app("shop", json!({"": "Code {{pin}}"})).await;
     harness.start_worker();
 
     let huge = format!(
@@ -43,8 +37,7 @@ async fn invalid_jobs_are_dead_lettered_with_a_reason_and_the_worker_keeps_consu
             "invalid_phone_number",
         ),
         (
-            br#"{"appId": "shop", "phoneNumber": "+14155550123", "template": "no code here"}"#
-                .to_vec(),
+            br#"{"appId": "shop", "phoneNumber": "+14155550123", "template": "no code here"}"#.to_vec(),
             "invalid_template",
         ),
         (
@@ -56,7 +49,9 @@ async fn invalid_jobs_are_dead_lettered_with_a_reason_and_the_worker_keeps_consu
     for (body, _) in &cases {
         harness.publish(body).await;
     }
-    harness.publish(br#"{"appId": "shop", "phoneNumber": "+14155550123", "requestId": "after-the-bad-ones"}"#).await;
+    harness
+        .publish(br#"{"appId": "shop", "phoneNumber": "+14155550123", "requestId": "after-the-bad-ones"}"#)
+        .await;
 
     wait_until(
         "a valid job after the bad ones is sent",
@@ -65,11 +60,9 @@ async fn invalid_jobs_are_dead_lettered_with_a_reason_and_the_worker_keeps_consu
     )
     .await;
     let dlq = harness.dlq.clone();
-    wait_until(
-        "every bad job dead-lettered",
-        Duration::from_secs(10),
-        || async { harness.ready(&dlq).await as usize == cases.len() },
-    )
+    wait_until("every bad job dead-lettered", Duration::from_secs(10), || async {
+        harness.ready(&dlq).await as usize == cases.len()
+    })
     .await;
 
     let mut reasons: Vec<String> = harness
@@ -89,16 +82,8 @@ async fn invalid_jobs_are_dead_lettered_with_a_reason_and_the_worker_keeps_consu
         .expect("rejections");
     recorded.sort();
     assert_eq!(recorded, expected);
-    assert_eq!(
-        harness.otp_rows().await.len(),
-        1,
-        "only the valid job made an OTP"
-    );
-    assert_eq!(
-        harness.ready(&harness.queue).await,
-        0,
-        "nothing was requeued"
-    );
+    assert_eq!(harness.otp_rows().await.len(), 1, "only the valid job made an OTP");
+    assert_eq!(harness.ready(&harness.queue).await, 0, "nothing was requeued");
     harness.finish().await;
 }
 
@@ -108,10 +93,7 @@ async fn a_dead_letter_keeps_the_body_and_says_why(pool: PgPool) {
     harness.start_worker();
     let body = br#"{"appId": "nobody", "phoneNumber": "+14155550123"}"#;
     harness
-        .publish_with(
-            body,
-            BasicProperties::default().with_message_id("m-9".into()),
-        )
+        .publish_with(body, BasicProperties::default().with_message_id("m-9".into()))
         .await;
     let dlq = harness.dlq.clone();
     wait_until("dead-lettered", Duration::from_secs(10), || async {
@@ -122,10 +104,7 @@ async fn a_dead_letter_keeps_the_body_and_says_why(pool: PgPool) {
     let letters = harness.drain_dlq().await;
     let (data, properties) = &letters[0];
     assert_eq!(data.as_slice(), body.as_slice());
-    assert_eq!(
-        properties.message_id().as_ref().map(|m| m.as_str()),
-        Some("m-9")
-    );
+    assert_eq!(properties.message_id().as_ref().map(|m| m.as_str()), Some("m-9"));
     assert_eq!(header(properties, "x-otp-rejection-reason"), "unknown_app");
     assert_eq!(header(properties, "x-otp-source-queue"), harness.queue);
     harness.finish().await;
@@ -134,9 +113,7 @@ async fn a_dead_letter_keeps_the_body_and_says_why(pool: PgPool) {
 #[sqlx::test]
 async fn a_rejected_job_of_a_known_app_writes_an_otp_rejected_event(pool: PgPool) {
     let mut harness = Harness::new(pool).await;
-    harness
-        .create_app("shop", json!({"": "Code {{pin}}"}))
-        .await;
+    harness.create_app("shop", json!({"": "Code {{pin}}"})).await;
     harness.start_worker();
     let body = json!({"appId": "shop", "phoneNumber": "+14155550123", "ttl": 5,
                       "otpCallbackUrl": "http://127.0.0.1:9/hook", "metadata": {"user": 7}});
@@ -162,16 +139,11 @@ async fn a_rejected_job_of_a_known_app_writes_an_otp_rejected_event(pool: PgPool
 #[sqlx::test]
 async fn a_job_with_a_non_json_content_type_is_dead_lettered(pool: PgPool) {
     let mut harness = Harness::new(pool).await;
-    harness
-        .create_app("shop", json!({"": "Code {{pin}}"}))
-        .await;
+    harness.create_app("shop", json!({"": "Code {{pin}}"})).await;
     harness.start_worker();
     let properties = BasicProperties::default().with_content_type("text/plain".into());
     harness
-        .publish_with(
-            br#"{"appId": "shop", "phoneNumber": "+14155550123"}"#,
-            properties,
-        )
+        .publish_with(br#"{"appId": "shop", "phoneNumber": "+14155550123"}"#, properties)
         .await;
     let dlq = harness.dlq.clone();
     wait_until("dead-lettered", Duration::from_secs(10), || async {
@@ -179,10 +151,7 @@ async fn a_job_with_a_non_json_content_type_is_dead_lettered(pool: PgPool) {
     })
     .await;
     let letters = harness.drain_dlq().await;
-    assert_eq!(
-        header(&letters[0].1, "x-otp-rejection-reason"),
-        "invalid_field"
-    );
+    assert_eq!(header(&letters[0].1, "x-otp-rejection-reason"), "invalid_field");
     assert!(header(&letters[0].1, "x-otp-rejection-detail").contains("content-type"));
     harness.finish().await;
 }

@@ -100,6 +100,15 @@ impl Harness {
         }
     }
 
+    /// Opens a new broker connection for the test itself (after a broker restart).
+    #[allow(dead_code, reason = "used by tests/restarts.rs, which shares this file")]
+    pub async fn reconnect(&mut self) {
+        self.connection = Connection::connect(&amqp_url(), Default::default())
+            .await
+            .expect("RabbitMQ is reachable");
+        self.channel = self.connection.create_channel().await.expect("channel");
+    }
+
     /// Changes one configuration value, e.g. `set("delivery.retry_schedule_seconds", json!([120]))`.
     pub fn set(&mut self, path: &str, value: Value) {
         let mut node = &mut self.overrides;
@@ -110,23 +119,21 @@ impl Harness {
     }
 
     pub fn config(&self) -> Config {
-        let figment = Figment::from(Toml::string(otp_courier::config::DEFAULTS))
-            .merge(Serialized::defaults(&self.overrides));
+        let figment =
+            Figment::from(Toml::string(otp_courier::config::DEFAULTS)).merge(Serialized::defaults(&self.overrides));
         Config::from_figment(figment).expect("test configuration is valid")
     }
 
     /// The configuration as a TOML file, for a worker run as a separate process.
     pub fn config_file(&self, dir: &std::path::Path) -> std::path::PathBuf {
         let path = dir.join("config.toml");
-        std::fs::write(&path, toml::to_string(&self.overrides).expect("toml"))
-            .expect("write config");
+        std::fs::write(&path, toml::to_string(&self.overrides).expect("toml")).expect("write config");
         path
     }
 
     /// Starts a worker in this process.
     pub fn start_worker(&mut self) {
-        let worker =
-            otp_courier::cli::build_worker(Arc::new(self.config())).expect("worker builds");
+        let worker = otp_courier::cli::build_worker(Arc::new(self.config())).expect("worker builds");
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(worker.run(shutdown.clone()));
         self.worker = Some((shutdown, task));
@@ -199,10 +206,7 @@ impl Harness {
             .basic_get(self.dlq.as_str().into(), BasicGetOptions { no_ack: true })
             .await
         {
-            out.push((
-                message.delivery.data.clone(),
-                message.delivery.properties.clone(),
-            ));
+            out.push((message.delivery.data.clone(), message.delivery.properties.clone()));
         }
         out
     }
@@ -284,11 +288,7 @@ impl OtpRow {
 fn database_url(pool: &PgPool) -> String {
     let base = std::env::var("DATABASE_URL").expect("DATABASE_URL is set");
     let mut url = url::Url::parse(&base).expect("DATABASE_URL is a URL");
-    url.set_path(
-        pool.connect_options()
-            .get_database()
-            .expect("test database name"),
-    );
+    url.set_path(pool.connect_options().get_database().expect("test database name"));
     url.to_string()
 }
 

@@ -51,11 +51,7 @@ async fn a_plain_amqp_job_with_language_fr_sends_one_french_message(pool: PgPool
     assert_eq!(requests[0]["to"], "+14155550123");
     assert_eq!(requests[0]["text"], format!("Votre code est {}", otp.pin()));
     assert_eq!(
-        (
-            otp.status.as_str(),
-            otp.delivery.as_str(),
-            otp.locale.as_str()
-        ),
+        (otp.status.as_str(), otp.delivery.as_str(), otp.locale.as_str()),
         ("pending", "sent", "fr")
     );
     assert_eq!(otp.parts, 1);
@@ -141,8 +137,7 @@ async fn in_order_harness(pool: PgPool) -> Harness {
 #[sqlx::test]
 async fn a_second_publish_with_the_same_request_id_sends_no_second_message(pool: PgPool) {
     let harness = in_order_harness(pool).await;
-    let job =
-        json!({"appId": "shop", "phoneNumber": "+14155550123", "requestId": "login-7"}).to_string();
+    let job = json!({"appId": "shop", "phoneNumber": "+14155550123", "requestId": "login-7"}).to_string();
     harness.publish(job.as_bytes()).await;
     harness.publish(job.as_bytes()).await;
     settle(&harness, "sentinel-1").await;

@@ -55,9 +55,7 @@ async fn only_request(server: &MockServer) -> wiremock::Request {
 }
 
 fn form(request: &wiremock::Request) -> BTreeMap<String, String> {
-    url::form_urlencoded::parse(&request.body)
-        .into_owned()
-        .collect()
+    url::form_urlencoded::parse(&request.body).into_owned().collect()
 }
 
 #[tokio::test]
@@ -65,10 +63,7 @@ async fn twilio_posts_a_form_with_basic_auth_to_the_messages_endpoint() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/2010-04-01/Accounts/AC123/Messages.json"))
-        .and(header(
-            "authorization",
-            basic("AC123", "secret-token").as_str(),
-        ))
+        .and(header("authorization", basic("AC123", "secret-token").as_str()))
         .and(header("content-type", "application/x-www-form-urlencoded"))
         .respond_with(ResponseTemplate::new(201).set_body_json(json!({"sid": "SM1"})))
         .mount(&server)
@@ -77,9 +72,7 @@ async fn twilio_posts_a_form_with_basic_auth_to_the_messages_endpoint() {
         json!({"kind": "twilio", "account_sid": "AC123", "auth_token": "secret-token", "base_url": server.uri()}),
     );
 
-    let accepted = send(&providers, Channel::Sms, Some("Shop"))
-        .await
-        .expect("accepted");
+    let accepted = send(&providers, Channel::Sms, Some("Shop")).await.expect("accepted");
     assert_eq!(accepted.message_id.as_deref(), Some("SM1"));
     let fields = form(&only_request(&server).await);
     assert_eq!(fields["To"], "+14155550123");
@@ -94,9 +87,8 @@ async fn twilio_sends_whatsapp_with_prefixed_addresses() {
         .respond_with(ResponseTemplate::new(201).set_body_json(json!({"sid": "SM2"})))
         .mount(&server)
         .await;
-    let providers = provider(
-        json!({"kind": "twilio", "account_sid": "AC123", "auth_token": "t", "base_url": server.uri()}),
-    );
+    let providers =
+        provider(json!({"kind": "twilio", "account_sid": "AC123", "auth_token": "t", "base_url": server.uri()}));
     send(&providers, Channel::Whatsapp, Some("+14155550100"))
         .await
         .expect("accepted");
@@ -114,13 +106,9 @@ async fn xoxzo_posts_recipient_sender_and_message_with_basic_auth() {
         .respond_with(ResponseTemplate::new(201).set_body_json(json!([{"msgid": "x-1"}])))
         .mount(&server)
         .await;
-    let providers = provider(
-        json!({"kind": "xoxzo", "sid": "sid1", "auth_token": "tok1", "base_url": server.uri()}),
-    );
+    let providers = provider(json!({"kind": "xoxzo", "sid": "sid1", "auth_token": "tok1", "base_url": server.uri()}));
 
-    let accepted = send(&providers, Channel::Sms, Some("Shop"))
-        .await
-        .expect("accepted");
+    let accepted = send(&providers, Channel::Sms, Some("Shop")).await.expect("accepted");
     assert_eq!(accepted.message_id.as_deref(), Some("x-1"));
     let fields = form(&only_request(&server).await);
     assert_eq!(fields["recipient"], "+14155550123");
@@ -134,9 +122,7 @@ async fn whatsapp_cloud_sends_an_authentication_template_with_the_code_as_parame
     Mock::given(method("POST"))
         .and(path("/v21.0/PNID/messages"))
         .and(header("authorization", "Bearer wa-token"))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(json!({"messages": [{"id": "wamid.1"}]})),
-        )
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"messages": [{"id": "wamid.1"}]})))
         .mount(&server)
         .await;
     let providers = provider(json!({
@@ -144,9 +130,7 @@ async fn whatsapp_cloud_sends_an_authentication_template_with_the_code_as_parame
         "template_name": "otp_auth", "base_url": server.uri()
     }));
 
-    let accepted = send(&providers, Channel::Whatsapp, None)
-        .await
-        .expect("accepted");
+    let accepted = send(&providers, Channel::Whatsapp, None).await.expect("accepted");
     assert_eq!(accepted.message_id.as_deref(), Some("wamid.1"));
     let body: Value = serde_json::from_slice(&only_request(&server).await.body).expect("json");
     let code = body["template"]["components"][0]["parameters"][0]["text"]
@@ -181,17 +165,12 @@ async fn http_json_fills_the_body_template_and_sends_the_configured_headers() {
         "message_id_pointer": "/data/ref"
     }));
 
-    let accepted = send(&providers, Channel::Sms, None)
-        .await
-        .expect("accepted");
+    let accepted = send(&providers, Channel::Sms, None).await.expect("accepted");
     assert_eq!(accepted.message_id.as_deref(), Some("r-9"));
     let body: Value = serde_json::from_slice(&only_request(&server).await.body).expect("json");
     assert_eq!(body["destination"], "+14155550123");
     assert_eq!(body["meta"], json!({"channel": "sms", "lang": "pt-BR"}));
-    assert!(body["content"]
-        .as_str()
-        .expect("content")
-        .starts_with("Code "));
+    assert!(body["content"].as_str().expect("content").starts_with("Code "));
 }
 
 #[tokio::test]
@@ -199,12 +178,8 @@ async fn the_file_provider_appends_one_json_line_per_message() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("messages.jsonl");
     let providers = provider(json!({"kind": "file", "path": file}));
-    send(&providers, Channel::Sms, Some("Shop"))
-        .await
-        .expect("written");
-    send(&providers, Channel::Sms, Some("Shop"))
-        .await
-        .expect("written");
+    send(&providers, Channel::Sms, Some("Shop")).await.expect("written");
+    send(&providers, Channel::Sms, Some("Shop")).await.expect("written");
     let lines: Vec<Value> = std::fs::read_to_string(&file)
         .expect("file")
         .lines()
@@ -212,10 +187,7 @@ async fn the_file_provider_appends_one_json_line_per_message() {
         .collect();
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["to"], "+14155550123");
-    assert!(lines[0]["text"]
-        .as_str()
-        .expect("text")
-        .starts_with("Code "));
+    assert!(lines[0]["text"].as_str().expect("text").starts_with("Code "));
 }
 
 #[tokio::test]
@@ -231,14 +203,10 @@ async fn provider_errors_are_classified_and_never_echo_the_pin() {
         .mount(&server)
         .await;
     Mock::given(method("POST"))
-        .respond_with(|request: &wiremock::Request| {
-            ResponseTemplate::new(422).set_body_bytes(request.body.clone())
-        })
+        .respond_with(|request: &wiremock::Request| ResponseTemplate::new(422).set_body_bytes(request.body.clone()))
         .mount(&server)
         .await;
-    let providers = provider(
-        json!({"kind": "http-json", "url": server.uri(), "body": {"text": "{{message}}"}}),
-    );
+    let providers = provider(json!({"kind": "http-json", "url": server.uri(), "body": {"text": "{{message}}"}}));
 
     let busy = send(&providers, Channel::Sms, None).await.expect_err("503");
     assert!(busy.is_transient());

@@ -8,9 +8,7 @@ use wiremock::{Mock, ResponseTemplate};
 use crate::harness::{wait_until, Harness};
 
 async fn send_one(harness: &mut Harness) {
-    harness
-        .create_app("shop", json!({"": "Code {{pin}}"}))
-        .await;
+    harness.create_app("shop", json!({"": "Code {{pin}}"})).await;
     harness.start_worker();
     harness
         .publish(br#"{"appId": "shop", "phoneNumber": "+14155550123"}"#)
@@ -18,17 +16,13 @@ async fn send_one(harness: &mut Harness) {
 }
 
 async fn wait_for_delivery(harness: &Harness, state: &str) {
-    wait_until(
-        &format!("delivery {state}"),
-        Duration::from_secs(15),
-        || async {
-            harness
-                .otp_rows()
-                .await
-                .first()
-                .is_some_and(|otp| otp.delivery == state)
-        },
-    )
+    wait_until(&format!("delivery {state}"), Duration::from_secs(15), || async {
+        harness
+            .otp_rows()
+            .await
+            .first()
+            .is_some_and(|otp| otp.delivery == state)
+    })
     .await;
 }
 
@@ -61,11 +55,7 @@ async fn a_provider_answering_503_twice_then_200_is_retried_and_the_otp_ends_sen
         "every try carries the same PIN"
     );
     let outcomes = attempt_outcomes(&harness).await;
-    let expected = [
-        ("transient", Some(503)),
-        ("transient", Some(503)),
-        ("accepted", None),
-    ];
+    let expected = [("transient", Some(503)), ("transient", Some(503)), ("accepted", None)];
     assert_eq!(outcomes, expected.map(|(o, s)| (o.to_string(), s)));
     assert_eq!(harness.events().await, ["otp.sent"]);
     harness.finish().await;
@@ -75,9 +65,7 @@ async fn a_provider_answering_503_twice_then_200_is_retried_and_the_otp_ends_sen
 async fn a_provider_answering_400_is_not_retried_and_the_otp_ends_failed(pool: PgPool) {
     let mut harness = Harness::new(pool).await;
     Mock::given(method("POST"))
-        .respond_with(
-            ResponseTemplate::new(400).set_body_json(json!({"error": "invalid destination"})),
-        )
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"error": "invalid destination"})))
         .mount(&harness.provider)
         .await;
     send_one(&mut harness).await;
@@ -118,16 +106,12 @@ async fn a_provider_that_hangs_is_cut_off_by_the_timeout_and_retried(pool: PgPoo
     let outcomes = attempt_outcomes(&harness).await;
     assert_eq!(
         outcomes,
-        [
-            ("transient".to_string(), None),
-            ("accepted".to_string(), None)
-        ]
+        [("transient".to_string(), None), ("accepted".to_string(), None)]
     );
-    let timeout: String =
-        sqlx::query_scalar("select error from delivery_attempts order by id limit 1")
-            .fetch_one(&harness.pool)
-            .await
-            .expect("first attempt");
+    let timeout: String = sqlx::query_scalar("select error from delivery_attempts order by id limit 1")
+        .fetch_one(&harness.pool)
+        .await
+        .expect("first attempt");
     assert!(timeout.contains("no answer within"), "{timeout}");
     harness.finish().await;
 }
@@ -149,10 +133,7 @@ async fn a_round_of_transient_failures_is_rescheduled_durably_and_then_delivered
     wait_for_delivery(&harness, "sent").await;
 
     let otp = &harness.otp_rows().await[0];
-    assert_eq!(
-        otp.delivery_claims, 2,
-        "a second, scheduled round delivered it"
-    );
+    assert_eq!(otp.delivery_claims, 2, "a second, scheduled round delivered it");
     assert_eq!(harness.provider_requests().await.len(), 4);
     harness.finish().await;
 }
@@ -172,16 +153,11 @@ async fn retry_after_from_the_provider_postpones_the_next_round(pool: PgPool) {
     send_one(&mut harness).await;
     wait_for_delivery(&harness, "sent").await;
 
-    let started: Vec<time::OffsetDateTime> =
-        sqlx::query_scalar("select started_at from delivery_attempts order by id")
-            .fetch_all(&harness.pool)
-            .await
-            .expect("attempts");
-    assert_eq!(
-        started.len(),
-        2,
-        "a long Retry-After ends the quick retries"
-    );
+    let started: Vec<time::OffsetDateTime> = sqlx::query_scalar("select started_at from delivery_attempts order by id")
+        .fetch_all(&harness.pool)
+        .await
+        .expect("attempts");
+    assert_eq!(started.len(), 2, "a long Retry-After ends the quick retries");
     assert!(
         started[1] - started[0] >= time::Duration::seconds(2),
         "waited {:?}",
@@ -198,9 +174,7 @@ async fn retries_stop_when_the_next_round_would_come_after_expiry(pool: PgPool) 
         .respond_with(ResponseTemplate::new(503))
         .mount(&harness.provider)
         .await;
-    harness
-        .create_app("shop", json!({"": "Code {{pin}}"}))
-        .await;
+    harness.create_app("shop", json!({"": "Code {{pin}}"})).await;
     harness.start_worker();
     harness
         .publish(br#"{"appId": "shop", "phoneNumber": "+14155550123", "ttl": 60}"#)

@@ -18,12 +18,11 @@ impl Respond for EchoError {
 
 /// Every row of every table, as text.
 async fn database_dump(pool: &PgPool) -> String {
-    let tables: Vec<String> = sqlx::query_scalar(
-        "select table_name::text from information_schema.tables where table_schema = 'public'",
-    )
-    .fetch_all(pool)
-    .await
-    .expect("tables");
+    let tables: Vec<String> =
+        sqlx::query_scalar("select table_name::text from information_schema.tables where table_schema = 'public'")
+            .fetch_all(pool)
+            .await
+            .expect("tables");
     let mut dump = String::new();
     for table in tables {
         let rows: Vec<String> = sqlx::query_scalar(&format!(r#"select t::text from "{table}" t"#))
@@ -52,9 +51,7 @@ async fn no_pin_appears_in_the_database_the_logs_or_error_texts(pool: PgPool) {
         .respond_with(ResponseTemplate::new(200))
         .mount(&harness.provider)
         .await;
-    harness
-        .create_app("shop", json!({"": "Code {{pin}}"}))
-        .await;
+    harness.create_app("shop", json!({"": "Code {{pin}}"})).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("worker.log");
     let mut worker = WorkerProcess::spawn(&harness.config_file(dir.path()), &log);
@@ -65,10 +62,7 @@ async fn no_pin_appears_in_the_database_the_logs_or_error_texts(pool: PgPool) {
     }
     wait_until("both OTPs settled", Duration::from_secs(20), || async {
         let rows = harness.otp_rows().await;
-        rows.len() == 2
-            && rows
-                .iter()
-                .all(|r| r.delivery == "sent" || r.delivery == "failed")
+        rows.len() == 2 && rows.iter().all(|r| r.delivery == "sent" || r.delivery == "failed")
     })
     .await;
     worker.kill().await;
