@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End to end on this machine: PostgreSQL and RabbitMQ up, a fresh demo database migrated,
-# `otp-courier serve` running, a demo app created, and one OTP job published to RabbitMQ
-# and delivered through the `file` provider (a local file standing in for a phone).
+# `otp-courier serve` running (worker + HTTP API), a demo app created, one OTP job published
+# to RabbitMQ and delivered through the `file` provider (a local file standing in for a
+# phone), and the code read from that "phone" verified through the HTTP API.
 # Leaves the server running when --keep is given; otherwise stops it gracefully.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +27,9 @@ url = "postgres://postgres:postgres@127.0.0.1:5432/otp_courier_demo"
 send_queue = "otp.demo.send"
 dead_letter_queue = "otp.demo.send.dlq"
 
+[api]
+listen = "127.0.0.1:${OTP_DEMO_PORT:-8080}"
+
 [pin]
 active_key = "demo"
 [pin.keys]
@@ -48,14 +52,16 @@ server=$!
 trap '[ "$keep" = true ] || { kill -TERM $server 2>/dev/null; wait $server 2>/dev/null || true; }' EXIT
 
 for _ in $(seq 1 60); do
-  grep -q '"consuming"\|consuming' "$demo/serve.log" 2>/dev/null && break
+  grep -q 'consuming' "$demo/serve.log" 2>/dev/null && grep -q 'HTTP API listening' "$demo/serve.log" && break
   kill -0 $server 2>/dev/null || { cat "$demo/serve.log"; echo "otp-courier serve exited"; exit 1; }
   sleep 0.5
 done
 
 "$bin" apps create --id demo --name "Demo shop" --from DemoShop \
   --template 'Your DemoShop code is {{pin}}. It expires in {{ttl_minutes}} minutes.' \
-  --localized 'fr=Votre code DemoShop : {{pin}}. Il expire dans {{ttl_minutes}} minutes.'
+  --localized 'fr=Votre code DemoShop : {{pin}}. Il expire dans {{ttl_minutes}} minutes.' | tee "$demo/app.txt"
+api_key=$(awk '/^api key/ {print $3}' "$demo/app.txt")
+api_secret=$(awk '/^api secret/ {print $3}' "$demo/app.txt")
 
 echo "publishing a send job for +33 6 12 34 56 78 (a French number: the French template is chosen)"
 "$bin" enqueue --app demo --phone "+33612345678" --request-id "demo-$(date +%s)"
@@ -69,10 +75,23 @@ done
 echo
 echo "delivered through the file provider ($demo/messages.jsonl):"
 cat "$demo/messages.jsonl"
+otp_id=$(grep -o '"otpId":"[^"]*"' "$demo/messages.jsonl" | head -n 1 | cut -d'"' -f4)
+code=$(grep -o '"text":"[^"]*"' "$demo/messages.jsonl" | head -n 1 | grep -oE '[0-9]{6}' | head -n 1)
+api="http://127.0.0.1:${OTP_DEMO_PORT:-8080}"
+echo
+echo "verifying the code the phone received through the HTTP API:"
+echo "  POST $api/v1/otp/verify {\"otpId\": \"$otp_id\", \"code\": \"$code\"}"
+curl -sS --fail-with-body -u "$api_key:$api_secret" -H 'content-type: application/json' \
+  -d "{\"otpId\": \"$otp_id\", \"code\": \"$code\"}" "$api/v1/otp/verify"
+echo
+echo "verifying it a second time (codes are single-use):"
+curl -sS -u "$api_key:$api_secret" -H 'content-type: application/json' \
+  -d "{\"otpId\": \"$otp_id\", \"code\": \"$code\"}" "$api/v1/otp/verify"
+echo
 echo
 echo "state in PostgreSQL:"
 psql "postgres://postgres:postgres@127.0.0.1:5432/otp_courier_demo" -c \
-  "select o.id, o.status, o.delivery, o.locale, o.parts, (select string_agg(event_type, ',') from outbox where otp_id = o.id) as events from otps o"
+  "select o.id, o.status, o.delivery, o.locale, o.parts, o.attempts, (select string_agg(event_type, ',' order by created_at) from outbox where otp_id = o.id) as events from otps o"
 if [ "$keep" = true ]; then
   echo "otp-courier serve keeps running (pid $server); logs in $demo/serve.log"
 fi

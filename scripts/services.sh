@@ -61,6 +61,7 @@ ensure_rabbitmq() {
   rabbit_ready || { log "RabbitMQ did not become ready"; exit 1; }
 }
 
+command -v curl >/dev/null 2>&1 || apt_install curl
 ensure_postgres
 ensure_rabbitmq
 log "PostgreSQL and RabbitMQ are ready"

@@ -80,3 +80,50 @@ pub async fn publish_confirmed(
         Confirmation::NotRequested => Err(AmqpError::NotConfirming),
     }
 }
+
+/// A publishing channel shared by request handlers; it reconnects on the first publish
+/// after the broker connection was lost.
+pub struct Publisher {
+    config: AmqpConfig,
+    channel: tokio::sync::Mutex<Option<(Connection, Channel)>>,
+}
+
+impl Publisher {
+    pub fn new(config: AmqpConfig) -> Self {
+        Self {
+            config,
+            channel: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    async fn channel(&self) -> Result<Channel, lapin::Error> {
+        let mut slot = self.channel.lock().await;
+        if let Some((connection, channel)) = slot.as_ref() {
+            if connection.status().connected() && channel.status().connected() {
+                return Ok(channel.clone());
+            }
+        }
+        let connection = connect(&self.config, "otp-courier api").await?;
+        let channel = confirm_channel(&connection).await?;
+        declare_queues(&channel, &self.config).await?;
+        *slot = Some((connection, channel.clone()));
+        Ok(channel)
+    }
+
+    /// Publishes to the send queue with a confirm; one reconnect is tried on failure.
+    pub async fn publish_job(&self, body: &[u8], properties: BasicProperties) -> Result<(), AmqpError> {
+        let queue = &self.config.send_queue;
+        match publish_confirmed(&self.channel().await?, queue, body, properties.clone()).await {
+            Err(AmqpError::Broker(_)) => {
+                self.channel.lock().await.take();
+                publish_confirmed(&self.channel().await?, queue, body, properties).await
+            }
+            other => other,
+        }
+    }
+
+    /// Whether the broker answers, for readiness checks.
+    pub async fn ready(&self) -> bool {
+        self.channel().await.is_ok()
+    }
+}

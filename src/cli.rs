@@ -15,9 +15,10 @@ use tokio_util::sync::CancellationToken;
 use crate::apps::{self, NewApp};
 use crate::config::Config;
 use crate::delivery::Deliverer;
+use crate::domain::AppId;
 use crate::pin::PinKeys;
 use crate::provider::Providers;
-use crate::{amqp, db, telemetry, Worker};
+use crate::{amqp, api, db, keys, telemetry, Worker};
 
 #[derive(Debug, Parser)]
 #[command(name = "otp-courier", version, about = "One-time passwords by SMS and WhatsApp")]
@@ -35,6 +36,8 @@ pub enum Command {
     Serve,
     /// Run the worker role: consume send jobs and deliver OTPs.
     Worker,
+    /// Run the HTTP API role.
+    Api,
     /// Apply database migrations and exit.
     Migrate,
     /// Manage apps (tenants).
@@ -42,14 +45,33 @@ pub enum Command {
     Apps(AppsCommand),
     /// Publish a send job to the send queue (with a publisher confirm), as a producer would.
     Enqueue(EnqueueArgs),
+    /// Operator credentials (cross-app reads, reports, replay).
+    #[command(subcommand)]
+    Operators(OperatorsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OperatorsCommand {
+    /// Issue an operator API key; the secret is printed once.
+    CreateKey,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum AppsCommand {
-    /// Create an app.
+    /// Create an app; prints its API key, API secret and webhook secret once.
     Create(Box<CreateAppArgs>),
     /// List apps.
     List,
+    /// Show an app's settings and key ids (never secrets).
+    Show { id: String },
+    /// Revoke the app's API keys and issue a new one; the secret is printed once.
+    RotateSecret { id: String },
+    /// Issue a new webhook signing secret; old ones keep signing for --grace-hours.
+    RotateWebhookSecret {
+        id: String,
+        #[arg(long, default_value_t = 24)]
+        grace_hours: i64,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -118,12 +140,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => {
             migrate(&config).await?;
-            run_worker(config).await
+            run_roles(config, true, true).await
         }
-        Command::Worker => run_worker(config).await,
+        Command::Worker => run_roles(config, true, false).await,
+        Command::Api => run_roles(config, false, true).await,
         Command::Migrate => migrate(&config).await,
         Command::Apps(AppsCommand::Create(args)) => create_app(&config, *args).await,
         Command::Apps(AppsCommand::List) => list_apps(&config).await,
+        Command::Apps(AppsCommand::Show { id }) => show_app(&config, &id).await,
+        Command::Apps(AppsCommand::RotateSecret { id }) => rotate_secret(&config, &id).await,
+        Command::Apps(AppsCommand::RotateWebhookSecret { id, grace_hours }) => {
+            rotate_webhook_secret(&config, &id, grace_hours).await
+        }
+        Command::Operators(OperatorsCommand::CreateKey) => create_operator_key(&config).await,
         Command::Enqueue(args) => enqueue(&config, args).await,
     }
 }
@@ -155,11 +184,42 @@ pub fn build_worker(config: Arc<Config>) -> anyhow::Result<Worker> {
     Ok(Worker::new(config, deliverer))
 }
 
-async fn run_worker(config: Arc<Config>) -> anyhow::Result<()> {
-    let worker = build_worker(config)?;
+/// Builds the HTTP API's state from the configuration.
+pub fn build_api(config: Arc<Config>) -> anyhow::Result<api::AppState> {
+    config.require_pin_key()?;
+    let pool = db::pool(&config.database)?;
+    let providers = Providers::from_config(&config.providers, config.delivery.timeout())?;
+    let keys = PinKeys::from_config(&config.pin)?;
+    Ok(api::AppState::new(pool, config, keys, providers))
+}
+
+/// Runs the chosen roles until SIGTERM or ctrl-c, then lets each drain.
+async fn run_roles(config: Arc<Config>, worker: bool, http: bool) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    worker.run(shutdown).await;
+    let mut roles = tokio::task::JoinSet::new();
+    if worker {
+        let worker = build_worker(config.clone())?;
+        let shutdown = shutdown.clone();
+        roles.spawn(async move {
+            worker.run(shutdown).await;
+            Ok(())
+        });
+    }
+    if http {
+        let state = build_api(config.clone())?;
+        let (listener, _) = api::bind(&config)
+            .await
+            .with_context(|| format!("binding {}", config.api.listen))?;
+        let shutdown = shutdown.clone();
+        roles.spawn(async move { api::serve(listener, state, shutdown).await.context("HTTP API") });
+    }
+    while let Some(role) = roles.join_next().await {
+        if let Err(error) = role? {
+            shutdown.cancel();
+            return Err(error);
+        }
+    }
     Ok(())
 }
 
@@ -204,7 +264,76 @@ async fn create_app(config: &Config, args: CreateAppArgs) -> anyhow::Result<()> 
         country_allowlist: args.countries,
     };
     apps::create(&pool, &app).await?;
-    println!("created app {}", app.id);
+    let id = AppId::parse(&app.id).map_err(anyhow::Error::msg)?;
+    let mut tx = pool.begin().await?;
+    let key = keys::issue(&mut tx, Some(&id)).await?;
+    let webhook = keys::rotate_webhook_secret(&mut tx, &id, None).await?;
+    tx.commit().await?;
+    println!("app            {id}");
+    println!("api key        {}", key.key_id);
+    println!("api secret     {}", key.secret);
+    println!("webhook secret {webhook}");
+    println!("(secrets are shown only now)");
+    Ok(())
+}
+
+async fn show_app(config: &Config, id: &str) -> anyhow::Result<()> {
+    let pool = db::pool(&config.database)?;
+    let id = AppId::parse(id).map_err(anyhow::Error::msg)?;
+    let app = apps::load(&pool, &id)
+        .await?
+        .with_context(|| format!("no app `{id}`"))?;
+    println!("{app:#?}");
+    let keys: Vec<String> = sqlx::query_scalar("select id from api_keys where app_id = $1 and revoked_at is null")
+        .bind(id.as_str())
+        .fetch_all(&pool)
+        .await?;
+    println!("active api keys: {}", keys.join(", "));
+    println!(
+        "signing webhook secrets: {}",
+        keys::webhook_secrets(&pool, id.as_str()).await?.len()
+    );
+    Ok(())
+}
+
+async fn rotate_secret(config: &Config, id: &str) -> anyhow::Result<()> {
+    let pool = db::pool(&config.database)?;
+    let id = AppId::parse(id).map_err(anyhow::Error::msg)?;
+    apps::load(&pool, &id)
+        .await?
+        .with_context(|| format!("no app `{id}`"))?;
+    let key = keys::rotate(&pool, &id).await?;
+    println!(
+        "api key    {}\napi secret {}\n(the app's previous keys are revoked)",
+        key.key_id, key.secret
+    );
+    Ok(())
+}
+
+async fn rotate_webhook_secret(config: &Config, id: &str, grace_hours: i64) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (0..=720).contains(&grace_hours),
+        "--grace-hours must be between 0 and 720"
+    );
+    let pool = db::pool(&config.database)?;
+    let id = AppId::parse(id).map_err(anyhow::Error::msg)?;
+    apps::load(&pool, &id)
+        .await?
+        .with_context(|| format!("no app `{id}`"))?;
+    let mut tx = pool.begin().await?;
+    let secret = keys::rotate_webhook_secret(&mut tx, &id, Some(time::Duration::hours(grace_hours))).await?;
+    tx.commit().await?;
+    println!("webhook secret {secret}\n(previous secrets keep signing for {grace_hours} h)");
+    Ok(())
+}
+
+async fn create_operator_key(config: &Config) -> anyhow::Result<()> {
+    let pool = db::pool(&config.database)?;
+    let key = keys::issue(&mut *pool.acquire().await?, None).await?;
+    println!(
+        "operator key    {}\noperator secret {}\n(the secret is shown only now)",
+        key.key_id, key.secret
+    );
     Ok(())
 }
 

@@ -56,6 +56,8 @@ pub struct Config {
     pub pin: PinConfig,
     pub callbacks: CallbacksConfig,
     pub log: LogConfig,
+    pub limits: LimitsConfig,
+    pub api: ApiConfig,
     #[serde(default)]
     pub routing: BTreeMap<Channel, String>,
     #[serde(default)]
@@ -117,6 +119,29 @@ pub struct PinConfig {
     pub active_key: String,
     #[serde(default)]
     pub keys: BTreeMap<String, Secret>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LimitsConfig {
+    pub send_per_phone: Limit,
+    pub send_per_app: Limit,
+    pub send_per_country: Limit,
+    pub verify_per_app: Limit,
+}
+
+/// At most `max` hits per window of `window_seconds`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub struct Limit {
+    pub max: u32,
+    pub window_seconds: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ApiConfig {
+    pub listen: String,
+    pub max_body_bytes: usize,
+    pub request_timeout_seconds: u64,
+    pub max_resends: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -262,6 +287,7 @@ impl Config {
             1..=600,
         )?;
         self.validate_delivery()?;
+        self.validate_limits_and_api()?;
         self.validate_pin_keys()?;
         self.validate_routing()
     }
@@ -299,6 +325,30 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    fn validate_limits_and_api(&self) -> Result<(), ConfigError> {
+        let limits = &self.limits;
+        for (name, limit) in [
+            ("send_per_phone", limits.send_per_phone),
+            ("send_per_app", limits.send_per_app),
+            ("send_per_country", limits.send_per_country),
+            ("verify_per_app", limits.verify_per_app),
+        ] {
+            in_range(&format!("limits.{name}.max"), limit.max, 1..=1_000_000)?;
+            in_range(
+                &format!("limits.{name}.window_seconds"),
+                limit.window_seconds,
+                1..=86_400,
+            )?;
+        }
+        self.api
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| invalid("api.listen", format!("must be an address such as 127.0.0.1:8080 ({e})")))?;
+        in_range("api.max_body_bytes", self.api.max_body_bytes, 1024..=1_048_576)?;
+        in_range("api.request_timeout_seconds", self.api.request_timeout_seconds, 1..=300)?;
+        in_range("api.max_resends", self.api.max_resends, 0..=10)
     }
 
     fn validate_pin_keys(&self) -> Result<(), ConfigError> {

@@ -150,11 +150,62 @@ fn choose_template(job: &SendJob, app: &App) -> Option<(Locale, Template)> {
         .or_else(|| app.templates.default.clone().map(|t| (app.default_locale.clone(), t)))
 }
 
+/// Counts a broker job against the send limits; `Some(limit name)` when one is exceeded.
+pub async fn over_limit(pool: &PgPool, otp: &NewOtp, config: &Config) -> Result<Option<&'static str>, sqlx::Error> {
+    let limits = &config.limits;
+    let mut conn = pool.acquire().await?;
+    let job = &otp.job;
+    for (key, name) in crate::ratelimit::send_keys(job.app_id.as_str(), job.phone.as_str(), job.phone.region()) {
+        let limit = match name {
+            "send_per_phone" => limits.send_per_phone,
+            "send_per_app" => limits.send_per_app,
+            _ => limits.send_per_country,
+        };
+        if !crate::ratelimit::hit(&mut conn, &key, limit).await?.allowed {
+            return Ok(Some(name));
+        }
+    }
+    Ok(None)
+}
+
+/// Records a job refused for a reason that leaves a valid OTP behind (a rate limit): the row
+/// ends `rejected` with the reason, nothing is sent, and an `otp.rejected` event is written.
+#[tracing::instrument(skip_all, fields(otp_id = %otp.id, app_id = %otp.job.app_id))]
+pub async fn insert_rejected(pool: &PgPool, otp: &NewOtp, pin_key_id: &str, reason: &str) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let Some(claim) = insert_row(&mut tx, otp, pin_key_id, std::time::Duration::ZERO).await? else {
+        return Ok(false);
+    };
+    sqlx::query!(
+        "update otps set status = 'rejected', rejection_reason = $2, delivery = 'queued', delivery_claims = 0,
+                next_attempt_at = null, status_changed_at = now()
+         where id = $1",
+        claim.id,
+        reason
+    )
+    .execute(&mut *tx)
+    .await?;
+    let error = serde_json::json!({"reason": reason, "message": format!("rate limit {reason} exceeded")});
+    crate::outbox::record_for_otp(&mut tx, claim.id, crate::outbox::EventType::Rejected, Some(error)).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
 /// Inserts the OTP already claimed for delivery by this process, so the common path needs
 /// no second round trip. `None` when the request id names an OTP that exists already.
 #[tracing::instrument(skip_all, fields(otp_id = %otp.id, app_id = %otp.job.app_id, request_id = otp.job.request_id.as_str()))]
 pub async fn insert(
     pool: &PgPool,
+    otp: &NewOtp,
+    pin_key_id: &str,
+    lease: std::time::Duration,
+) -> Result<Option<Claim>, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    insert_row(&mut conn, otp, pin_key_id, lease).await
+}
+
+async fn insert_row(
+    conn: &mut sqlx::PgConnection,
     otp: &NewOtp,
     pin_key_id: &str,
     lease: std::time::Duration,
@@ -169,7 +220,7 @@ pub async fn insert(
                              next_attempt_at)
            values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
                    'sending', 1, now() + make_interval(secs => $20))
-           on conflict (app_id, request_id) where (not request_id_derived or status = 'pending') do nothing
+           on conflict do nothing
            returning id, delivery_claims as claim, app_id, phone_number, channel, sender, locale, template,
                      provider, pin_type, pin_length, pin_key_id, generation, ttl_seconds, expires_at"#,
         otp.id.as_uuid(),
@@ -193,6 +244,6 @@ pub async fn insert(
         job.metadata.clone().map(|m| m.into_value()),
         lease.as_secs_f64(),
     )
-    .fetch_optional(pool)
+    .fetch_optional(conn)
     .await
 }

@@ -2,6 +2,7 @@
 //! request, with PostgreSQL state and an outbox of status events. See DESIGN in the README.
 
 pub mod amqp;
+pub mod api;
 pub mod apps;
 pub mod cli;
 pub mod config;
@@ -9,13 +10,17 @@ pub mod db;
 pub mod delivery;
 pub mod domain;
 pub mod intake;
+pub mod keys;
+pub mod lifecycle;
 pub mod locale;
 pub mod outbox;
 pub mod pin;
 pub mod provider;
+pub mod ratelimit;
 pub mod segments;
 pub mod telemetry;
 pub mod template;
+pub mod verify;
 pub mod worker;
 
 pub use worker::Worker;

@@ -134,3 +134,22 @@ impl OtpRow {
         }
     }
 }
+
+/// Writes an event for an OTP as it stands now in the caller's transaction.
+pub async fn record_for_otp(
+    conn: &mut PgConnection,
+    otp_id: Uuid,
+    event: EventType,
+    error: Option<Value>,
+) -> sqlx::Result<EventId> {
+    let row = sqlx::query_as!(
+        OtpRow,
+        "select id, app_id, request_id, phone_number, channel, status, delivery, locale, parts,
+                attempts, max_attempts, expires_at, metadata, callback_url
+         from otps where id = $1",
+        otp_id
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    record(conn, event, &row.into_snapshot(error)).await
+}

@@ -16,15 +16,16 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::Channel;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::amqp;
+use crate::api::{LIMITS_APPLIED_HEADER, OTP_ID_HEADER};
 use crate::config::Config;
 use crate::delivery::Deliverer;
-use crate::domain::{RawJob, SendJob};
+use crate::domain::{OtpId, RawJob, SendJob};
 use crate::intake::{self, Rejection, Source};
 
 pub use scheduler::run as run_scheduler;
@@ -204,11 +205,27 @@ impl Worker {
         let source = Source::Broker {
             user_id: properties.user_id().as_ref().map(|s| s.as_str()),
         };
-        let otp = match intake::resolve(job, &app, source, &self.config, self.deliverer.providers()) {
+        let mut otp = match intake::resolve(job, &app, source, &self.config, self.deliverer.providers()) {
             Ok(otp) => otp,
             Err(rejection) => return Ok(Settled::Rejected(rejection)),
         };
         let key = self.deliverer.pin_keys().active_id();
+        // Jobs from the HTTP API carry the id it answered with, and were counted there.
+        let headers = properties.headers().as_ref();
+        if let Some(id) = header_text(headers, OTP_ID_HEADER).and_then(|id| id.parse::<OtpId>().ok()) {
+            otp.id = id;
+        }
+        let counted = matches!(
+            headers.and_then(|h| h.inner().get(LIMITS_APPLIED_HEADER)),
+            Some(AMQPValue::Boolean(true))
+        );
+        if !counted {
+            if let Some(limit) = intake::over_limit(self.deliverer.pool(), &otp, &self.config).await? {
+                tracing::warn!(otp_id = %otp.id, limit, "job over its rate limit; rejected");
+                intake::insert_rejected(self.deliverer.pool(), &otp, key, "rate_limited").await?;
+                return Ok(Settled::Accepted);
+            }
+        }
         match intake::insert(self.deliverer.pool(), &otp, key, self.deliverer.lease()).await? {
             Some(claim) => {
                 let outcome = self.deliverer.deliver(&claim).await?;
@@ -220,6 +237,14 @@ impl Worker {
             ),
         }
         Ok(Settled::Accepted)
+    }
+}
+
+fn header_text(headers: Option<&FieldTable>, name: &str) -> Option<String> {
+    match headers?.inner().get(name)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+        _ => None,
     }
 }
 

@@ -48,6 +48,7 @@ pub struct Harness {
     connection: Connection,
     pub overrides: Value,
     worker: Option<(CancellationToken, JoinHandle<()>)>,
+    api: Option<CancellationToken>,
 }
 
 impl Harness {
@@ -66,6 +67,7 @@ impl Harness {
             "pin": {"active_key": "k1", "keys": {"k1": PIN_KEY}},
             "callbacks": {"allow_http": true},
             "log": {"format": "json", "filter": "otp_courier=debug,info"},
+            "api": {"listen": "127.0.0.1:0"},
             "routing": {"sms": "fake", "whatsapp": "fake"},
             "providers": {"fake": {
                 "kind": "http-json",
@@ -97,6 +99,7 @@ impl Harness {
             connection,
             overrides,
             worker: None,
+            api: None,
         }
     }
 
@@ -137,6 +140,33 @@ impl Harness {
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(worker.run(shutdown.clone()));
         self.worker = Some((shutdown, task));
+    }
+
+    /// Starts the HTTP API in this process on a free loopback port; returns its base URL.
+    pub async fn start_api(&mut self) -> String {
+        let config = Arc::new(self.config());
+        let state = otp_courier::cli::build_api(config.clone()).expect("api builds");
+        let (listener, address) = otp_courier::api::bind(&config).await.expect("bind");
+        let shutdown = CancellationToken::new();
+        tokio::spawn(otp_courier::api::serve(listener, state, shutdown.clone()));
+        self.api = Some(shutdown);
+        format!("http://{address}")
+    }
+
+    /// Creates an app with a template and an API key; returns (key id, secret).
+    pub async fn create_app_with_key(&self, id: &str) -> (String, String) {
+        self.create_app(id, json!({"": "Code {{pin}}"})).await;
+        let app = otp_courier::domain::AppId::parse(id).expect("app id");
+        let mut conn = self.pool.acquire().await.expect("conn");
+        let key = otp_courier::keys::issue(&mut conn, Some(&app)).await.expect("key");
+        (key.key_id, key.secret)
+    }
+
+    /// An operator key; returns (key id, secret).
+    pub async fn operator_key(&self) -> (String, String) {
+        let mut conn = self.pool.acquire().await.expect("conn");
+        let key = otp_courier::keys::issue(&mut conn, None).await.expect("key");
+        (key.key_id, key.secret)
     }
 
     /// Stops the in-process worker the way SIGTERM does, waiting for in-flight jobs.
@@ -242,6 +272,9 @@ impl Harness {
     /// Stops the worker and deletes this test's queues.
     pub async fn finish(mut self) {
         self.stop_worker().await;
+        if let Some(api) = self.api.take() {
+            api.cancel();
+        }
         for queue in [&self.queue, &self.dlq] {
             let _ = self
                 .channel

@@ -1,5 +1,7 @@
 //! Integration tests against the real PostgreSQL and RabbitMQ; providers are faked on loopback.
 
+mod api;
+mod api_verify;
 mod crash;
 mod dead_letters;
 mod harness;

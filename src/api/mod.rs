@@ -1,0 +1,158 @@
+//! The HTTP API (`otp-courier api`, and part of `serve`): send, verify, resend, cancel,
+//! status, list, events, attempts, reports and rate limits under `/v1`, per-app credentials,
+//! problem+json errors, and the OpenAPI document at `/openapi.json`.
+
+mod auth;
+mod docs;
+pub mod error;
+mod health;
+mod otp;
+mod query;
+mod reports;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::http::header;
+use axum::routing::{get, post};
+use axum::Router;
+use serde::de::DeserializeOwned;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::amqp::Publisher;
+use crate::config::Config;
+use crate::pin::PinKeys;
+use crate::provider::Providers;
+use error::ApiError;
+pub use otp::{LIMITS_APPLIED_HEADER, OTP_ID_HEADER};
+
+/// What handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+pub struct Inner {
+    pub pool: PgPool,
+    pub config: Arc<Config>,
+    pub keys: PinKeys,
+    pub providers: Providers,
+    pub publisher: Publisher,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+impl AppState {
+    pub fn new(pool: PgPool, config: Arc<Config>, keys: PinKeys, providers: Providers) -> Self {
+        let publisher = Publisher::new(config.amqp.clone());
+        Self {
+            inner: Arc::new(Inner {
+                pool,
+                config,
+                keys,
+                providers,
+                publisher,
+            }),
+        }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let limit = state.config.api.max_body_bytes;
+    let timeout = Duration::from_secs(state.config.api.request_timeout_seconds);
+    Router::new()
+        .route("/v1/otp/send", post(otp::send))
+        .route("/v1/otp/verify", post(otp::verify))
+        .route("/v1/otp/resend", post(otp::resend))
+        .route("/v1/otp", get(query::list))
+        .route("/v1/otp/{id}", get(query::status).delete(otp::cancel))
+        .route("/v1/otp/{id}/events", get(query::events))
+        .route("/v1/otp/{id}/attempts", get(query::attempts))
+        .route("/v1/reports", get(reports::reports))
+        .route("/v1/rate-limits", get(reports::rate_limits))
+        .route("/openapi.json", get(docs::openapi))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .fallback(|| async { ApiError::NotFound })
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .with_state(state)
+}
+
+/// Binds the configured address (port 0 picks a free one); returns the listener and address.
+pub async fn bind(config: &Config) -> std::io::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(&config.api.listen).await?;
+    let address = listener.local_addr()?;
+    Ok((listener, address))
+}
+
+/// Serves until `shutdown`, then finishes the requests in flight.
+pub async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) -> std::io::Result<()> {
+    tracing::info!(address = %listener.local_addr()?, "HTTP API listening");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+/// A JSON body: size-limited, `application/json`, parsed with errors as problems.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = RawJson::from_request(request, state).await?.0;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::Malformed(format!("body is not valid JSON for this request: {e}")))
+    }
+}
+
+/// The raw bytes of a JSON body, for handlers that parse it themselves.
+pub struct RawJson(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawJson {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .eq_ignore_ascii_case("application/json")
+            })
+            .unwrap_or(false);
+        if !json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        Bytes::from_request(request, state)
+            .await
+            .map(RawJson)
+            .map_err(|rejection| {
+                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::TooLarge
+                } else {
+                    ApiError::Malformed(rejection.body_text())
+                }
+            })
+    }
+}

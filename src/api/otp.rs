@@ -1,0 +1,323 @@
+//! The OTP commands: send, verify, resend, cancel.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::BasicProperties;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::error::{rate_limit_headers, ApiError, Problem};
+use super::{AppState, JsonBody, RawJson};
+use crate::domain::{OtpId, RawJob, SendJob};
+use crate::intake::{self, Source};
+use crate::keys::Caller;
+use crate::lifecycle::{self, Cancel, Resend};
+use crate::ratelimit;
+use crate::verify::{self, Verification};
+
+/// AMQP headers the API sets on the jobs it publishes.
+pub const OTP_ID_HEADER: &str = "x-otp-id";
+pub const LIMITS_APPLIED_HEADER: &str = "x-otp-limits-applied";
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SendAccepted {
+    /// `otp_` + 32 hex digits.
+    otp_id: String,
+    request_id: String,
+    /// True when this request id named an existing OTP: nothing new was sent.
+    duplicate: bool,
+}
+
+/// Queue a send job. The body is the AMQP job (see README, "Sending a job"); `appId` comes from
+/// the credentials. Answers once the broker has confirmed the job.
+#[utoipa::path(post, path = "/v1/otp/send", request_body(content = Object, description = "A send job"),
+    responses((status = 202, body = SendAccepted), (status = 200, body = SendAccepted, description = "Duplicate request id"),
+              (status = 422, body = Problem), (status = 429, body = Problem), (status = 401, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn send(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawJson(body): RawJson,
+) -> Result<(StatusCode, HeaderMap, Json<SendAccepted>), ApiError> {
+    let config = &state.config;
+    let job = SendJob::parse(&RawJob {
+        body: &body,
+        app_id: caller.app_filter(),
+        message_id: None,
+        max_body_bytes: config.api.max_body_bytes,
+        allow_http_callbacks: config.callbacks.allow_http,
+    })
+    .map_err(|e| ApiError::Rejected {
+        reason: e.reason(),
+        detail: e.to_string(),
+    })?;
+    let request_id = job.request_id.as_str().to_string();
+    if let Some(existing) = existing_otp(&state, job.app_id.as_str(), &request_id).await? {
+        let accepted = SendAccepted {
+            otp_id: OtpId::from_uuid(existing).to_string(),
+            request_id,
+            duplicate: true,
+        };
+        return Ok((StatusCode::OK, HeaderMap::new(), Json(accepted)));
+    }
+    let app = intake::load_app(&state.pool, &job)
+        .await
+        .map_err(|e| ApiError::Internal(Box::new(e)))?
+        .map_err(|r| ApiError::Rejected {
+            reason: r.reason(),
+            detail: r.to_string(),
+        })?;
+    let region = job.phone.region().map(str::to_string);
+    let phone = job.phone.as_str().to_string();
+    let otp = intake::resolve(job, &app, Source::Http, config, &state.providers).map_err(|r| ApiError::Rejected {
+        reason: r.reason(),
+        detail: r.to_string(),
+    })?;
+    let headers = check_send_limits(&state, app.id.as_str(), &phone, region.as_deref()).await?;
+    let mut amqp_headers = FieldTable::default();
+    amqp_headers.insert(
+        OTP_ID_HEADER.into(),
+        AMQPValue::LongString(LongString::from(otp.id.to_string())),
+    );
+    amqp_headers.insert(LIMITS_APPLIED_HEADER.into(), AMQPValue::Boolean(true));
+    let properties = BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_app_id(app.id.as_str().into())
+        .with_message_id(request_id.as_str().into())
+        .with_headers(amqp_headers);
+    state.publisher.publish_job(&body, properties).await.map_err(|error| {
+        tracing::warn!(%error, "could not publish a send job");
+        ApiError::Unavailable("the message broker")
+    })?;
+    let accepted = SendAccepted {
+        otp_id: otp.id.to_string(),
+        request_id,
+        duplicate: false,
+    };
+    Ok((StatusCode::ACCEPTED, headers, Json(accepted)))
+}
+
+async fn existing_otp(state: &AppState, app: &str, request_id: &str) -> Result<Option<Uuid>, ApiError> {
+    Ok(sqlx::query_scalar!(
+        "select id from otps where app_id = $1 and request_id = $2 and (not request_id_derived or status = 'pending')",
+        app,
+        request_id
+    )
+    .fetch_optional(&state.pool)
+    .await?)
+}
+
+/// Counts the send against every send limit; the tightest decides the headers.
+async fn check_send_limits(
+    state: &AppState,
+    app: &str,
+    phone: &str,
+    region: Option<&str>,
+) -> Result<HeaderMap, ApiError> {
+    let limits = &state.config.limits;
+    let mut conn = state.pool.acquire().await?;
+    let mut tightest = None;
+    for (key, name) in ratelimit::send_keys(app, phone, region) {
+        let limit = match name {
+            "send_per_phone" => limits.send_per_phone,
+            "send_per_app" => limits.send_per_app,
+            _ => limits.send_per_country,
+        };
+        let decision = ratelimit::hit(&mut conn, &key, limit).await?;
+        if !decision.allowed {
+            return Err(ApiError::RateLimited { name, decision });
+        }
+        if tightest.is_none_or(|t: ratelimit::Decision| decision.remaining < t.remaining) {
+            tightest = Some(decision);
+        }
+    }
+    let mut headers = HeaderMap::new();
+    if let Some(decision) = tightest {
+        rate_limit_headers(&mut headers, &decision);
+    }
+    Ok(headers)
+}
+
+/// Which OTP a request names: `otpId`, or `appId` (operators) + `requestId`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OtpRef {
+    #[serde(alias = "verification_id")]
+    otp_id: Option<String>,
+    app_id: Option<String>,
+    request_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyRequest {
+    #[serde(flatten)]
+    otp: OtpRef,
+    /// The code the user typed.
+    #[serde(alias = "otp_code")]
+    code: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyResult {
+    otp_id: String,
+    status: &'static str,
+}
+
+/// Check a code. Single use; attempts are counted; wrong codes, expiry and exhaustion are
+/// distinct problems.
+#[utoipa::path(post, path = "/v1/otp/verify", request_body = VerifyRequest,
+    responses((status = 200, body = VerifyResult), (status = 422, body = Problem, description = "Wrong code (invalid-code) or invalid request"),
+              (status = 410, body = Problem, description = "expired or attempts-exhausted"), (status = 409, body = Problem),
+              (status = 404, body = Problem), (status = 429, body = Problem), (status = 401, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn verify(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(request): JsonBody<VerifyRequest>,
+) -> Result<(HeaderMap, Json<VerifyResult>), ApiError> {
+    let id = resolve_ref(&state, &caller, &request.otp).await?;
+    let app = owner_app(&state, &caller, id).await?;
+    let mut conn = state.pool.acquire().await?;
+    let decision = ratelimit::hit(
+        &mut conn,
+        &format!("verify:app:{app}"),
+        state.config.limits.verify_per_app,
+    )
+    .await?;
+    drop(conn);
+    if !decision.allowed {
+        return Err(ApiError::RateLimited {
+            name: "verify_per_app",
+            decision,
+        });
+    }
+    let outcome = verify::verify(&state.pool, &state.keys, id, caller.app_filter(), &request.code)
+        .await
+        .map_err(|e| match e {
+            verify::VerifyError::Database(e) => ApiError::from(e),
+            other => ApiError::Internal(Box::new(other)),
+        })?
+        .ok_or(ApiError::NotFound)?;
+    let mut headers = HeaderMap::new();
+    rate_limit_headers(&mut headers, &decision);
+    match outcome {
+        Verification::Verified => Ok((
+            headers,
+            Json(VerifyResult {
+                otp_id: OtpId::from_uuid(id).to_string(),
+                status: "verified",
+            }),
+        )),
+        Verification::InvalidCode { remaining } => Err(ApiError::InvalidCode { remaining }),
+        Verification::Exhausted => Err(ApiError::AttemptsExhausted),
+        Verification::Expired => Err(ApiError::Expired),
+        Verification::NotPending(status) => Err(ApiError::NotPending(status)),
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResendResult {
+    otp_id: String,
+    /// True when the OTP had expired: a new code goes out with a fresh TTL.
+    new_code: bool,
+}
+
+/// Send the OTP again: the same code within its TTL, a new code after expiry.
+#[utoipa::path(post, path = "/v1/otp/resend", request_body = OtpRef,
+    responses((status = 202, body = ResendResult), (status = 409, body = Problem), (status = 404, body = Problem), (status = 401, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn resend(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(request): JsonBody<OtpRef>,
+) -> Result<(StatusCode, Json<ResendResult>), ApiError> {
+    let id = resolve_ref(&state, &caller, &request).await?;
+    match lifecycle::resend(&state.pool, id, caller.app_filter(), state.config.api.max_resends)
+        .await?
+        .ok_or(ApiError::NotFound)?
+    {
+        Resend::Queued { new_code, .. } => Ok((
+            StatusCode::ACCEPTED,
+            Json(ResendResult {
+                otp_id: OtpId::from_uuid(id).to_string(),
+                new_code,
+            }),
+        )),
+        Resend::LimitReached { max } => Err(ApiError::ResendLimit(max)),
+        Resend::InProgress => Err(ApiError::DeliveryInProgress),
+        Resend::NotResendable(status) => Err(ApiError::NotPending(status)),
+    }
+}
+
+/// Cancel a pending OTP.
+#[utoipa::path(delete, path = "/v1/otp/{id}", params(("id" = String, Path, description = "otp_…")),
+    responses((status = 204), (status = 409, body = Problem), (status = 404, body = Problem), (status = 401, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = parse_id(&id)?;
+    match lifecycle::cancel(&state.pool, id, caller.app_filter())
+        .await?
+        .ok_or(ApiError::NotFound)?
+    {
+        Cancel::Cancelled => Ok(StatusCode::NO_CONTENT),
+        Cancel::NotPending(status) => Err(ApiError::NotPending(status)),
+    }
+}
+
+/// An id from a path or body; anything unparseable names no OTP.
+pub fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+    id.parse::<OtpId>()
+        .map(|id| id.as_uuid())
+        .map_err(|_| ApiError::NotFound)
+}
+
+async fn resolve_ref(state: &AppState, caller: &Caller, otp: &OtpRef) -> Result<Uuid, ApiError> {
+    if let Some(id) = &otp.otp_id {
+        return parse_id(id);
+    }
+    let request_id = otp.request_id.as_deref().ok_or_else(|| ApiError::Invalid {
+        field: "otpId".into(),
+        reason: "give otpId, or requestId (with appId for operators)".into(),
+    })?;
+    let app = match (caller, otp.app_id.as_deref()) {
+        (Caller::App(app), Some(given)) if given != app.as_str() => return Err(ApiError::NotFound),
+        (Caller::App(app), _) => app.as_str().to_string(),
+        (Caller::Operator, Some(given)) => given.to_string(),
+        (Caller::Operator, None) => {
+            return Err(ApiError::Invalid {
+                field: "appId".into(),
+                reason: "operators must name the app".into(),
+            })
+        }
+    };
+    sqlx::query_scalar!(
+        "select id from otps where app_id = $1 and request_id = $2 order by created_at desc limit 1",
+        app,
+        request_id
+    )
+    .fetch_optional(&state.pool)
+    .await?
+    .ok_or(ApiError::NotFound)
+}
+
+async fn owner_app(state: &AppState, caller: &Caller, id: Uuid) -> Result<String, ApiError> {
+    sqlx::query_scalar!(
+        "select app_id from otps where id = $1 and ($2::text is null or app_id = $2)",
+        id,
+        caller.app_filter()
+    )
+    .fetch_optional(&state.pool)
+    .await?
+    .ok_or(ApiError::NotFound)
+}

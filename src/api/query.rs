@@ -1,0 +1,342 @@
+//! The read side: one OTP, a filtered list, its events and its attempts. Never a PIN.
+
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::error::{ApiError, Problem};
+use super::otp::parse_id;
+use super::AppState;
+use crate::domain::{EventId, OtpId};
+use crate::keys::Caller;
+
+/// An OTP as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OtpView {
+    otp_id: String,
+    app_id: String,
+    request_id: String,
+    phone_number: String,
+    channel: String,
+    status: String,
+    delivery: String,
+    locale: String,
+    parts: i32,
+    provider: String,
+    attempts: i32,
+    max_attempts: i16,
+    resends: i32,
+    #[serde(with = "time::serde::rfc3339")]
+    expires_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    sent_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    verified_at: Option<OffsetDateTime>,
+    last_error: Option<Value>,
+    metadata: Option<Value>,
+}
+
+struct OtpRecord {
+    id: Uuid,
+    app_id: String,
+    request_id: String,
+    phone_number: String,
+    channel: String,
+    status: String,
+    delivery: String,
+    locale: String,
+    parts: i32,
+    provider: String,
+    attempts: i32,
+    max_attempts: i16,
+    resends: i32,
+    expires_at: OffsetDateTime,
+    created_at: OffsetDateTime,
+    sent_at: Option<OffsetDateTime>,
+    verified_at: Option<OffsetDateTime>,
+    last_error: Option<Value>,
+    metadata: Option<Value>,
+}
+
+impl From<OtpRecord> for OtpView {
+    fn from(r: OtpRecord) -> Self {
+        OtpView {
+            otp_id: OtpId::from_uuid(r.id).to_string(),
+            app_id: r.app_id,
+            request_id: r.request_id,
+            phone_number: r.phone_number,
+            channel: r.channel,
+            status: r.status,
+            delivery: r.delivery,
+            locale: r.locale,
+            parts: r.parts,
+            provider: r.provider,
+            attempts: r.attempts,
+            max_attempts: r.max_attempts,
+            resends: r.resends,
+            expires_at: r.expires_at,
+            created_at: r.created_at,
+            sent_at: r.sent_at,
+            verified_at: r.verified_at,
+            last_error: r.last_error,
+            metadata: r.metadata,
+        }
+    }
+}
+
+/// The status of one OTP.
+#[utoipa::path(get, path = "/v1/otp/{id}", params(("id" = String, Path, description = "otp_…")),
+    responses((status = 200, body = OtpView), (status = 404, body = Problem), (status = 401, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn status(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<OtpView>, ApiError> {
+    let id = parse_id(&id)?;
+    let record = sqlx::query_as!(
+        OtpRecord,
+        "select id, app_id, request_id, phone_number, channel, status, delivery, locale, parts, provider, attempts,
+                max_attempts, resends, expires_at, created_at, sent_at, verified_at, last_error, metadata
+         from otps where id = $1 and ($2::text is null or app_id = $2)",
+        id,
+        caller.app_filter()
+    )
+    .fetch_optional(&state.pool)
+    .await?
+    .ok_or(ApiError::NotFound)?;
+    Ok(Json(record.into()))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct ListFilter {
+    status: Option<String>,
+    delivery: Option<String>,
+    /// E.164, exact.
+    phone: Option<String>,
+    channel: Option<String>,
+    /// Operators only: one app.
+    app_id: Option<String>,
+    /// RFC 3339; created at or after.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[param(value_type = Option<String>)]
+    since: Option<OffsetDateTime>,
+    /// RFC 3339; created before.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[param(value_type = Option<String>)]
+    until: Option<OffsetDateTime>,
+    /// 1-200, default 50.
+    limit: Option<i64>,
+    /// `nextCursor` of the previous page.
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OtpPage {
+    items: Vec<OtpView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    next_cursor: Option<String>,
+}
+
+/// OTPs, newest first, with filters and cursor pagination.
+#[utoipa::path(get, path = "/v1/otp", params(ListFilter),
+    responses((status = 200, body = OtpPage), (status = 422, body = Problem), (status = 401, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(filter): Query<ListFilter>,
+) -> Result<Json<OtpPage>, ApiError> {
+    let limit = filter.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::Invalid {
+            field: "limit".into(),
+            reason: "must be between 1 and 200".into(),
+        });
+    }
+    let app = match &caller {
+        Caller::App(app) => Some(app.as_str().to_string()),
+        Caller::Operator => filter.app_id.clone(),
+    };
+    let (after_time, after_id) = match filter.cursor.as_deref().map(decode_cursor).transpose()? {
+        Some((time, id)) => (Some(time), Some(id)),
+        None => (None, None),
+    };
+    let mut records = sqlx::query_as!(
+        OtpRecord,
+        "select id, app_id, request_id, phone_number, channel, status, delivery, locale, parts, provider, attempts,
+                max_attempts, resends, expires_at, created_at, sent_at, verified_at, last_error, metadata
+         from otps
+         where ($1::text is null or app_id = $1) and ($2::text is null or status = $2)
+           and ($3::text is null or delivery = $3) and ($4::text is null or phone_number = $4)
+           and ($5::text is null or channel = $5) and ($6::timestamptz is null or created_at >= $6)
+           and ($7::timestamptz is null or created_at < $7)
+           and ($8::timestamptz is null or (created_at, id) < ($8, $9::uuid))
+         order by created_at desc, id desc
+         limit $10",
+        app,
+        filter.status,
+        filter.delivery,
+        filter.phone,
+        filter.channel,
+        filter.since,
+        filter.until,
+        after_time,
+        after_id,
+        limit + 1,
+    )
+    .fetch_all(&state.pool)
+    .await?;
+    let next_cursor = if records.len() as i64 > limit {
+        records.truncate(limit as usize);
+        records.last().map(|r| encode_cursor(r.created_at, r.id))
+    } else {
+        None
+    };
+    Ok(Json(OtpPage {
+        items: records.into_iter().map(OtpView::from).collect(),
+        next_cursor,
+    }))
+}
+
+fn encode_cursor(time: OffsetDateTime, id: Uuid) -> String {
+    let raw = format!("{}:{}", time.unix_timestamp_nanos() / 1000, id.simple());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn decode_cursor(cursor: &str) -> Result<(OffsetDateTime, Uuid), ApiError> {
+    let invalid = || ApiError::Invalid {
+        field: "cursor".into(),
+        reason: "not a cursor this API issued".into(),
+    };
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| invalid())?;
+    let raw = String::from_utf8(raw).map_err(|_| invalid())?;
+    let (micros, id) = raw.split_once(':').ok_or_else(invalid)?;
+    let micros: i128 = micros.parse().map_err(|_| invalid())?;
+    let time = OffsetDateTime::from_unix_timestamp_nanos(micros * 1000).map_err(|_| invalid())?;
+    Ok((time, Uuid::parse_str(id).map_err(|_| invalid())?))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventView {
+    /// The callback's `webhook-id`.
+    id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    /// The callback body.
+    payload: Value,
+}
+
+/// The status events of one OTP, oldest first.
+#[utoipa::path(get, path = "/v1/otp/{id}/events", params(("id" = String, Path, description = "otp_…")),
+    responses((status = 200, body = [EventView]), (status = 404, body = Problem), (status = 401, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn events(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<EventView>>, ApiError> {
+    let id = visible(&state, &caller, &id).await?;
+    let rows = sqlx::query!(
+        "select id, event_type, created_at, payload from outbox where otp_id = $1 order by created_at, id",
+        id
+    )
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|r| EventView {
+                id: EventId::from_uuid(r.id).to_string(),
+                kind: r.event_type,
+                created_at: r.created_at,
+                payload: r.payload,
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryAttemptView {
+    #[serde(with = "time::serde::rfc3339")]
+    started_at: OffsetDateTime,
+    provider: String,
+    outcome: String,
+    http_status: Option<i32>,
+    latency_ms: i32,
+    error: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerificationAttemptView {
+    #[serde(with = "time::serde::rfc3339")]
+    at: OffsetDateTime,
+    outcome: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempts {
+    deliveries: Vec<DeliveryAttemptView>,
+    verifications: Vec<VerificationAttemptView>,
+}
+
+/// Every provider request and every verification of one OTP.
+#[utoipa::path(get, path = "/v1/otp/{id}/attempts", params(("id" = String, Path, description = "otp_…")),
+    responses((status = 200, body = Attempts), (status = 404, body = Problem), (status = 401, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn attempts(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Attempts>, ApiError> {
+    let id = visible(&state, &caller, &id).await?;
+    let deliveries = sqlx::query_as!(
+        DeliveryAttemptView,
+        "select started_at, provider, outcome, http_status, latency_ms, error from delivery_attempts where otp_id = $1 order by id",
+        id
+    )
+    .fetch_all(&state.pool)
+    .await?;
+    let verifications = sqlx::query_as!(
+        VerificationAttemptView,
+        "select at, outcome from verification_attempts where otp_id = $1 order by id",
+        id
+    )
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(Json(Attempts {
+        deliveries,
+        verifications,
+    }))
+}
+
+/// The OTP's id if the caller may see it; another app's OTP is simply not found.
+async fn visible(state: &AppState, caller: &Caller, id: &str) -> Result<Uuid, ApiError> {
+    let id = parse_id(id)?;
+    sqlx::query_scalar!(
+        "select id from otps where id = $1 and ($2::text is null or app_id = $2)",
+        id,
+        caller.app_filter()
+    )
+    .fetch_optional(&state.pool)
+    .await?
+    .ok_or(ApiError::NotFound)
+}

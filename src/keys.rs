@@ -1,0 +1,147 @@
+//! API credentials and webhook signing secrets.
+//!
+//! An API key is an id shown in clear (`ak_…`) and a secret (`sk_…`) of 32 random bytes,
+//! stored only as its SHA-256: a fast hash suffices for secrets with that much entropy.
+//! Secrets are printed once, when issued.
+
+use base64::Engine;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use sqlx::{PgConnection, PgPool};
+use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
+
+use crate::domain::AppId;
+
+/// Who is calling the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    App(AppId),
+    Operator,
+}
+
+impl Caller {
+    /// The app whose OTPs the caller may see; `None` for an operator, who sees all.
+    pub fn app_filter(&self) -> Option<&str> {
+        match self {
+            Caller::App(app) => Some(app.as_str()),
+            Caller::Operator => None,
+        }
+    }
+}
+
+/// A freshly issued credential; the secret exists nowhere else.
+#[derive(Debug)]
+pub struct IssuedKey {
+    pub key_id: String,
+    pub secret: String,
+}
+
+fn random(prefix: &str, bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    format!(
+        "{prefix}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+    )
+}
+
+fn digest(secret: &str) -> Vec<u8> {
+    Sha256::digest(secret.as_bytes()).to_vec()
+}
+
+/// Issues a key for `app`, or an operator key when `app` is `None`.
+pub async fn issue(conn: &mut PgConnection, app: Option<&AppId>) -> Result<IssuedKey, sqlx::Error> {
+    let mut id = [0u8; 12];
+    rand::rng().fill_bytes(&mut id);
+    let key = IssuedKey {
+        key_id: format!("ak_{}", hex::encode(id)),
+        secret: random("sk_", 32),
+    };
+    sqlx::query!(
+        "insert into api_keys (id, app_id, role, secret_sha256) values ($1, $2, $3, $4)",
+        key.key_id,
+        app.map(AppId::as_str),
+        if app.is_some() { "app" } else { "operator" },
+        digest(&key.secret),
+    )
+    .execute(conn)
+    .await?;
+    Ok(key)
+}
+
+/// Revokes the app's keys and issues a new one, in one transaction.
+pub async fn rotate(pool: &PgPool, app: &AppId) -> Result<IssuedKey, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query!(
+        "update api_keys set revoked_at = now() where app_id = $1 and revoked_at is null",
+        app.as_str()
+    )
+    .execute(&mut *tx)
+    .await?;
+    let key = issue(&mut tx, Some(app)).await?;
+    tx.commit().await?;
+    Ok(key)
+}
+
+/// The caller a key id and secret belong to, if they match an active key.
+pub async fn authenticate(pool: &PgPool, key_id: &str, secret: &str) -> Result<Option<Caller>, sqlx::Error> {
+    if key_id.len() > 64 || secret.len() > 128 {
+        return Ok(None);
+    }
+    let row = sqlx::query!(
+        "select app_id, secret_sha256 from api_keys where id = $1 and revoked_at is null",
+        key_id
+    )
+    .fetch_optional(pool)
+    .await?;
+    // Hash even when the key is unknown, so timing does not tell which key ids exist.
+    let presented = digest(secret);
+    let Some(row) = row else { return Ok(None) };
+    if !bool::from(presented.ct_eq(&row.secret_sha256)) {
+        return Ok(None);
+    }
+    Ok(Some(match row.app_id {
+        Some(app) => Caller::App(AppId::parse(&app).map_err(|e| sqlx::Error::Decode(e.into()))?),
+        None => Caller::Operator,
+    }))
+}
+
+/// A new webhook secret for `app` (Standard Webhooks `whsec_` + base64 of 32 bytes). With a
+/// grace period, the app's current secrets keep signing until it ends; without, they stop now.
+pub async fn rotate_webhook_secret(
+    conn: &mut PgConnection,
+    app: &AppId,
+    grace: Option<time::Duration>,
+) -> Result<String, sqlx::Error> {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let secret = format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(bytes));
+    let until = OffsetDateTime::now_utc() + grace.unwrap_or(time::Duration::ZERO);
+    sqlx::query!(
+        "update webhook_secrets set expires_at = $2 where app_id = $1 and (expires_at is null or expires_at > $2)",
+        app.as_str(),
+        until,
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "insert into webhook_secrets (app_id, secret) values ($1, $2)",
+        app.as_str(),
+        secret
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(secret)
+}
+
+/// The secrets that sign the app's callbacks now, newest first.
+pub async fn webhook_secrets(pool: &PgPool, app: &str) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "select secret from webhook_secrets where app_id = $1 and (expires_at is null or expires_at > now())
+         order by id desc",
+        app
+    )
+    .fetch_all(pool)
+    .await
+}

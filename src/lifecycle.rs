@@ -1,0 +1,112 @@
+//! Operations on an existing OTP besides verification: resend and cancel. Each runs in one
+//! short transaction with the row locked, and writes its event there.
+
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::domain::OtpId;
+use crate::outbox::{self, EventType};
+
+/// How a resend request ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resend {
+    /// Queued for delivery; `generation` changed if the OTP had expired (a new code).
+    Queued { generation: i32, new_code: bool },
+    /// The per-OTP resend cap is reached.
+    LimitReached { max: u32 },
+    /// A delivery of this OTP is under way right now.
+    InProgress,
+    /// Verified, cancelled, exhausted or rejected: nothing to resend.
+    NotResendable(String),
+}
+
+/// Resends an OTP (DESIGN, "PINs are never stored"): within its TTL the same PIN goes out
+/// again; after expiry a new generation (a new code) with a fresh TTL. The failed-attempt
+/// count is never reset. The retry scheduler picks the queued delivery up.
+#[tracing::instrument(skip_all, fields(otp_id = %OtpId::from_uuid(otp_id)))]
+pub async fn resend(
+    pool: &PgPool,
+    otp_id: Uuid,
+    app: Option<&str>,
+    max_resends: u32,
+) -> Result<Option<Resend>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let Some(otp) = sqlx::query!(
+        "select status, delivery, expires_at, resends, generation from otps
+         where id = $1 and ($2::text is null or app_id = $2) for update",
+        otp_id,
+        app
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let expired = otp.status == "expired" || (otp.status == "pending" && OffsetDateTime::now_utc() >= otp.expires_at);
+    let outcome = if !matches!(otp.status.as_str(), "pending" | "expired" | "failed") {
+        Resend::NotResendable(otp.status)
+    } else if otp.resends >= max_resends as i32 {
+        Resend::LimitReached { max: max_resends }
+    } else if otp.delivery == "sending" {
+        Resend::InProgress
+    } else {
+        let generation = if expired { otp.generation + 1 } else { otp.generation };
+        sqlx::query!(
+            "update otps set status = 'pending', delivery = 'queued', next_attempt_at = now(),
+                    resends = resends + 1, generation = $2,
+                    expires_at = case when $3 then now() + make_interval(secs => ttl_seconds) else expires_at end,
+                    status_changed_at = case when status = 'pending' then status_changed_at else now() end,
+                    updated_at = now()
+             where id = $1",
+            otp_id,
+            generation,
+            expired,
+        )
+        .execute(&mut *tx)
+        .await?;
+        Resend::Queued {
+            generation,
+            new_code: expired,
+        }
+    };
+    tx.commit().await?;
+    Ok(Some(outcome))
+}
+
+/// How a cancel request ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancel {
+    Cancelled,
+    NotPending(String),
+}
+
+/// Cancels a pending OTP: its code stops working and no further delivery is attempted.
+#[tracing::instrument(skip_all, fields(otp_id = %OtpId::from_uuid(otp_id)))]
+pub async fn cancel(pool: &PgPool, otp_id: Uuid, app: Option<&str>) -> Result<Option<Cancel>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let Some(status) = sqlx::query_scalar!(
+        "select status from otps where id = $1 and ($2::text is null or app_id = $2) for update",
+        otp_id,
+        app
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    else {
+        return Ok(None);
+    };
+    if status != "pending" {
+        return Ok(Some(Cancel::NotPending(status)));
+    }
+    sqlx::query!(
+        "update otps set status = 'cancelled', status_changed_at = now(), updated_at = now(),
+                next_attempt_at = case when delivery = 'queued' then null else next_attempt_at end
+         where id = $1",
+        otp_id
+    )
+    .execute(&mut *tx)
+    .await?;
+    outbox::record_for_otp(&mut tx, otp_id, EventType::Cancelled, None).await?;
+    tx.commit().await?;
+    Ok(Some(Cancel::Cancelled))
+}

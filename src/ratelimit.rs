@@ -1,0 +1,104 @@
+//! Rate limits that hold across every process: fixed windows counted in PostgreSQL with one
+//! atomic upsert per hit, so two workers can never both take the last slot.
+
+use std::time::Duration;
+
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+
+use crate::config::Limit;
+
+/// The answer for one hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    pub limit: u32,
+    pub remaining: u32,
+    /// When the current window ends.
+    pub reset: OffsetDateTime,
+}
+
+impl Decision {
+    pub fn retry_after(&self) -> Duration {
+        Duration::try_from(self.reset - OffsetDateTime::now_utc()).unwrap_or(Duration::ZERO)
+    }
+}
+
+fn window_start(limit: Limit, now: OffsetDateTime) -> OffsetDateTime {
+    let window = i64::from(limit.window_seconds);
+    let start = now.unix_timestamp().div_euclid(window) * window;
+    OffsetDateTime::from_unix_timestamp(start).unwrap_or(now)
+}
+
+/// Counts one hit against `key` and says whether it is within the limit.
+pub async fn hit(conn: &mut PgConnection, key: &str, limit: Limit) -> Result<Decision, sqlx::Error> {
+    let start = window_start(limit, OffsetDateTime::now_utc());
+    let hits = sqlx::query_scalar!(
+        "insert into rate_limit_windows (key, window_start, hits) values ($1, $2, 1)
+         on conflict (key, window_start) do update set hits = rate_limit_windows.hits + 1
+         returning hits",
+        key,
+        start,
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(decision(limit, start, hits))
+}
+
+/// The usage of `key` in the current window, without counting a hit.
+pub async fn peek(conn: &mut PgConnection, key: &str, limit: Limit) -> Result<Decision, sqlx::Error> {
+    let start = window_start(limit, OffsetDateTime::now_utc());
+    let hits = sqlx::query_scalar!(
+        "select hits from rate_limit_windows where key = $1 and window_start = $2",
+        key,
+        start
+    )
+    .fetch_optional(conn)
+    .await?
+    .unwrap_or(0);
+    Ok(Decision {
+        allowed: hits < limit.max as i32,
+        ..decision(limit, start, hits)
+    })
+}
+
+fn decision(limit: Limit, start: OffsetDateTime, hits: i32) -> Decision {
+    let hits = u32::try_from(hits).unwrap_or(u32::MAX);
+    Decision {
+        allowed: hits <= limit.max,
+        limit: limit.max,
+        remaining: limit.max.saturating_sub(hits),
+        reset: start + time::Duration::seconds(limit.window_seconds.into()),
+    }
+}
+
+/// The keys a send counts against.
+pub fn send_keys(app: &str, phone: &str, region: Option<&str>) -> [(String, &'static str); 3] {
+    [
+        (format!("send:phone:{app}:{phone}"), "send_per_phone"),
+        (format!("send:app:{app}"), "send_per_app"),
+        (
+            format!("send:country:{app}:{}", region.unwrap_or("unknown")),
+            "send_per_country",
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_align_to_multiples_of_their_length() {
+        let limit = Limit {
+            max: 5,
+            window_seconds: 600,
+        };
+        let now = OffsetDateTime::from_unix_timestamp(1_800_000_123).expect("time");
+        assert_eq!(window_start(limit, now).unix_timestamp(), 1_799_999_400);
+        let d = decision(limit, window_start(limit, now), 6);
+        assert!(!d.allowed);
+        assert_eq!(d.remaining, 0);
+        assert_eq!(d.reset.unix_timestamp(), 1_800_000_000);
+    }
+}

@@ -1,0 +1,148 @@
+//! Verification (DESIGN, "OTP lifecycle"): the row is locked for the length of one short
+//! transaction, so concurrent checks of one OTP run one after another. That makes a code
+//! single-use (of 100 concurrent correct checks exactly one succeeds) and the attempt count
+//! exact. The PIN is re-derived and compared in constant time; a correct code on the last
+//! allowed attempt succeeds. Every outcome writes its event in the same transaction.
+
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::domain::OtpId;
+use crate::outbox::{self, EventType};
+use crate::pin::{self, PinKeys, PinLength, PinType};
+
+/// How a verification ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verification {
+    Verified,
+    InvalidCode {
+        remaining: i32,
+    },
+    /// The last allowed attempt was used (now or before).
+    Exhausted,
+    Expired,
+    /// Verified, cancelled, failed or rejected: nothing to verify.
+    NotPending(String),
+}
+
+impl Verification {
+    fn outcome(&self) -> &'static str {
+        match self {
+            Verification::Verified => "verified",
+            Verification::InvalidCode { .. } => "invalid_code",
+            Verification::Exhausted => "exhausted",
+            Verification::Expired => "expired",
+            Verification::NotPending(_) => "not_pending",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error("the OTP was derived with PIN key `{0}`, which is no longer configured")]
+    UnknownKey(String),
+    #[error("stored OTP is unreadable: {0}")]
+    Corrupt(&'static str),
+}
+
+/// Codes longer than this are wrong without looking (PINs have at most 10 characters).
+const MAX_CODE_LEN: usize = 32;
+
+/// Checks `code` against OTP `otp_id`, visible to `app` (`None`: any app). `Ok(None)`: no such OTP.
+#[tracing::instrument(skip_all, fields(otp_id = %OtpId::from_uuid(otp_id)))]
+pub async fn verify(
+    pool: &PgPool,
+    keys: &PinKeys,
+    otp_id: Uuid,
+    app: Option<&str>,
+    code: &str,
+) -> Result<Option<Verification>, VerifyError> {
+    let mut tx = pool.begin().await?;
+    let Some(otp) = sqlx::query!(
+        "select status, expires_at, attempts, max_attempts, pin_type, pin_length, pin_key_id, generation
+         from otps where id = $1 and ($2::text is null or app_id = $2)
+         for update",
+        otp_id,
+        app
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let verification = match otp.status.as_str() {
+        "pending" if OffsetDateTime::now_utc() >= otp.expires_at => {
+            set_status(&mut tx, otp_id, "expired").await?;
+            outbox::record_for_otp(&mut tx, otp_id, EventType::Expired, None).await?;
+            Verification::Expired
+        }
+        "pending" if otp.attempts >= i32::from(otp.max_attempts) => Verification::Exhausted,
+        "pending" => {
+            let key = keys
+                .get(&otp.pin_key_id)
+                .ok_or_else(|| VerifyError::UnknownKey(otp.pin_key_id.clone()))?;
+            let pin_type = PinType::parse(&otp.pin_type).map_err(VerifyError::Corrupt)?;
+            let length = PinLength::parse(otp.pin_length.into()).map_err(VerifyError::Corrupt)?;
+            let pin = pin::derive(key, OtpId::from_uuid(otp_id), otp.generation as u32, pin_type, length);
+            let correct = code.len() <= MAX_CODE_LEN && pin.matches(code);
+            let attempts = otp.attempts + 1;
+            let remaining = i32::from(otp.max_attempts) - attempts;
+            if correct {
+                record_attempt(&mut tx, otp_id, attempts, "verified").await?;
+                outbox::record_for_otp(&mut tx, otp_id, EventType::Verified, None).await?;
+                Verification::Verified
+            } else if remaining > 0 {
+                record_attempt(&mut tx, otp_id, attempts, "pending").await?;
+                outbox::record_for_otp(&mut tx, otp_id, EventType::VerificationFailed, None).await?;
+                Verification::InvalidCode { remaining }
+            } else {
+                record_attempt(&mut tx, otp_id, attempts, "max_attempts_reached").await?;
+                outbox::record_for_otp(&mut tx, otp_id, EventType::VerificationFailed, None).await?;
+                outbox::record_for_otp(&mut tx, otp_id, EventType::MaxAttemptsReached, None).await?;
+                Verification::Exhausted
+            }
+        }
+        "expired" => Verification::Expired,
+        "max_attempts_reached" => Verification::Exhausted,
+        other => Verification::NotPending(other.to_string()),
+    };
+    sqlx::query!(
+        "insert into verification_attempts (otp_id, outcome) values ($1, $2)",
+        otp_id,
+        verification.outcome()
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some(verification))
+}
+
+/// Counts an attempt and sets the status it leads to.
+async fn record_attempt(conn: &mut sqlx::PgConnection, otp_id: Uuid, attempts: i32, status: &str) -> sqlx::Result<()> {
+    sqlx::query!(
+        "update otps set attempts = $2, status = $3, updated_at = now(),
+                status_changed_at = case when status = $3 then status_changed_at else now() end,
+                verified_at = case when $3 = 'verified' then now() else verified_at end
+         where id = $1",
+        otp_id,
+        attempts,
+        status
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn set_status(conn: &mut sqlx::PgConnection, otp_id: Uuid, status: &str) -> sqlx::Result<()> {
+    sqlx::query!(
+        "update otps set status = $2, status_changed_at = now(), updated_at = now() where id = $1",
+        otp_id,
+        status
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,516 @@
+//! The HTTP API: every route, every credential form, and isolation between apps.
+
+use std::time::Duration;
+
+use reqwest::{Client, RequestBuilder, StatusCode};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use wiremock::matchers::method;
+use wiremock::{Mock, ResponseTemplate};
+
+use crate::harness::{wait_until, Harness};
+
+/// A running worker and API with app `shop` and its credentials.
+pub struct Api {
+    pub harness: Harness,
+    pub base: String,
+    pub key: (String, String),
+    pub http: Client,
+}
+
+impl Api {
+    pub async fn start(pool: PgPool) -> Self {
+        Self::start_with(pool, |_| {}).await
+    }
+
+    pub async fn start_with(pool: PgPool, configure: impl FnOnce(&mut Harness)) -> Self {
+        let mut harness = Harness::new(pool).await;
+        configure(&mut harness);
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200))
+            .mount(&harness.provider)
+            .await;
+        let key = harness.create_app_with_key("shop").await;
+        harness.start_worker();
+        let base = harness.start_api().await;
+        Self {
+            harness,
+            base,
+            key,
+            http: Client::new(),
+        }
+    }
+
+    pub fn as_app(&self, request: RequestBuilder) -> RequestBuilder {
+        request
+            .header("x-api-key", &self.key.0)
+            .header("x-api-secret", &self.key.1)
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let response = self
+            .as_app(self.http.post(format!("{}{path}", self.base)).json(&body))
+            .send()
+            .await
+            .expect("request");
+        (response.status(), response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let response = self
+            .as_app(self.http.get(format!("{}{path}", self.base)))
+            .send()
+            .await
+            .expect("request");
+        (response.status(), response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Sends an OTP through the API and waits until the provider has it; returns (otpId, PIN).
+    pub async fn send_delivered(&self, body: Value) -> (String, String) {
+        let (status, accepted) = self.post("/v1/otp/send", body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+        let otp_id = accepted["otpId"].as_str().expect("otpId").to_string();
+        wait_until("delivered", Duration::from_secs(10), || async {
+            self.get(&format!("/v1/otp/{otp_id}")).await.1["delivery"] == "sent"
+        })
+        .await;
+        let row = self
+            .harness
+            .otp_rows()
+            .await
+            .into_iter()
+            .find(|r| otp_id.ends_with(&r.id.simple().to_string()))
+            .expect("row");
+        (otp_id, row.pin())
+    }
+
+    pub async fn finish(self) {
+        self.harness.finish().await;
+    }
+}
+
+#[sqlx::test]
+async fn an_otp_sent_through_the_api_is_verified_once_and_shows_its_history(pool: PgPool) {
+    let api = Api::start(pool).await;
+    let (otp_id, pin) = api
+        .send_delivered(json!({"phoneNumber": "+14155550123", "requestId": "signup-1"}))
+        .await;
+
+    let (status, problem) = api
+        .post("/v1/otp/verify", json!({"otpId": otp_id, "code": "000000x"}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(problem["type"], "urn:otp-courier:problem:invalid-code");
+    assert_eq!(problem["remainingAttempts"], 4);
+    let (status, body) = api
+        .post("/v1/otp/verify", json!({"verification_id": otp_id, "otp_code": pin}))
+        .await;
+    assert_eq!((status, body["status"].clone()), (StatusCode::OK, json!("verified")));
+    let (status, problem) = api.post("/v1/otp/verify", json!({"otpId": otp_id, "code": pin})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "single use: {problem}");
+
+    let (status, view) = api.get(&format!("/v1/otp/{otp_id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (view["status"].as_str(), view["attempts"].as_i64()),
+        (Some("verified"), Some(2))
+    );
+    assert!(!view.to_string().contains(&pin), "no PIN in a status answer");
+    let (_, events) = api.get(&format!("/v1/otp/{otp_id}/events")).await;
+    let types: Vec<&str> = events
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    assert_eq!(types, ["otp.sent", "otp.verification_failed", "otp.verified"]);
+    let (_, attempts) = api.get(&format!("/v1/otp/{otp_id}/attempts")).await;
+    assert_eq!(attempts["deliveries"].as_array().map(Vec::len), Some(1));
+    let outcomes: Vec<&str> = attempts["verifications"]
+        .as_array()
+        .expect("v")
+        .iter()
+        .filter_map(|v| v["outcome"].as_str())
+        .collect();
+    assert_eq!(outcomes, ["invalid_code", "verified", "not_pending"]);
+
+    // The same request id again names the same OTP and sends nothing.
+    let (status, again) = api
+        .post(
+            "/v1/otp/send",
+            json!({"phoneNumber": "+14155550123", "requestId": "signup-1"}),
+        )
+        .await;
+    assert_eq!(
+        (status, again["otpId"].as_str(), again["duplicate"].as_bool()),
+        (StatusCode::OK, Some(otp_id.as_str()), Some(true))
+    );
+    // And by request id instead of otp id.
+    let (status, _) = api
+        .post("/v1/otp/verify", json!({"requestId": "signup-1", "code": pin}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    api.finish().await;
+}
+
+#[sqlx::test]
+async fn every_credential_form_is_accepted_and_bad_ones_get_401(pool: PgPool) {
+    let api = Api::start(pool).await;
+    let url = format!("{}/v1/otp", api.base);
+    let (key, secret) = api.key.clone();
+    let forms = [
+        api.http
+            .get(&url)
+            .header("x-api-key", &key)
+            .header("x-api-secret", &secret),
+        api.http.get(&url).basic_auth(&key, Some(&secret)),
+        api.http.get(&url).bearer_auth(format!("{key}.{secret}")),
+    ];
+    for request in forms {
+        assert_eq!(request.send().await.expect("request").status(), StatusCode::OK);
+    }
+    for request in [
+        api.http.get(&url),
+        api.http.get(&url).basic_auth(&key, Some("sk_wrong")),
+        api.http.get(&url).bearer_auth("nonsense"),
+    ] {
+        let response = request.send().await.expect("request");
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(response.headers()["content-type"], "application/problem+json");
+    }
+    api.finish().await;
+}
+
+#[sqlx::test]
+async fn an_app_cannot_read_verify_resend_or_cancel_another_apps_otp(pool: PgPool) {
+    let api = Api::start(pool).await;
+    let (otp_id, pin) = api.send_delivered(json!({"phoneNumber": "+14155550123"})).await;
+    let (other_key, other_secret) = api.harness.create_app_with_key("rival").await;
+    let as_rival = |r: RequestBuilder| r.header("x-api-key", &other_key).header("x-api-secret", &other_secret);
+    let base = &api.base;
+    let requests = [
+        as_rival(api.http.get(format!("{base}/v1/otp/{otp_id}"))),
+        as_rival(api.http.get(format!("{base}/v1/otp/{otp_id}/events"))),
+        as_rival(api.http.get(format!("{base}/v1/otp/{otp_id}/attempts"))),
+        as_rival(api.http.delete(format!("{base}/v1/otp/{otp_id}"))),
+        as_rival(
+            api.http
+                .post(format!("{base}/v1/otp/verify"))
+                .json(&json!({"otpId": otp_id, "code": pin})),
+        ),
+        as_rival(
+            api.http
+                .post(format!("{base}/v1/otp/resend"))
+                .json(&json!({"otpId": otp_id})),
+        ),
+    ];
+    for request in requests {
+        assert_eq!(request.send().await.expect("request").status(), StatusCode::NOT_FOUND);
+    }
+    let listed: Value = as_rival(api.http.get(format!("{base}/v1/otp")))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listed["items"], json!([]));
+
+    let (operator, secret) = api.harness.operator_key().await;
+    let seen = api
+        .http
+        .get(format!("{base}/v1/otp/{otp_id}"))
+        .basic_auth(&operator, Some(&secret))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(seen.status(), StatusCode::OK, "operators see every app");
+    let (_, view) = api.get(&format!("/v1/otp/{otp_id}")).await;
+    assert_eq!(view["status"], "pending", "nothing the rival did changed the OTP");
+    api.finish().await;
+}
+
+#[sqlx::test]
+async fn resend_sends_the_same_pin_within_the_ttl_and_a_new_one_after_expiry(pool: PgPool) {
+    let api = Api::start(pool).await;
+    let (otp_id, pin) = api.send_delivered(json!({"phoneNumber": "+14155550123"})).await;
+    api.post("/v1/otp/verify", json!({"otpId": otp_id, "code": "wrong"}))
+        .await;
+
+    let (status, body) = api.post("/v1/otp/resend", json!({"otpId": otp_id})).await;
+    assert_eq!((status, body["newCode"].as_bool()), (StatusCode::ACCEPTED, Some(false)));
+    wait_until("second request", Duration::from_secs(10), || async {
+        api.harness.provider_requests().await.len() == 2
+    })
+    .await;
+    let texts: Vec<Value> = api
+        .harness
+        .provider_requests()
+        .await
+        .iter()
+        .map(|r| r["text"].clone())
+        .collect();
+    assert_eq!(texts[1], json!(format!("Code {pin}")));
+
+    sqlx::query("update otps set expires_at = now() - interval '1 second'")
+        .execute(&api.harness.pool)
+        .await
+        .expect("expire");
+    let (status, body) = api.post("/v1/otp/resend", json!({"otpId": otp_id})).await;
+    assert_eq!((status, body["newCode"].as_bool()), (StatusCode::ACCEPTED, Some(true)));
+    wait_until("third request", Duration::from_secs(10), || async {
+        api.harness.provider_requests().await.len() == 3
+    })
+    .await;
+    let row = api.harness.otp_rows().await.remove(0);
+    assert_eq!(row.generation, 2);
+    let new_pin = row.pin();
+    assert_ne!(new_pin, pin);
+    assert_eq!(
+        api.harness.provider_requests().await[2]["text"],
+        json!(format!("Code {new_pin}"))
+    );
+    let (_, view) = api.get(&format!("/v1/otp/{otp_id}")).await;
+    assert_eq!(view["attempts"], 1, "a resend never resets the failed attempts");
+    let (status, _) = api.post("/v1/otp/verify", json!({"otpId": otp_id, "code": pin})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "the old code no longer works");
+
+    wait_until("delivered", Duration::from_secs(10), || async {
+        api.get(&format!("/v1/otp/{otp_id}")).await.1["delivery"] == "sent"
+    })
+    .await;
+    let (status, _) = api.post("/v1/otp/resend", json!({"otpId": otp_id})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "third resend");
+    wait_until("delivered", Duration::from_secs(10), || async {
+        api.harness.provider_requests().await.len() == 4
+    })
+    .await;
+    wait_until("recorded", Duration::from_secs(10), || async {
+        api.get(&format!("/v1/otp/{otp_id}")).await.1["delivery"] == "sent"
+    })
+    .await;
+    let (status, problem) = api.post("/v1/otp/resend", json!({"otpId": otp_id})).await;
+    assert_eq!(
+        (status, problem["type"].as_str()),
+        (
+            StatusCode::CONFLICT,
+            Some("urn:otp-courier:problem:resend-limit-reached")
+        )
+    );
+    api.finish().await;
+}
+
+#[sqlx::test]
+async fn a_cancelled_otp_cannot_be_verified(pool: PgPool) {
+    let api = Api::start(pool).await;
+    let (otp_id, pin) = api.send_delivered(json!({"phoneNumber": "+14155550123"})).await;
+    let response = api
+        .as_app(api.http.delete(format!("{}/v1/otp/{otp_id}", api.base)))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let (status, problem) = api.post("/v1/otp/verify", json!({"otpId": otp_id, "code": pin})).await;
+    assert_eq!(
+        (status, problem["otpStatus"].as_str()),
+        (StatusCode::CONFLICT, Some("cancelled"))
+    );
+    let (_, events) = api.get(&format!("/v1/otp/{otp_id}/events")).await;
+    assert_eq!(events[1]["type"], "otp.cancelled");
+    api.finish().await;
+}
+
+#[sqlx::test]
+async fn the_list_filters_and_pages_with_a_cursor_and_reports_count(pool: PgPool) {
+    let api = Api::start(pool).await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(
+            api.send_delivered(
+                json!({"phoneNumber": "+14155550123", "requestId": format!("r-{n}"), "channel": "whatsapp"}),
+            )
+            .await,
+        );
+    }
+    api.post("/v1/otp/verify", json!({"otpId": ids[0].0, "code": ids[0].1}))
+        .await;
+
+    let (_, page) = api.get("/v1/otp?limit=2").await;
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(2));
+    assert_eq!(page["items"][0]["otpId"], json!(ids[2].0), "newest first");
+    let cursor = page["nextCursor"].as_str().expect("more pages");
+    let (_, rest) = api.get(&format!("/v1/otp?limit=2&cursor={cursor}")).await;
+    assert_eq!(rest["items"].as_array().map(Vec::len), Some(1));
+    assert!(rest["nextCursor"].is_null());
+    let (_, verified) = api.get("/v1/otp?status=verified&channel=whatsapp").await;
+    assert_eq!(verified["items"].as_array().map(Vec::len), Some(1));
+    let (status, problem) = api.get("/v1/otp?cursor=bogus").await;
+    assert_eq!(
+        (status, problem["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("cursor"))
+    );
+
+    let (status, report) = api.get("/v1/reports").await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["total"], 3);
+    assert_eq!(report["byStatus"], json!({"pending": 2, "verified": 1}));
+    assert_eq!(report["byChannel"], json!({"whatsapp": 3}));
+    assert_eq!(report["byProvider"], json!({"fake": 3}));
+    assert!((report["conversionRate"].as_f64().expect("rate") - 1.0 / 3.0).abs() < 1e-9);
+    assert!(report["medianSecondsToVerify"].as_f64().expect("median") >= 0.0);
+    api.finish().await;
+}
+
+#[sqlx::test]
+async fn bad_send_requests_are_problems_with_stable_types(pool: PgPool) {
+    let api = Api::start(pool).await;
+    let (status, problem) = api.post("/v1/otp/send", json!({"phoneNumber": "12345"})).await;
+    assert_eq!(
+        (status, problem["reason"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_phone_number"))
+    );
+    let (status, problem) = api
+        .post("/v1/otp/send", json!({"appId": "rival", "phoneNumber": "+14155550123"}))
+        .await;
+    assert_eq!(
+        (status, problem["reason"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_field")),
+        "appId must match the credentials"
+    );
+    let url = format!("{}/v1/otp/send", api.base);
+    let text = api
+        .as_app(api.http.post(&url).body("phoneNumber=1"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(text.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let big = api
+        .as_app(
+            api.http
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(vec![b' '; 70_000]),
+        )
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(big.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let broken = api
+        .as_app(
+            api.http
+                .post(format!("{}/v1/otp/verify", api.base))
+                .header("content-type", "application/json")
+                .body("{"),
+        )
+        .send()
+        .await
+        .expect("verify");
+    assert_eq!(broken.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(api.get("/v1/otp/otp_nothex").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(api.get("/v1/nowhere").await.0, StatusCode::NOT_FOUND);
+    assert!(api.harness.provider_requests().await.is_empty(), "nothing was sent");
+    api.finish().await;
+}
+
+#[sqlx::test]
+async fn send_limits_answer_429_over_http_and_reject_amqp_jobs(pool: PgPool) {
+    let api = Api::start_with(pool, |h| {
+        h.set("limits.send_per_phone", json!({"max": 2, "window_seconds": 600}))
+    })
+    .await;
+    for n in 0..2 {
+        let (status, _) = api
+            .post(
+                "/v1/otp/send",
+                json!({"phoneNumber": "+14155550123", "requestId": format!("h-{n}")}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+    let response = api
+        .as_app(
+            api.http
+                .post(format!("{}/v1/otp/send", api.base))
+                .json(&json!({"phoneNumber": "+14155550123", "requestId": "h-3"})),
+        )
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(response.headers()["ratelimit-remaining"], "0");
+    let problem: Value = response.json().await.expect("problem");
+    assert_eq!(problem["limit"], "send_per_phone");
+
+    for n in 0..3 {
+        let job = json!({"appId": "shop", "phoneNumber": "+14155550999", "requestId": format!("a-{n}")});
+        api.harness.publish(job.to_string().as_bytes()).await;
+    }
+    wait_until("the third AMQP job is rejected", Duration::from_secs(10), || async {
+        let rejected: Vec<(String, Option<String>)> =
+            sqlx::query_as("select request_id, rejection_reason from otps where status = 'rejected'")
+                .fetch_all(&api.harness.pool)
+                .await
+                .expect("rows");
+        rejected.len() == 1 && rejected[0].1.as_deref() == Some("rate_limited")
+    })
+    .await;
+    let (status, limits) = api.get("/v1/rate-limits").await;
+    assert_eq!(status, StatusCode::OK);
+    let names: Vec<&str> = limits
+        .as_array()
+        .expect("limits")
+        .iter()
+        .filter_map(|l| l["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["send_per_phone", "send_per_country", "send_per_app", "verify_per_app"]
+    );
+    api.finish().await;
+}
+
+#[sqlx::test]
+async fn health_readiness_and_the_openapi_document_are_served(pool: PgPool) {
+    let api = Api::start(pool).await;
+    let health: Value = api
+        .http
+        .get(format!("{}/healthz", api.base))
+        .send()
+        .await
+        .expect("healthz")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(health["status"], "ok");
+    let ready = api
+        .http
+        .get(format!("{}/readyz", api.base))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), StatusCode::OK);
+    let doc: Value = api
+        .http
+        .get(format!("{}/openapi.json", api.base))
+        .send()
+        .await
+        .expect("openapi")
+        .json()
+        .await
+        .expect("json");
+    for path in [
+        "/v1/otp/send",
+        "/v1/otp/verify",
+        "/v1/otp/resend",
+        "/v1/otp",
+        "/v1/otp/{id}",
+        "/v1/otp/{id}/events",
+        "/v1/otp/{id}/attempts",
+        "/v1/reports",
+        "/v1/rate-limits",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} is documented");
+    }
+    api.finish().await;
+}
