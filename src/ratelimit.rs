@@ -95,10 +95,10 @@ mod tests {
             window_seconds: 600,
         };
         let now = OffsetDateTime::from_unix_timestamp(1_800_000_123).expect("time");
-        assert_eq!(window_start(limit, now).unix_timestamp(), 1_799_999_400);
+        assert_eq!(window_start(limit, now).unix_timestamp(), 1_800_000_000);
         let d = decision(limit, window_start(limit, now), 6);
         assert!(!d.allowed);
         assert_eq!(d.remaining, 0);
-        assert_eq!(d.reset.unix_timestamp(), 1_800_000_000);
+        assert_eq!(d.reset.unix_timestamp(), 1_800_000_600);
     }
 }

@@ -108,6 +108,23 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: Cancellatio
         .await
 }
 
+/// Query parameters, with errors as problems.
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| QueryParams(q.0))
+            .map_err(|rejection| ApiError::Invalid {
+                field: "query".into(),
+                reason: rejection.body_text(),
+            })
+    }
+}
+
 /// A JSON body: size-limited, `application/json`, parsed with errors as problems.
 pub struct JsonBody<T>(pub T);
 

@@ -36,7 +36,7 @@ pub struct SendAccepted {
 /// the credentials. Answers once the broker has confirmed the job.
 #[utoipa::path(post, path = "/v1/otp/send", request_body(content = Object, description = "A send job"),
     responses((status = 202, body = SendAccepted), (status = 200, body = SendAccepted, description = "Duplicate request id"),
-              (status = 422, body = Problem), (status = 429, body = Problem), (status = 401, body = Problem)),
+              (status = 422, body = Problem, content_type = "application/problem+json"), (status = 429, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn send(
     State(state): State<AppState>,
@@ -172,9 +172,9 @@ pub struct VerifyResult {
 /// Check a code. Single use; attempts are counted; wrong codes, expiry and exhaustion are
 /// distinct problems.
 #[utoipa::path(post, path = "/v1/otp/verify", request_body = VerifyRequest,
-    responses((status = 200, body = VerifyResult), (status = 422, body = Problem, description = "Wrong code (invalid-code) or invalid request"),
-              (status = 410, body = Problem, description = "expired or attempts-exhausted"), (status = 409, body = Problem),
-              (status = 404, body = Problem), (status = 429, body = Problem), (status = 401, body = Problem)),
+    responses((status = 200, body = VerifyResult), (status = 422, body = Problem, content_type = "application/problem+json", description = "Wrong code (invalid-code) or invalid request"),
+              (status = 410, body = Problem, content_type = "application/problem+json", description = "expired or attempts-exhausted"), (status = 409, body = Problem, content_type = "application/problem+json"),
+              (status = 404, body = Problem, content_type = "application/problem+json"), (status = 429, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn verify(
     State(state): State<AppState>,
@@ -231,7 +231,7 @@ pub struct ResendResult {
 
 /// Send the OTP again: the same code within its TTL, a new code after expiry.
 #[utoipa::path(post, path = "/v1/otp/resend", request_body = OtpRef,
-    responses((status = 202, body = ResendResult), (status = 409, body = Problem), (status = 404, body = Problem), (status = 401, body = Problem)),
+    responses((status = 202, body = ResendResult), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn resend(
     State(state): State<AppState>,
@@ -258,7 +258,7 @@ pub async fn resend(
 
 /// Cancel a pending OTP.
 #[utoipa::path(delete, path = "/v1/otp/{id}", params(("id" = String, Path, description = "otp_…")),
-    responses((status = 204), (status = 409, body = Problem), (status = 404, body = Problem), (status = 401, body = Problem)),
+    responses((status = 204), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn cancel(
     State(state): State<AppState>,

@@ -1,6 +1,6 @@
 //! The read side: one OTP, a filtered list, its events and its attempts. Never a PIN.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::Json;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::error::{ApiError, Problem};
 use super::otp::parse_id;
-use super::AppState;
+use super::{AppState, QueryParams};
 use crate::domain::{EventId, OtpId};
 use crate::keys::Caller;
 
@@ -94,7 +94,7 @@ impl From<OtpRecord> for OtpView {
 
 /// The status of one OTP.
 #[utoipa::path(get, path = "/v1/otp/{id}", params(("id" = String, Path, description = "otp_…")),
-    responses((status = 200, body = OtpView), (status = 404, body = Problem), (status = 401, body = Problem)),
+    responses((status = 200, body = OtpView), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn status(
     State(state): State<AppState>,
@@ -151,12 +151,12 @@ pub struct OtpPage {
 
 /// OTPs, newest first, with filters and cursor pagination.
 #[utoipa::path(get, path = "/v1/otp", params(ListFilter),
-    responses((status = 200, body = OtpPage), (status = 422, body = Problem), (status = 401, body = Problem)),
+    responses((status = 200, body = OtpPage), (status = 422, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(filter): Query<ListFilter>,
+    QueryParams(filter): QueryParams<ListFilter>,
 ) -> Result<Json<OtpPage>, ApiError> {
     let limit = filter.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
@@ -245,7 +245,7 @@ pub struct EventView {
 
 /// The status events of one OTP, oldest first.
 #[utoipa::path(get, path = "/v1/otp/{id}/events", params(("id" = String, Path, description = "otp_…")),
-    responses((status = 200, body = [EventView]), (status = 404, body = Problem), (status = 401, body = Problem)),
+    responses((status = 200, body = [EventView]), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn events(
     State(state): State<AppState>,
@@ -300,7 +300,7 @@ pub struct Attempts {
 
 /// Every provider request and every verification of one OTP.
 #[utoipa::path(get, path = "/v1/otp/{id}/attempts", params(("id" = String, Path, description = "otp_…")),
-    responses((status = 200, body = Attempts), (status = 404, body = Problem), (status = 401, body = Problem)),
+    responses((status = 200, body = Attempts), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn attempts(
     State(state): State<AppState>,

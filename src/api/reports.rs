@@ -1,7 +1,7 @@
 //! Aggregates: counts by status, channel, locale, provider and day; verification conversion;
 //! median time to verify. And the caller's usage against its rate limits.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, Problem};
-use super::AppState;
+use super::{AppState, QueryParams};
 use crate::config::Limit;
 use crate::keys::Caller;
 use crate::ratelimit;
@@ -52,12 +52,12 @@ pub struct Report {
 
 /// Counts and conversion for the caller's OTPs (an operator's: all, or one app).
 #[utoipa::path(get, path = "/v1/reports", params(ReportFilter),
-    responses((status = 200, body = Report), (status = 422, body = Problem), (status = 401, body = Problem)),
+    responses((status = 200, body = Report), (status = 422, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn reports(
     State(state): State<AppState>,
     caller: Caller,
-    Query(filter): Query<ReportFilter>,
+    QueryParams(filter): QueryParams<ReportFilter>,
 ) -> Result<Json<Report>, ApiError> {
     let until = filter.until.unwrap_or_else(OffsetDateTime::now_utc);
     let since = filter.since.unwrap_or(until - time::Duration::days(30));
@@ -144,7 +144,7 @@ pub struct LimitUsage {
 
 /// The caller's limits and, for the app-wide ones, its usage in the current window.
 #[utoipa::path(get, path = "/v1/rate-limits",
-    responses((status = 200, body = [LimitUsage]), (status = 401, body = Problem)),
+    responses((status = 200, body = [LimitUsage]), (status = 401, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn rate_limits(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<LimitUsage>>, ApiError> {
     let limits = &state.config.limits;

@@ -1,0 +1,276 @@
+//! Verify throughput over HTTP on loopback, against the database's ceiling for the same
+//! transaction, in one run on one machine: `cargo bench --bench verify`.
+//!
+//! Ceiling: plain sqlx clients running the verification transaction (lock the OTP row,
+//! count the attempt, write the status, the attempt record and the outbox event) as fast as
+//! the database takes it. Ours: `POST /v1/otp/verify` with correct codes against the real API
+//! (credentials, rate limit, verification), each request a different OTP. The load generator
+//! runs in the same process as the server, so both share the machine's cores.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::Figment;
+use otp_courier::config::Config;
+use otp_courier::domain::{AppId, OtpId};
+use otp_courier::pin::{self, PinKey, PinLength, PinType};
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+const KEY: &str = "62656e63682d6b65792d62656e63682d6b65792d62656e63682d6b65792d3332";
+
+struct Run {
+    completed: usize,
+    seconds: f64,
+    latencies: Vec<Duration>,
+}
+
+impl Run {
+    fn rate(&self) -> f64 {
+        self.completed as f64 / self.seconds
+    }
+    fn percentile(&self, p: f64) -> f64 {
+        let mut sorted = self.latencies.clone();
+        sorted.sort();
+        sorted
+            .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    }
+}
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let seconds = env_or("BENCH_SECONDS", 10);
+    let clients = env_or("BENCH_CLIENTS", 32) as usize;
+    let server =
+        std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".into());
+    let mut url = url::Url::parse(&server)?;
+    url.set_path("postgres");
+    let admin = PgPool::connect(url.as_str()).await?;
+    sqlx::query("drop database if exists otp_courier_bench")
+        .execute(&admin)
+        .await?;
+    sqlx::query("create database otp_courier_bench").execute(&admin).await?;
+    url.set_path("otp_courier_bench");
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(clients as u32 + 4)
+        .connect(url.as_str())
+        .await?;
+    otp_courier::db::migrate(&pool).await?;
+
+    let config: Config = Config::from_figment(Figment::from(Toml::string(otp_courier::config::DEFAULTS)).merge(
+        Serialized::defaults(json!({
+            "database": {"url": url.as_str(), "max_connections": clients + 4},
+            "api": {"listen": "127.0.0.1:0"},
+            "limits": {"verify_per_app": {"max": 1_000_000, "window_seconds": 1}},
+            "pin": {"active_key": "b", "keys": {"b": KEY}},
+            "log": {"filter": "warn"},
+        })),
+    ))?;
+    otp_courier::apps::create(
+        &pool,
+        &otp_courier::apps::NewApp {
+            id: "bench".into(),
+            name: "bench".into(),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let app = AppId::parse("bench").map_err(anyhow::Error::msg)?;
+    let key = otp_courier::keys::issue(&mut *pool.acquire().await?, Some(&app)).await?;
+
+    let needed = 400_000;
+    println!("preparing {needed} OTPs ...");
+    let ceiling_ids = insert_otps(&pool, needed / 2).await?;
+    let api_ids = insert_otps(&pool, needed / 2).await?;
+
+    println!("ceiling: the verification transaction straight on PostgreSQL, {clients} clients, {seconds} s");
+    let ceiling = raw_transactions(&pool, ceiling_ids, clients, Duration::from_secs(seconds)).await?;
+
+    let config = Arc::new(config);
+    let state = otp_courier::cli::build_api(config.clone())?;
+    let (listener, address) = otp_courier::api::bind(&config).await?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(otp_courier::api::serve(listener, state, shutdown.clone()));
+    println!("otp-courier: POST /v1/otp/verify on {address}, {clients} clients, {seconds} s");
+    let ours = http_verifications(
+        &format!("http://{address}"),
+        &key.key_id,
+        &key.secret,
+        api_ids,
+        clients,
+        Duration::from_secs(seconds),
+    )
+    .await?;
+    shutdown.cancel();
+
+    let ratio = ours.rate() / ceiling.rate();
+    println!();
+    println!("| measure | verifications/s | p50 ms | p95 ms | p99 ms |");
+    println!("|---|---|---|---|---|");
+    for (name, run) in [
+        ("PostgreSQL ceiling (same transaction, no HTTP)", &ceiling),
+        ("otp-courier HTTP verify", &ours),
+    ] {
+        println!(
+            "| {name} | {:.0} | {:.2} | {:.2} | {:.2} |",
+            run.rate(),
+            run.percentile(0.5),
+            run.percentile(0.95),
+            run.percentile(0.99)
+        );
+    }
+    println!("\nratio otp-courier / ceiling: {ratio:.2}");
+    let result = json!({
+        "clients": clients, "seconds": seconds,
+        "ceiling_per_second": ceiling.rate(), "verify_per_second": ours.rate(), "ratio": ratio,
+        "verify_latency_ms": {"p50": ours.percentile(0.5), "p95": ours.percentile(0.95), "p99": ours.percentile(0.99)},
+    });
+    std::fs::create_dir_all("target/bench")?;
+    std::fs::write("target/bench/verify.json", serde_json::to_vec_pretty(&result)?)?;
+    println!("written to target/bench/verify.json");
+    pool.close().await;
+    sqlx::query("drop database if exists otp_courier_bench with (force)")
+        .execute(&admin)
+        .await?;
+    Ok(())
+}
+
+/// Pending, sent OTPs with known ids; returns (id, PIN) pairs.
+async fn insert_otps(pool: &PgPool, n: usize) -> anyhow::Result<Arc<Vec<(Uuid, String)>>> {
+    let key = PinKey::parse(KEY)?;
+    let ids: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
+    for chunk in ids.chunks(20_000) {
+        sqlx::query(
+            "insert into otps (id, app_id, request_id, request_id_derived, phone_number, channel, locale, template,
+                               parts, provider, pin_type, pin_length, pin_key_id, max_attempts, ttl_seconds,
+                               expires_at, delivery, sent_at)
+             select id, 'bench', id::text, false, '+14155550123', 'sms', 'en', 'Code {{pin}}', 1, 'file',
+                    'numbers', 6, 'b', 5, 1800, now() + interval '30 minutes', 'sent', now()
+             from unnest($1::uuid[]) as id",
+        )
+        .bind(chunk)
+        .execute(pool)
+        .await?;
+    }
+    Ok(Arc::new(
+        ids.into_iter()
+            .map(|id| {
+                (
+                    id,
+                    pin::derive(&key, OtpId::from_uuid(id), 1, PinType::Numbers, PinLength::DEFAULT)
+                        .expose()
+                        .to_string(),
+                )
+            })
+            .collect(),
+    ))
+}
+
+/// Runs `work(index)` from `clients` tasks until `limit` passes; counts successes.
+async fn drive<F, Fut>(clients: usize, limit: Duration, total: usize, work: F) -> anyhow::Result<Run>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let work = Arc::new(work);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let (work, next) = (work.clone(), next.clone());
+        tasks.spawn(async move {
+            let mut latencies = Vec::new();
+            while started.elapsed() < limit {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                if index >= total {
+                    break;
+                }
+                let begun = Instant::now();
+                work(index).await?;
+                latencies.push(begun.elapsed());
+            }
+            anyhow::Ok(latencies)
+        });
+    }
+    let mut latencies = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        latencies.extend(done??);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        next.load(Ordering::Relaxed) < total,
+        "ran out of OTPs: raise the count or lower BENCH_SECONDS"
+    );
+    Ok(Run {
+        completed: latencies.len(),
+        seconds,
+        latencies,
+    })
+}
+
+async fn raw_transactions(
+    pool: &PgPool,
+    otps: Arc<Vec<(Uuid, String)>>,
+    clients: usize,
+    limit: Duration,
+) -> anyhow::Result<Run> {
+    let pool = pool.clone();
+    let total = otps.len();
+    drive(clients, limit, total, move |i| {
+        let (pool, id) = (pool.clone(), otps[i].0);
+        async move {
+            let mut tx = pool.begin().await?;
+            sqlx::query("select status, attempts from otps where id = $1 for update").bind(id).fetch_one(&mut *tx).await?;
+            sqlx::query("update otps set attempts = attempts + 1, status = 'verified', verified_at = now() where id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("insert into outbox (id, otp_id, app_id, event_type, payload) values ($1, $2, 'bench', 'otp.verified', '{}')")
+                .bind(Uuid::now_v7())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("insert into verification_attempts (otp_id, outcome) values ($1, 'verified')").bind(id).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
+async fn http_verifications(
+    base: &str,
+    key: &str,
+    secret: &str,
+    otps: Arc<Vec<(Uuid, String)>>,
+    clients: usize,
+    limit: Duration,
+) -> anyhow::Result<Run> {
+    let http = reqwest::Client::builder().pool_max_idle_per_host(clients).build()?;
+    let url = format!("{base}/v1/otp/verify");
+    let auth = (key.to_string(), secret.to_string());
+    let total = otps.len();
+    drive(clients, limit, total, move |i| {
+        let (http, url, auth, otps) = (http.clone(), url.clone(), auth.clone(), otps.clone());
+        async move {
+            let (id, pin) = &otps[i];
+            let response = http
+                .post(&url)
+                .basic_auth(&auth.0, Some(&auth.1))
+                .json(&json!({"otpId": OtpId::from_uuid(*id).to_string(), "code": pin}))
+                .send()
+                .await?;
+            anyhow::ensure!(response.status() == 200, "verify answered {}", response.status());
+            Ok(())
+        }
+    })
+    .await
+}
