@@ -152,20 +152,17 @@ fn choose_template(job: &SendJob, app: &App) -> Option<(Locale, Template)> {
 
 /// Counts a broker job against the send limits; `Some(limit name)` when one is exceeded.
 pub async fn over_limit(pool: &PgPool, otp: &NewOtp, config: &Config) -> Result<Option<&'static str>, sqlx::Error> {
-    let limits = &config.limits;
-    let mut conn = pool.acquire().await?;
     let job = &otp.job;
-    for (key, name) in crate::ratelimit::send_keys(job.app_id.as_str(), job.phone.as_str(), job.phone.region()) {
-        let limit = match name {
-            "send_per_phone" => limits.send_per_phone,
-            "send_per_app" => limits.send_per_app,
-            _ => limits.send_per_country,
-        };
-        if !crate::ratelimit::hit(&mut conn, &key, limit).await?.allowed {
-            return Ok(Some(name));
-        }
-    }
-    Ok(None)
+    let mut conn = pool.acquire().await?;
+    let verdict = crate::ratelimit::hit_send(
+        &mut conn,
+        &config.limits,
+        job.app_id.as_str(),
+        job.phone.as_str(),
+        job.phone.region(),
+    )
+    .await?;
+    Ok(verdict.err().map(|(name, _)| name))
 }
 
 /// Records a job refused for a reason that leaves a valid OTP behind (a rate limit): the row

@@ -6,7 +6,7 @@ use std::time::Duration;
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 
-use crate::config::Limit;
+use crate::config::{Limit, LimitsConfig};
 
 /// The answer for one hit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,16 +72,50 @@ fn decision(limit: Limit, start: OffsetDateTime, hits: i32) -> Decision {
     }
 }
 
-/// The keys a send counts against.
-pub fn send_keys(app: &str, phone: &str, region: Option<&str>) -> [(String, &'static str); 3] {
-    [
-        (format!("send:phone:{app}:{phone}"), "send_per_phone"),
-        (format!("send:app:{app}"), "send_per_app"),
+/// The counter of an app's sends.
+pub fn send_app_key(app: &str) -> String {
+    format!("send:app:{app}")
+}
+
+/// The counter of an app's verifications.
+pub fn verify_app_key(app: &str) -> String {
+    format!("verify:app:{app}")
+}
+
+/// Counts one send against every send limit: per phone number, per app, per app and country.
+/// `Ok(tightest)` when all allow it (the one with the fewest hits left); `Err((limit name,
+/// decision))` for the first exceeded.
+pub async fn hit_send(
+    conn: &mut PgConnection,
+    limits: &LimitsConfig,
+    app: &str,
+    phone: &str,
+    region: Option<&str>,
+) -> Result<Result<Option<Decision>, (&'static str, Decision)>, sqlx::Error> {
+    let checks = [
+        (
+            format!("send:phone:{app}:{phone}"),
+            "send_per_phone",
+            limits.send_per_phone,
+        ),
+        (send_app_key(app), "send_per_app", limits.send_per_app),
         (
             format!("send:country:{app}:{}", region.unwrap_or("unknown")),
             "send_per_country",
+            limits.send_per_country,
         ),
-    ]
+    ];
+    let mut tightest: Option<Decision> = None;
+    for (key, name, limit) in checks {
+        let decision = hit(conn, &key, limit).await?;
+        if !decision.allowed {
+            return Ok(Err((name, decision)));
+        }
+        if tightest.is_none_or(|t| decision.remaining < t.remaining) {
+            tightest = Some(decision);
+        }
+    }
+    Ok(Ok(tightest))
 }
 
 #[cfg(test)]

@@ -118,26 +118,13 @@ async fn check_send_limits(
     phone: &str,
     region: Option<&str>,
 ) -> Result<HeaderMap, ApiError> {
-    let limits = &state.config.limits;
     let mut conn = state.pool.acquire().await?;
-    let mut tightest = None;
-    for (key, name) in ratelimit::send_keys(app, phone, region) {
-        let limit = match name {
-            "send_per_phone" => limits.send_per_phone,
-            "send_per_app" => limits.send_per_app,
-            _ => limits.send_per_country,
-        };
-        let decision = ratelimit::hit(&mut conn, &key, limit).await?;
-        if !decision.allowed {
-            return Err(ApiError::RateLimited { name, decision });
-        }
-        if tightest.is_none_or(|t: ratelimit::Decision| decision.remaining < t.remaining) {
-            tightest = Some(decision);
-        }
-    }
+    let tightest = ratelimit::hit_send(&mut conn, &state.config.limits, app, phone, region)
+        .await?
+        .map_err(|(name, decision)| ApiError::RateLimited { name, decision })?;
     let mut headers = HeaderMap::new();
-    if let Some(decision) = tightest {
-        rate_limit_headers(&mut headers, &decision);
+    if let Some(tightest) = tightest {
+        rate_limit_headers(&mut headers, &tightest);
     }
     Ok(headers)
 }
@@ -186,7 +173,7 @@ pub async fn verify(
     let mut conn = state.pool.acquire().await?;
     let decision = ratelimit::hit(
         &mut conn,
-        &format!("verify:app:{app}"),
+        &ratelimit::verify_app_key(&app),
         state.config.limits.verify_per_app,
     )
     .await?;

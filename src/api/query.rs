@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::error::{ApiError, Problem};
 use super::otp::parse_id;
 use super::{AppState, QueryParams};
-use crate::domain::{EventId, OtpId};
+use crate::domain::EventId;
 use crate::keys::Caller;
 
 /// An OTP as the API shows it.
@@ -44,54 +44,6 @@ pub struct OtpView {
     metadata: Option<Value>,
 }
 
-struct OtpRecord {
-    id: Uuid,
-    app_id: String,
-    request_id: String,
-    phone_number: String,
-    channel: String,
-    status: String,
-    delivery: String,
-    locale: String,
-    parts: i32,
-    provider: String,
-    attempts: i32,
-    max_attempts: i16,
-    resends: i32,
-    expires_at: OffsetDateTime,
-    created_at: OffsetDateTime,
-    sent_at: Option<OffsetDateTime>,
-    verified_at: Option<OffsetDateTime>,
-    last_error: Option<Value>,
-    metadata: Option<Value>,
-}
-
-impl From<OtpRecord> for OtpView {
-    fn from(r: OtpRecord) -> Self {
-        OtpView {
-            otp_id: OtpId::from_uuid(r.id).to_string(),
-            app_id: r.app_id,
-            request_id: r.request_id,
-            phone_number: r.phone_number,
-            channel: r.channel,
-            status: r.status,
-            delivery: r.delivery,
-            locale: r.locale,
-            parts: r.parts,
-            provider: r.provider,
-            attempts: r.attempts,
-            max_attempts: r.max_attempts,
-            resends: r.resends,
-            expires_at: r.expires_at,
-            created_at: r.created_at,
-            sent_at: r.sent_at,
-            verified_at: r.verified_at,
-            last_error: r.last_error,
-            metadata: r.metadata,
-        }
-    }
-}
-
 /// The status of one OTP.
 #[utoipa::path(get, path = "/v1/otp/{id}", params(("id" = String, Path, description = "otp_…")),
     responses((status = 200, body = OtpView), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")),
@@ -102,18 +54,19 @@ pub async fn status(
     Path(id): Path<String>,
 ) -> Result<Json<OtpView>, ApiError> {
     let id = parse_id(&id)?;
-    let record = sqlx::query_as!(
-        OtpRecord,
-        "select id, app_id, request_id, phone_number, channel, status, delivery, locale, parts, provider, attempts,
-                max_attempts, resends, expires_at, created_at, sent_at, verified_at, last_error, metadata
-         from otps where id = $1 and ($2::text is null or app_id = $2)",
+    let view = sqlx::query_as!(
+        OtpView,
+        r#"select 'otp_' || replace(id::text, '-', '') as "otp_id!", app_id, request_id, phone_number, channel,
+                status, delivery, locale, parts, provider, attempts, max_attempts, resends, expires_at, created_at,
+                sent_at, verified_at, last_error, metadata
+         from otps where id = $1 and ($2::text is null or app_id = $2)"#,
         id,
         caller.app_filter()
     )
     .fetch_optional(&state.pool)
     .await?
     .ok_or(ApiError::NotFound)?;
-    Ok(Json(record.into()))
+    Ok(Json(view))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -173,10 +126,11 @@ pub async fn list(
         Some((time, id)) => (Some(time), Some(id)),
         None => (None, None),
     };
-    let mut records = sqlx::query_as!(
-        OtpRecord,
-        "select id, app_id, request_id, phone_number, channel, status, delivery, locale, parts, provider, attempts,
-                max_attempts, resends, expires_at, created_at, sent_at, verified_at, last_error, metadata
+    let mut items = sqlx::query_as!(
+        OtpView,
+        r#"select 'otp_' || replace(id::text, '-', '') as "otp_id!", app_id, request_id, phone_number, channel,
+                status, delivery, locale, parts, provider, attempts, max_attempts, resends, expires_at, created_at,
+                sent_at, verified_at, last_error, metadata
          from otps
          where ($1::text is null or app_id = $1) and ($2::text is null or status = $2)
            and ($3::text is null or delivery = $3) and ($4::text is null or phone_number = $4)
@@ -184,7 +138,7 @@ pub async fn list(
            and ($7::timestamptz is null or created_at < $7)
            and ($8::timestamptz is null or (created_at, id) < ($8, $9::uuid))
          order by created_at desc, id desc
-         limit $10",
+         limit $10"#,
         app,
         filter.status,
         filter.delivery,
@@ -198,20 +152,21 @@ pub async fn list(
     )
     .fetch_all(&state.pool)
     .await?;
-    let next_cursor = if records.len() as i64 > limit {
-        records.truncate(limit as usize);
-        records.last().map(|r| encode_cursor(r.created_at, r.id))
+    let next_cursor = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|v| encode_cursor(v.created_at, &v.otp_id))
     } else {
         None
     };
-    Ok(Json(OtpPage {
-        items: records.into_iter().map(OtpView::from).collect(),
-        next_cursor,
-    }))
+    Ok(Json(OtpPage { items, next_cursor }))
 }
 
-fn encode_cursor(time: OffsetDateTime, id: Uuid) -> String {
-    let raw = format!("{}:{}", time.unix_timestamp_nanos() / 1000, id.simple());
+fn encode_cursor(time: OffsetDateTime, otp_id: &str) -> String {
+    let raw = format!(
+        "{}:{}",
+        time.unix_timestamp_nanos() / 1000,
+        otp_id.trim_start_matches("otp_")
+    );
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
 }
 

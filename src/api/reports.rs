@@ -154,15 +154,11 @@ pub async fn rate_limits(State(state): State<AppState>, caller: Caller) -> Resul
     let entries: [(&'static str, Limit, Option<String>); 4] = [
         ("send_per_phone", limits.send_per_phone, None),
         ("send_per_country", limits.send_per_country, None),
-        (
-            "send_per_app",
-            limits.send_per_app,
-            app.map(|a| format!("send:app:{a}")),
-        ),
+        ("send_per_app", limits.send_per_app, app.map(ratelimit::send_app_key)),
         (
             "verify_per_app",
             limits.verify_per_app,
-            app.map(|a| format!("verify:app:{a}")),
+            app.map(ratelimit::verify_app_key),
         ),
     ];
     for (name, limit, key) in entries {
