@@ -18,6 +18,7 @@ use crate::delivery::Deliverer;
 use crate::domain::AppId;
 use crate::pin::PinKeys;
 use crate::provider::Providers;
+use crate::ratelimit::Counters;
 use crate::{amqp, api, db, keys, telemetry, Worker};
 
 #[derive(Debug, Parser)]
@@ -181,7 +182,8 @@ pub fn build_worker(config: Arc<Config>) -> anyhow::Result<Worker> {
     let providers = Providers::from_config(&config.providers, config.delivery.timeout())?;
     let keys = PinKeys::from_config(&config.pin)?;
     let deliverer = Deliverer::new(pool, providers, keys, config.delivery.clone(), config.worker.lease());
-    Ok(Worker::new(config, deliverer))
+    let counters = Counters::new(&config.database)?;
+    Ok(Worker::new(config, deliverer, counters))
 }
 
 /// Builds the HTTP API's state from the configuration.
@@ -190,7 +192,8 @@ pub fn build_api(config: Arc<Config>) -> anyhow::Result<api::AppState> {
     let pool = db::pool(&config.database)?;
     let providers = Providers::from_config(&config.providers, config.delivery.timeout())?;
     let keys = PinKeys::from_config(&config.pin)?;
-    Ok(api::AppState::new(pool, config, keys, providers))
+    let counters = Counters::new(&config.database)?;
+    Ok(api::AppState::new(pool, counters, config, keys, providers))
 }
 
 /// Runs the chosen roles until SIGTERM or ctrl-c, then lets each drain.

@@ -20,6 +20,21 @@ pub fn pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
         .connect_lazy_with(options.application_name("otp-courier")))
 }
 
+/// A pool whose commits do not wait for the WAL flush (`synchronous_commit = off`), for
+/// data a crash may lose without harm. Never for OTP state. Its statements are single short
+/// upserts, so a quarter of `database.max_connections` serves it.
+pub fn relaxed_pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
+    let options: PgConnectOptions = config.url.expose().parse()?;
+    Ok(PgPoolOptions::new()
+        .max_connections((config.max_connections / 4).max(1))
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(
+            options
+                .application_name("otp-courier counters")
+                .options([("synchronous_commit", "off")]),
+        ))
+}
+
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await
 }

@@ -151,17 +151,20 @@ fn choose_template(job: &SendJob, app: &App) -> Option<(Locale, Template)> {
 }
 
 /// Counts a broker job against the send limits; `Some(limit name)` when one is exceeded.
-pub async fn over_limit(pool: &PgPool, otp: &NewOtp, config: &Config) -> Result<Option<&'static str>, sqlx::Error> {
+pub async fn over_limit(
+    counters: &crate::ratelimit::Counters,
+    otp: &NewOtp,
+    config: &Config,
+) -> Result<Option<&'static str>, sqlx::Error> {
     let job = &otp.job;
-    let mut conn = pool.acquire().await?;
-    let verdict = crate::ratelimit::hit_send(
-        &mut conn,
-        &config.limits,
-        job.app_id.as_str(),
-        job.phone.as_str(),
-        job.phone.region(),
-    )
-    .await?;
+    let verdict = counters
+        .hit_send(
+            &config.limits,
+            job.app_id.as_str(),
+            job.phone.as_str(),
+            job.phone.region(),
+        )
+        .await?;
     Ok(verdict.err().map(|(name, _)| name))
 }
 

@@ -1,12 +1,16 @@
 //! Rate limits that hold across every process: fixed windows counted in PostgreSQL with one
 //! atomic upsert per hit, so two workers can never both take the last slot.
+//!
+//! The counters commit without waiting for the WAL flush: a crash may lose the last counts,
+//! which loosens a limit for the rest of one window, and in exchange a counted request does
+//! not pay a second disk flush besides its own transaction's.
 
 use std::time::Duration;
 
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 
-use crate::config::{Limit, LimitsConfig};
+use crate::config::{DatabaseConfig, Limit, LimitsConfig};
 
 /// The answer for one hit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,8 +34,43 @@ fn window_start(limit: Limit, now: OffsetDateTime) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(start).unwrap_or(now)
 }
 
+/// The counters, on their own connections (`db::relaxed_pool`). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Counters {
+    pool: PgPool,
+}
+
+impl Counters {
+    pub fn new(config: &DatabaseConfig) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            pool: crate::db::relaxed_pool(config)?,
+        })
+    }
+
+    /// Counts one hit against `key` and says whether it is within the limit.
+    pub async fn hit(&self, key: &str, limit: Limit) -> Result<Decision, sqlx::Error> {
+        hit(&mut *self.pool.acquire().await?, key, limit).await
+    }
+
+    /// The usage of `key` in the current window, without counting a hit.
+    pub async fn peek(&self, key: &str, limit: Limit) -> Result<Decision, sqlx::Error> {
+        peek(&mut *self.pool.acquire().await?, key, limit).await
+    }
+
+    /// See [`hit_send`].
+    pub async fn hit_send(
+        &self,
+        limits: &LimitsConfig,
+        app: &str,
+        phone: &str,
+        region: Option<&str>,
+    ) -> Result<Result<Option<Decision>, (&'static str, Decision)>, sqlx::Error> {
+        hit_send(&mut *self.pool.acquire().await?, limits, app, phone, region).await
+    }
+}
+
 /// Counts one hit against `key` and says whether it is within the limit.
-pub async fn hit(conn: &mut PgConnection, key: &str, limit: Limit) -> Result<Decision, sqlx::Error> {
+async fn hit(conn: &mut PgConnection, key: &str, limit: Limit) -> Result<Decision, sqlx::Error> {
     let start = window_start(limit, OffsetDateTime::now_utc());
     let hits = sqlx::query_scalar!(
         "insert into rate_limit_windows (key, window_start, hits) values ($1, $2, 1)
@@ -45,8 +84,7 @@ pub async fn hit(conn: &mut PgConnection, key: &str, limit: Limit) -> Result<Dec
     Ok(decision(limit, start, hits))
 }
 
-/// The usage of `key` in the current window, without counting a hit.
-pub async fn peek(conn: &mut PgConnection, key: &str, limit: Limit) -> Result<Decision, sqlx::Error> {
+async fn peek(conn: &mut PgConnection, key: &str, limit: Limit) -> Result<Decision, sqlx::Error> {
     let start = window_start(limit, OffsetDateTime::now_utc());
     let hits = sqlx::query_scalar!(
         "select hits from rate_limit_windows where key = $1 and window_start = $2",
@@ -85,7 +123,7 @@ pub fn verify_app_key(app: &str) -> String {
 /// Counts one send against every send limit: per phone number, per app, per app and country.
 /// `Ok(tightest)` when all allow it (the one with the fewest hits left); `Err((limit name,
 /// decision))` for the first exceeded.
-pub async fn hit_send(
+async fn hit_send(
     conn: &mut PgConnection,
     limits: &LimitsConfig,
     app: &str,

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::domain::OtpId;
-use crate::outbox::{self, EventType};
+use crate::outbox::{self, EventType, OtpRow};
 use crate::pin::{self, PinKeys, PinLength, PinType};
 
 /// How a verification ended.
@@ -91,17 +91,19 @@ pub async fn verify(
             let attempts = otp.attempts + 1;
             let remaining = i32::from(otp.max_attempts) - attempts;
             if correct {
-                record_attempt(&mut tx, otp_id, attempts, "verified").await?;
-                outbox::record_for_otp(&mut tx, otp_id, EventType::Verified, None).await?;
+                let otp = record_attempt(&mut tx, otp_id, attempts, "verified").await?;
+                outbox::record(&mut tx, EventType::Verified, &otp.into_snapshot(None)).await?;
                 Verification::Verified
             } else if remaining > 0 {
-                record_attempt(&mut tx, otp_id, attempts, "pending").await?;
-                outbox::record_for_otp(&mut tx, otp_id, EventType::VerificationFailed, None).await?;
+                let otp = record_attempt(&mut tx, otp_id, attempts, "pending").await?;
+                outbox::record(&mut tx, EventType::VerificationFailed, &otp.into_snapshot(None)).await?;
                 Verification::InvalidCode { remaining }
             } else {
-                record_attempt(&mut tx, otp_id, attempts, "max_attempts_reached").await?;
-                outbox::record_for_otp(&mut tx, otp_id, EventType::VerificationFailed, None).await?;
-                outbox::record_for_otp(&mut tx, otp_id, EventType::MaxAttemptsReached, None).await?;
+                let otp = record_attempt(&mut tx, otp_id, attempts, "max_attempts_reached")
+                    .await?
+                    .into_snapshot(None);
+                outbox::record(&mut tx, EventType::VerificationFailed, &otp).await?;
+                outbox::record(&mut tx, EventType::MaxAttemptsReached, &otp).await?;
                 Verification::Exhausted
             }
         }
@@ -120,20 +122,27 @@ pub async fn verify(
     Ok(Some(verification))
 }
 
-/// Counts an attempt and sets the status it leads to.
-async fn record_attempt(conn: &mut sqlx::PgConnection, otp_id: Uuid, attempts: i32, status: &str) -> sqlx::Result<()> {
-    sqlx::query!(
+/// Counts an attempt and sets the status it leads to; returns the row for its event.
+async fn record_attempt(
+    conn: &mut sqlx::PgConnection,
+    otp_id: Uuid,
+    attempts: i32,
+    status: &str,
+) -> sqlx::Result<OtpRow> {
+    sqlx::query_as!(
+        OtpRow,
         "update otps set attempts = $2, status = $3, updated_at = now(),
                 status_changed_at = case when status = $3 then status_changed_at else now() end,
                 verified_at = case when $3 = 'verified' then now() else verified_at end
-         where id = $1",
+         where id = $1
+         returning id, app_id, request_id, phone_number, channel, status, delivery, locale, parts,
+                   attempts, max_attempts, expires_at, metadata, callback_url",
         otp_id,
         attempts,
         status
     )
-    .execute(conn)
-    .await?;
-    Ok(())
+    .fetch_one(conn)
+    .await
 }
 
 async fn set_status(conn: &mut sqlx::PgConnection, otp_id: Uuid, status: &str) -> sqlx::Result<()> {

@@ -29,6 +29,7 @@ use crate::amqp::Publisher;
 use crate::config::Config;
 use crate::pin::PinKeys;
 use crate::provider::Providers;
+use crate::ratelimit::Counters;
 use error::ApiError;
 pub use otp::{LIMITS_APPLIED_HEADER, OTP_ID_HEADER};
 
@@ -44,6 +45,7 @@ pub struct Inner {
     pub keys: PinKeys,
     pub providers: Providers,
     pub publisher: Publisher,
+    pub counters: Counters,
 }
 
 impl std::ops::Deref for AppState {
@@ -54,7 +56,7 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(pool: PgPool, config: Arc<Config>, keys: PinKeys, providers: Providers) -> Self {
+    pub fn new(pool: PgPool, counters: Counters, config: Arc<Config>, keys: PinKeys, providers: Providers) -> Self {
         let publisher = Publisher::new(config.amqp.clone());
         Self {
             inner: Arc::new(Inner {
@@ -63,6 +65,7 @@ impl AppState {
                 keys,
                 providers,
                 publisher,
+                counters,
             }),
         }
     }

@@ -118,8 +118,9 @@ async fn check_send_limits(
     phone: &str,
     region: Option<&str>,
 ) -> Result<HeaderMap, ApiError> {
-    let mut conn = state.pool.acquire().await?;
-    let tightest = ratelimit::hit_send(&mut conn, &state.config.limits, app, phone, region)
+    let tightest = state
+        .counters
+        .hit_send(&state.config.limits, app, phone, region)
         .await?
         .map_err(|(name, decision)| ApiError::RateLimited { name, decision })?;
     let mut headers = HeaderMap::new();
@@ -169,15 +170,16 @@ pub async fn verify(
     JsonBody(request): JsonBody<VerifyRequest>,
 ) -> Result<(HeaderMap, Json<VerifyResult>), ApiError> {
     let id = resolve_ref(&state, &caller, &request.otp).await?;
-    let app = owner_app(&state, &caller, id).await?;
-    let mut conn = state.pool.acquire().await?;
-    let decision = ratelimit::hit(
-        &mut conn,
-        &ratelimit::verify_app_key(&app),
-        state.config.limits.verify_per_app,
-    )
-    .await?;
-    drop(conn);
+    // An app's checks count against its own limit (another app's OTP is not found below);
+    // an operator's against the OTP's app.
+    let app = match &caller {
+        Caller::App(app) => app.as_str().to_string(),
+        Caller::Operator => owner_app(&state, &caller, id).await?,
+    };
+    let decision = state
+        .counters
+        .hit(&ratelimit::verify_app_key(&app), state.config.limits.verify_per_app)
+        .await?;
     if !decision.allowed {
         return Err(ApiError::RateLimited {
             name: "verify_per_app",

@@ -149,7 +149,6 @@ pub struct LimitUsage {
 pub async fn rate_limits(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<LimitUsage>>, ApiError> {
     let limits = &state.config.limits;
     let app = caller.app_filter();
-    let mut conn = state.pool.acquire().await?;
     let mut usage = Vec::new();
     let entries: [(&'static str, Limit, Option<String>); 4] = [
         ("send_per_phone", limits.send_per_phone, None),
@@ -163,7 +162,7 @@ pub async fn rate_limits(State(state): State<AppState>, caller: Caller) -> Resul
     ];
     for (name, limit, key) in entries {
         let now = match key {
-            Some(key) => Some(ratelimit::peek(&mut conn, &key, limit).await?),
+            Some(key) => Some(state.counters.peek(&key, limit).await?),
             None => None,
         };
         usage.push(LimitUsage {

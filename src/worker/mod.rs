@@ -27,6 +27,7 @@ use crate::config::Config;
 use crate::delivery::Deliverer;
 use crate::domain::{OtpId, RawJob, SendJob};
 use crate::intake::{self, Rejection, Source};
+use crate::ratelimit::Counters;
 
 pub use scheduler::run as run_scheduler;
 
@@ -61,11 +62,16 @@ enum Settled {
 pub struct Worker {
     config: Arc<Config>,
     deliverer: Deliverer,
+    counters: Counters,
 }
 
 impl Worker {
-    pub fn new(config: Arc<Config>, deliverer: Deliverer) -> Self {
-        Self { config, deliverer }
+    pub fn new(config: Arc<Config>, deliverer: Deliverer, counters: Counters) -> Self {
+        Self {
+            config,
+            deliverer,
+            counters,
+        }
     }
 
     /// Consumes until `shutdown`, reconnecting to the broker as long as it takes, and runs
@@ -220,7 +226,7 @@ impl Worker {
             Some(AMQPValue::Boolean(true))
         );
         if !counted {
-            if let Some(limit) = intake::over_limit(self.deliverer.pool(), &otp, &self.config).await? {
+            if let Some(limit) = intake::over_limit(&self.counters, &otp, &self.config).await? {
                 tracing::warn!(otp_id = %otp.id, limit, "job over its rate limit; rejected");
                 intake::insert_rejected(self.deliverer.pool(), &otp, key, "rate_limited").await?;
                 return Ok(Settled::Accepted);
