@@ -110,8 +110,12 @@ impl Publisher {
         Ok(channel)
     }
 
-    /// Publishes to the send queue with a confirm; one reconnect is tried on failure.
-    pub async fn publish_job(&self, body: &[u8], properties: BasicProperties) -> Result<(), AmqpError> {
+    /// Publishes to the send queue with a confirm, as our own broker user (the worker trusts
+    /// that user's jobs for any app); one reconnect is tried on failure.
+    pub async fn publish_job(&self, body: &[u8], mut properties: BasicProperties) -> Result<(), AmqpError> {
+        if let Some(user) = self.config.user() {
+            properties = properties.with_user_id(user.into());
+        }
         let queue = &self.config.send_queue;
         match publish_confirmed(&self.channel().await?, queue, body, properties.clone()).await {
             Err(AmqpError::Broker(_)) => {

@@ -87,6 +87,19 @@ pub struct WorkerConfig {
     pub shutdown_grace_seconds: u64,
 }
 
+impl AmqpConfig {
+    /// The broker user of `url` (RabbitMQ's default `guest` when it names none). RabbitMQ
+    /// accepts a message's `user-id` property only when it equals the publishing user.
+    pub fn user(&self) -> Option<String> {
+        let url = url::Url::parse(self.url.expose()).ok()?;
+        Some(if url.username().is_empty() {
+            "guest".to_string()
+        } else {
+            url.username().to_string()
+        })
+    }
+}
+
 impl WorkerConfig {
     pub fn lease(&self) -> Duration {
         Duration::from_secs(self.lease_seconds)
@@ -316,8 +329,9 @@ impl Config {
         }
         // A crashed delivery is taken over after the lease, so the lease has to outlast
         // every request and pause of one round or two processes would send at once.
+        // backon's jitter adds up to the pause again, hence twice the longest pause.
         let round_ms =
-            (d.quick_retries as u64 + 1) * d.timeout_ms + d.quick_retries as u64 * d.quick_retry_max_delay_ms;
+            (d.quick_retries as u64 + 1) * d.timeout_ms + d.quick_retries as u64 * 2 * d.quick_retry_max_delay_ms;
         if round_ms >= self.worker.lease_seconds * 1000 {
             return Err(invalid(
                 "worker.lease_seconds",

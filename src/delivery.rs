@@ -392,7 +392,7 @@ async fn mark_failed(conn: &mut PgConnection, claim: &Claim, error: &Value) -> R
     sqlx::query_as!(
         OtpRow,
         "update otps set delivery = 'failed',
-                status = case when status = 'pending' then 'failed' else status end,
+                status = case when status = 'pending' and sent_at is null then 'failed' else status end,
                 next_attempt_at = null, last_error = $3, updated_at = now()
          where id = $1 and delivery_claims = $2 and delivery = 'sending'
          returning id, app_id, request_id, phone_number, channel, status, delivery, locale, parts,

@@ -30,6 +30,8 @@ pub enum Rejection {
     NotRouted(Channel),
     #[error("no template: send `template` or configure one for the app")]
     NoTemplate,
+    #[error("the database cannot store this job: {0}")]
+    Unstorable(String),
 }
 
 impl Rejection {
@@ -41,6 +43,7 @@ impl Rejection {
             Rejection::CountryNotAllowed(_) => "country_not_allowed",
             Rejection::NotRouted(_) => "channel_not_routed",
             Rejection::NoTemplate => "no_template",
+            Rejection::Unstorable(_) => "unstorable",
         }
     }
 }
@@ -49,10 +52,9 @@ impl Rejection {
 #[derive(Debug, Clone, Copy)]
 pub enum Source<'a> {
     /// AMQP, with the broker-validated `user-id` property if the producer set it.
-    Broker {
-        user_id: Option<&'a str>,
-    },
-    Http,
+    Broker { user_id: Option<&'a str> },
+    /// Published by our HTTP API after it authenticated the app.
+    Api,
 }
 
 /// An OTP ready to insert: every default applied, every choice made.
@@ -168,27 +170,24 @@ pub async fn over_limit(
     Ok(verdict.err().map(|(name, _)| name))
 }
 
-/// Records a job refused for a reason that leaves a valid OTP behind (a rate limit): the row
-/// ends `rejected` with the reason, nothing is sent, and an `otp.rejected` event is written.
-#[tracing::instrument(skip_all, fields(otp_id = %otp.id, app_id = %otp.job.app_id))]
-pub async fn insert_rejected(pool: &PgPool, otp: &NewOtp, pin_key_id: &str, reason: &str) -> Result<bool, sqlx::Error> {
+/// Turns a just-inserted OTP into a rejection that leaves a valid OTP behind (a rate limit):
+/// the row ends `rejected` with the reason, nothing is sent, and an `otp.rejected` event is
+/// written.
+#[tracing::instrument(skip_all, fields(otp_id = %claim.otp_id(), app_id = %claim.app_id))]
+pub async fn reject_claimed(pool: &PgPool, claim: &Claim, reason: &str) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let Some(claim) = insert_row(&mut tx, otp, pin_key_id, std::time::Duration::ZERO).await? else {
-        return Ok(false);
-    };
     sqlx::query!(
-        "update otps set status = 'rejected', rejection_reason = $2, delivery = 'queued', delivery_claims = 0,
-                next_attempt_at = null, status_changed_at = now()
+        "update otps set status = 'rejected', rejection_reason = $2, next_attempt_at = null,
+                status_changed_at = now(), updated_at = now()
          where id = $1",
         claim.id,
         reason
     )
     .execute(&mut *tx)
     .await?;
-    let error = serde_json::json!({"reason": reason, "message": format!("rate limit {reason} exceeded")});
+    let error = serde_json::json!({"reason": reason, "message": format!("{reason}: a send limit is used up")});
     crate::outbox::record_for_otp(&mut tx, claim.id, crate::outbox::EventType::Rejected, Some(error)).await?;
-    tx.commit().await?;
-    Ok(true)
+    tx.commit().await
 }
 
 /// Inserts the OTP already claimed for delivery by this process, so the common path needs
@@ -200,8 +199,29 @@ pub async fn insert(
     pin_key_id: &str,
     lease: std::time::Duration,
 ) -> Result<Option<Claim>, sqlx::Error> {
-    let mut conn = pool.acquire().await?;
-    insert_row(&mut conn, otp, pin_key_id, lease).await
+    if !otp.job.request_id.is_derived() {
+        return insert_row(&mut *pool.acquire().await?, otp, pin_key_id, lease).await;
+    }
+    // A key derived from the body deduplicates only while its OTP is pending. One whose OTP
+    // ran out unnoticed must not swallow a new request: expire it first, with its event.
+    let mut tx = pool.begin().await?;
+    let stale = sqlx::query_as!(
+        crate::outbox::OtpRow,
+        "update otps set status = 'expired', status_changed_at = now(), updated_at = now()
+         where app_id = $1 and request_id = $2 and request_id_derived and status = 'pending' and expires_at <= now()
+         returning id, app_id, request_id, phone_number, channel, status, delivery, locale, parts,
+                   attempts, max_attempts, expires_at, metadata, callback_url",
+        otp.job.app_id.as_str(),
+        otp.job.request_id.as_str(),
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    for row in stale {
+        crate::outbox::record(&mut tx, crate::outbox::EventType::Expired, &row.into_snapshot(None)).await?;
+    }
+    let claim = insert_row(&mut tx, otp, pin_key_id, lease).await?;
+    tx.commit().await?;
+    Ok(claim)
 }
 
 async fn insert_row(

@@ -86,7 +86,8 @@ pub async fn rotate(pool: &PgPool, app: &AppId) -> Result<IssuedKey, sqlx::Error
 
 /// The caller a key id and secret belong to, if they match an active key.
 pub async fn authenticate(pool: &PgPool, key_id: &str, secret: &str) -> Result<Option<Caller>, sqlx::Error> {
-    if key_id.len() > 64 || secret.len() > 128 {
+    let printable = |s: &str| s.bytes().all(|b| b.is_ascii_graphic());
+    if key_id.len() > 64 || secret.len() > 128 || !printable(key_id) || !printable(secret) {
         return Ok(None);
     }
     let row = sqlx::query!(

@@ -19,6 +19,8 @@ pub enum Resend {
     InProgress,
     /// Verified, cancelled, exhausted or rejected: nothing to resend.
     NotResendable(String),
+    /// A newer pending OTP answers the same (body-derived) request now.
+    Superseded,
 }
 
 /// Resends an OTP (DESIGN, "PINs are never stored"): within its TTL the same PIN goes out
@@ -43,7 +45,9 @@ pub async fn resend(
     else {
         return Ok(None);
     };
-    let expired = otp.status == "expired" || (otp.status == "pending" && OffsetDateTime::now_utc() >= otp.expires_at);
+    // A pending or failed OTP past its TTL is as good as expired: it gets a new code.
+    let expired = otp.status == "expired"
+        || (matches!(otp.status.as_str(), "pending" | "failed") && OffsetDateTime::now_utc() >= otp.expires_at);
     let outcome = if !matches!(otp.status.as_str(), "pending" | "expired" | "failed") {
         Resend::NotResendable(otp.status)
     } else if otp.resends >= max_resends as i32 {
@@ -52,7 +56,7 @@ pub async fn resend(
         Resend::InProgress
     } else {
         let generation = if expired { otp.generation + 1 } else { otp.generation };
-        sqlx::query!(
+        let revived = sqlx::query!(
             "update otps set status = 'pending', delivery = 'queued', next_attempt_at = now(),
                     resends = resends + 1, generation = $2,
                     expires_at = case when $3 then now() + make_interval(secs => ttl_seconds) else expires_at end,
@@ -64,10 +68,15 @@ pub async fn resend(
             expired,
         )
         .execute(&mut *tx)
-        .await?;
-        Resend::Queued {
-            generation,
-            new_code: expired,
+        .await;
+        match revived {
+            Ok(_) => Resend::Queued {
+                generation,
+                new_code: expired,
+            },
+            // A key derived from the body names one pending OTP at a time; a newer one holds it.
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Resend::Superseded,
+            Err(error) => return Err(error),
         }
     };
     tx.commit().await?;

@@ -57,15 +57,14 @@ impl Counters {
         peek(&mut *self.pool.acquire().await?, key, limit).await
     }
 
-    /// See [`hit_send`].
-    pub async fn hit_send(
-        &self,
-        limits: &LimitsConfig,
-        app: &str,
-        phone: &str,
-        region: Option<&str>,
-    ) -> Result<Result<Option<Decision>, (&'static str, Decision)>, sqlx::Error> {
-        hit_send(&mut *self.pool.acquire().await?, limits, app, phone, region).await
+    /// Counts one send against every send limit; see [`check_send`].
+    pub async fn hit_send(&self, limits: &LimitsConfig, app: &str, phone: &str, region: Option<&str>) -> SendVerdict {
+        check_send(&mut *self.pool.acquire().await?, limits, app, phone, region, true).await
+    }
+
+    /// Whether a send would still be within every send limit, without counting it.
+    pub async fn peek_send(&self, limits: &LimitsConfig, app: &str, phone: &str, region: Option<&str>) -> SendVerdict {
+        check_send(&mut *self.pool.acquire().await?, limits, app, phone, region, false).await
     }
 }
 
@@ -120,16 +119,20 @@ pub fn verify_app_key(app: &str) -> String {
     format!("verify:app:{app}")
 }
 
-/// Counts one send against every send limit: per phone number, per app, per app and country.
-/// `Ok(tightest)` when all allow it (the one with the fewest hits left); `Err((limit name,
-/// decision))` for the first exceeded.
-async fn hit_send(
+/// `Ok(tightest)` when every send limit allows the send (the tightest: fewest hits left);
+/// `Err((limit name, decision))` for the first exceeded.
+pub type SendVerdict = Result<Result<Option<Decision>, (&'static str, Decision)>, sqlx::Error>;
+
+/// Checks a send against every send limit: per phone number, per app, per app and country;
+/// with `count`, the send is counted.
+async fn check_send(
     conn: &mut PgConnection,
     limits: &LimitsConfig,
     app: &str,
     phone: &str,
     region: Option<&str>,
-) -> Result<Result<Option<Decision>, (&'static str, Decision)>, sqlx::Error> {
+    count: bool,
+) -> SendVerdict {
     let checks = [
         (
             format!("send:phone:{app}:{phone}"),
@@ -145,7 +148,11 @@ async fn hit_send(
     ];
     let mut tightest: Option<Decision> = None;
     for (key, name, limit) in checks {
-        let decision = hit(conn, &key, limit).await?;
+        let decision = if count {
+            hit(conn, &key, limit).await?
+        } else {
+            peek(conn, &key, limit).await?
+        };
         if !decision.allowed {
             return Ok(Err((name, decision)));
         }

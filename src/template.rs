@@ -30,6 +30,8 @@ pub enum TemplateError {
     UnknownPlaceholder(String),
     #[error("a {{{{ is not closed by }}}}")]
     Unclosed,
+    #[error("template contains a control character other than a line break")]
+    ControlCharacter,
 }
 
 /// What a template is filled with.
@@ -49,6 +51,10 @@ impl Template {
         }
         if source.chars().count() > Self::MAX_CHARS {
             return Err(TemplateError::TooLong { max: Self::MAX_CHARS });
+        }
+        // Line breaks are fine in a message; other control characters are not text.
+        if source.chars().any(|c| c.is_control() && c != '\n' && c != '\r') {
+            return Err(TemplateError::ControlCharacter);
         }
         let parts = split(source)?;
         if !parts.contains(&Part::Pin) {
@@ -140,6 +146,8 @@ mod tests {
         );
         assert_eq!(Template::parse("{{pin}} {{pin"), Err(TemplateError::Unclosed));
         assert_eq!(Template::parse("  "), Err(TemplateError::Empty));
+        assert_eq!(Template::parse("{{pin}}\u{0}"), Err(TemplateError::ControlCharacter));
+        assert!(Template::parse("Code:\n{{pin}}").is_ok(), "line breaks are allowed");
         assert!(matches!(
             Template::parse(&format!("{{{{pin}}}}{}", "x".repeat(1530))),
             Err(TemplateError::TooLong { .. })

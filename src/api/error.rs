@@ -54,6 +54,12 @@ impl From<sqlx::Error> for ApiError {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
                 ApiError::Unavailable("the database")
             }
+            // A value the database cannot take (a NUL character, an out-of-range time) is the
+            // request's fault, not the server's.
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("22")) => ApiError::Invalid {
+                field: "request".into(),
+                reason: "a value contains characters or a range the server cannot store".into(),
+            },
             other => ApiError::Internal(Box::new(other)),
         }
     }

@@ -31,7 +31,7 @@ use crate::pin::PinKeys;
 use crate::provider::Providers;
 use crate::ratelimit::Counters;
 use error::ApiError;
-pub use otp::{LIMITS_APPLIED_HEADER, OTP_ID_HEADER};
+pub use otp::OTP_ID_HEADER;
 
 /// What handlers share. Cheap to clone.
 #[derive(Clone)]

@@ -18,9 +18,8 @@ use crate::lifecycle::{self, Cancel, Resend};
 use crate::ratelimit;
 use crate::verify::{self, Verification};
 
-/// AMQP headers the API sets on the jobs it publishes.
+/// AMQP header with the OTP id the API answered with, on the jobs it publishes.
 pub const OTP_ID_HEADER: &str = "x-otp-id";
-pub const LIMITS_APPLIED_HEADER: &str = "x-otp-limits-applied";
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -73,28 +72,39 @@ pub async fn send(
         })?;
     let region = job.phone.region().map(str::to_string);
     let phone = job.phone.as_str().to_string();
-    let otp = intake::resolve(job, &app, Source::Http, config, &state.providers).map_err(|r| ApiError::Rejected {
+    let otp = intake::resolve(job, &app, Source::Api, config, &state.providers).map_err(|r| ApiError::Rejected {
         reason: r.reason(),
         detail: r.to_string(),
     })?;
     let headers = check_send_limits(&state, app.id.as_str(), &phone, region.as_deref()).await?;
+    // A producer's request id names one OTP for good, so its id can be derived from it:
+    // concurrent sends of the same request then answer with the same id. A key derived from
+    // the body deduplicates only while its OTP is pending, so its OTP gets a fresh id, and the
+    // worker derives the key again (no message-id), keeping it marked as derived.
+    let derived = otp.job.request_id.is_derived();
+    let otp_id = if derived {
+        otp.id
+    } else {
+        OtpId::for_request(app.id.as_str(), &request_id)
+    };
     let mut amqp_headers = FieldTable::default();
     amqp_headers.insert(
         OTP_ID_HEADER.into(),
-        AMQPValue::LongString(LongString::from(otp.id.to_string())),
+        AMQPValue::LongString(LongString::from(otp_id.to_string())),
     );
-    amqp_headers.insert(LIMITS_APPLIED_HEADER.into(), AMQPValue::Boolean(true));
-    let properties = BasicProperties::default()
+    let mut properties = BasicProperties::default()
         .with_content_type("application/json".into())
         .with_app_id(app.id.as_str().into())
-        .with_message_id(request_id.as_str().into())
         .with_headers(amqp_headers);
+    if !derived {
+        properties = properties.with_message_id(request_id.as_str().into());
+    }
     state.publisher.publish_job(&body, properties).await.map_err(|error| {
         tracing::warn!(%error, "could not publish a send job");
         ApiError::Unavailable("the message broker")
     })?;
     let accepted = SendAccepted {
-        otp_id: otp.id.to_string(),
+        otp_id: otp_id.to_string(),
         request_id,
         duplicate: false,
     };
@@ -111,7 +121,9 @@ async fn existing_otp(state: &AppState, app: &str, request_id: &str) -> Result<O
     .await?)
 }
 
-/// Counts the send against every send limit; the tightest decides the headers.
+/// Refuses the send when a send limit is already used up; the tightest limit decides the
+/// headers. The worker counts the send when it takes the job, so an app's HTTP and broker
+/// sends share one count, and no header of a broker message can skip it.
 async fn check_send_limits(
     state: &AppState,
     app: &str,
@@ -120,7 +132,7 @@ async fn check_send_limits(
 ) -> Result<HeaderMap, ApiError> {
     let tightest = state
         .counters
-        .hit_send(&state.config.limits, app, phone, region)
+        .peek_send(&state.config.limits, app, phone, region)
         .await?
         .map_err(|(name, decision)| ApiError::RateLimited { name, decision })?;
     let mut headers = HeaderMap::new();
@@ -242,6 +254,9 @@ pub async fn resend(
         Resend::LimitReached { max } => Err(ApiError::ResendLimit(max)),
         Resend::InProgress => Err(ApiError::DeliveryInProgress),
         Resend::NotResendable(status) => Err(ApiError::NotPending(status)),
+        Resend::Superseded => Err(ApiError::NotPending(
+            "superseded by a newer OTP for the same request".into(),
+        )),
     }
 }
 

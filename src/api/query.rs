@@ -181,7 +181,8 @@ fn decode_cursor(cursor: &str) -> Result<(OffsetDateTime, Uuid), ApiError> {
     let raw = String::from_utf8(raw).map_err(|_| invalid())?;
     let (micros, id) = raw.split_once(':').ok_or_else(invalid)?;
     let micros: i128 = micros.parse().map_err(|_| invalid())?;
-    let time = OffsetDateTime::from_unix_timestamp_nanos(micros * 1000).map_err(|_| invalid())?;
+    let nanos = micros.checked_mul(1000).ok_or_else(invalid)?;
+    let time = OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|_| invalid())?;
     Ok((time, Uuid::parse_str(id).map_err(|_| invalid())?))
 }
 

@@ -56,6 +56,23 @@ prefixed_id!(
     OtpId,
     "otp"
 );
+impl OtpId {
+    /// The id of the OTP a producer's request id names: a UUIDv8 from SHA-256(app, request id),
+    /// so every send of that request, concurrent ones included, agrees on it.
+    pub fn for_request(app: &str, request_id: &str) -> Self {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::new()
+            .chain_update(b"otp-courier/otp-id/v1\0")
+            .chain_update(app.as_bytes())
+            .chain_update([0])
+            .chain_update(request_id.as_bytes())
+            .finalize();
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        Self(Uuid::new_v8(bytes))
+    }
+}
+
 prefixed_id!(
     /// A status event; its id is the `webhook-id` of the callback, stable across retries.
     EventId,
@@ -74,5 +91,13 @@ mod tests {
         assert_eq!(shown.parse::<OtpId>().expect("parses"), id);
         assert_eq!(id.as_uuid().to_string().parse::<OtpId>().expect("bare uuid"), id);
         assert!("otp_nothex".parse::<OtpId>().is_err());
+    }
+
+    #[test]
+    fn a_request_id_always_names_the_same_otp_id_within_its_app() {
+        assert_eq!(OtpId::for_request("shop", "r-1"), OtpId::for_request("shop", "r-1"));
+        assert_ne!(OtpId::for_request("shop", "r-1"), OtpId::for_request("bank", "r-1"));
+        assert_ne!(OtpId::for_request("shop", "r-1"), OtpId::for_request("shop", "r-2"));
+        assert_eq!(OtpId::for_request("shop", "r-1").as_uuid().get_version_num(), 8);
     }
 }

@@ -202,9 +202,13 @@ impl Metadata {
         let serde_json::Value::Object(map) = value else {
             return Err("metadata must be a JSON object");
         };
-        let size = serde_json::to_vec(&map).map(|v| v.len()).unwrap_or(usize::MAX);
-        if size > Self::MAX_BYTES {
+        let text = serde_json::to_string(&map).unwrap_or_default();
+        if text.len() > Self::MAX_BYTES {
             return Err("metadata is larger than 4 KiB");
+        }
+        // PostgreSQL's jsonb cannot store a NUL character.
+        if text.contains("\\u0000") {
+            return Err("metadata must not contain NUL characters");
         }
         Ok(Self(map))
     }
@@ -246,6 +250,7 @@ mod tests {
         assert!(Metadata::parse(serde_json::json!({"user": 42})).is_ok());
         assert!(Metadata::parse(serde_json::json!([1, 2])).is_err());
         assert!(Metadata::parse(serde_json::json!({"blob": "x".repeat(5000)})).is_err());
+        assert!(Metadata::parse(serde_json::json!({"nul": "a\u{0}b"})).is_err());
     }
 
     #[test]

@@ -230,22 +230,46 @@ fn retry_after(response: &Response) -> Option<Duration> {
     Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
 }
 
+/// The start of a provider's answer, PIN removed. Redaction comes first, so a cut can never
+/// leave part of a PIN behind.
 fn excerpt(body: &str, pin: &Pin, status: StatusCode) -> String {
-    let mut text: String = body.chars().take(300).collect();
+    let text: String = redact(body, pin).chars().take(300).collect();
     if text.trim().is_empty() {
-        text = status.canonical_reason().unwrap_or("no reason given").to_string();
+        return status.canonical_reason().unwrap_or("no reason given").to_string();
     }
-    redact(&text, pin)
+    text
 }
 
-/// Removes every occurrence of the PIN from a text that is about to be logged or stored.
+/// Removes every occurrence of the PIN, in either case, from a text about to be logged or stored.
 pub fn redact(text: &str, pin: &Pin) -> String {
     text.replace(pin.expose(), "[redacted]")
+        .replace(&pin.expose().to_ascii_lowercase(), "[redacted]")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pin_is_redacted_before_the_answer_is_cut_and_in_either_case() {
+        let key = crate::pin::PinKey::parse(&"ab".repeat(32)).expect("key");
+        let length = crate::pin::PinLength::parse(10).expect("length");
+        let pin = crate::pin::derive(
+            &key,
+            crate::domain::OtpId::new(),
+            1,
+            crate::pin::PinType::Alphanumeric,
+            length,
+        );
+        let body = format!("{}{}", "x".repeat(295), pin.expose());
+        let kept = excerpt(&body, &pin, StatusCode::BAD_REQUEST);
+        assert!(
+            !kept.contains(&pin.expose()[..5]),
+            "no prefix of the PIN survives the cut: {kept}"
+        );
+        let lower = redact(&format!("code={}", pin.expose().to_ascii_lowercase()), &pin);
+        assert_eq!(lower, "code=[redacted]");
+    }
 
     #[test]
     fn transient_and_permanent_errors_are_told_apart() {

@@ -40,7 +40,13 @@ pub(super) async fn reject(
 ) -> Result<(), Retry> {
     let salvaged = salvage(worker, delivery);
     tracing::warn!(app_id = ?salvaged.app_id, request_id = ?salvaged.request_id, detail = %rejection, "job rejected");
-    record(worker, &salvaged, rejection, delivery.data.len()).await?;
+    match record(worker, &salvaged, rejection, delivery.data.len()).await {
+        // The record itself cannot be stored: the dead letter still carries the reason.
+        Err(Retry::Database(error)) if super::is_permanent_database_error(&error) => {
+            tracing::error!(%error, "could not record the rejection; dead-lettering it anyway");
+        }
+        other => other?,
+    }
     let properties = dead_letter_properties(&delivery.properties, rejection, &worker.config.amqp.send_queue);
     amqp::publish_confirmed(
         publisher,
@@ -101,9 +107,15 @@ async fn record(worker: &Worker, salvaged: &Salvaged, rejection: &Rejection, bod
 /// since none of it has been validated.
 fn salvage(worker: &Worker, delivery: &Delivery) -> Salvaged {
     let properties = &delivery.properties;
+    // Nothing here was validated: keep only short text without control characters.
+    let bounded = |s: String| (s.len() <= 128 && !s.chars().any(char::is_control)).then_some(s);
     let mut salvaged = Salvaged {
-        app_id: properties.app_id().as_ref().map(|s| s.to_string()),
-        request_id: properties.message_id().as_ref().map(|s| s.to_string()),
+        app_id: properties.app_id().as_ref().map(|s| s.to_string()).and_then(bounded),
+        request_id: properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.to_string())
+            .and_then(bounded),
         ..Salvaged::default()
     };
     if delivery.data.len() > worker.config.amqp.max_body_bytes {
@@ -118,7 +130,6 @@ fn salvage(worker: &Worker, delivery: &Delivery) -> Salvaged {
             .find_map(|n| fields.get(*n).and_then(Value::as_str))
             .map(str::to_string)
     };
-    let bounded = |s: String| (s.len() <= 128).then_some(s);
     salvaged.app_id = salvaged.app_id.or_else(|| text(&["appId", "appid"]).and_then(bounded));
     salvaged.request_id = text(&["requestId"]).and_then(bounded).or(salvaged.request_id);
     salvaged.phone_number = text(&["phoneNumber", "recipient"]).and_then(bounded);

@@ -22,10 +22,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::amqp;
-use crate::api::{LIMITS_APPLIED_HEADER, OTP_ID_HEADER};
+use crate::api::OTP_ID_HEADER;
 use crate::config::Config;
 use crate::delivery::Deliverer;
-use crate::domain::{OtpId, RawJob, SendJob};
+use crate::domain::{RawJob, SendJob};
 use crate::intake::{self, Rejection, Source};
 use crate::ratelimit::Counters;
 
@@ -49,6 +49,24 @@ enum Retry {
     App(#[from] crate::apps::AppError),
     #[error(transparent)]
     Broker(#[from] amqp::AmqpError),
+}
+
+impl Retry {
+    /// A database error that no retry can cure: a value it cannot store (SQLSTATE class 22)
+    /// or a broken constraint (class 23).
+    fn is_permanent(&self) -> bool {
+        let database = match self {
+            Retry::Database(e) | Retry::App(crate::apps::AppError::Database(e)) => e,
+            Retry::App(crate::apps::AppError::Corrupt { .. }) => return true,
+            _ => return false,
+        };
+        is_permanent_database_error(database)
+    }
+}
+
+/// SQLSTATE classes 22 (data exception) and 23 (integrity constraint violation).
+pub(crate) fn is_permanent_database_error(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("22") || c.starts_with("23")))
 }
 
 /// What a processed message came to.
@@ -162,6 +180,11 @@ impl Worker {
         let settled = match self.process(&delivery).await {
             Ok(Settled::Accepted) => Ok(()),
             Ok(Settled::Rejected(rejection)) => dead_letter::reject(self, publisher, &delivery, &rejection).await,
+            // The same statement would fail the same way on every redelivery: dead-letter it.
+            Err(error) if error.is_permanent() => {
+                let rejection = Rejection::Unstorable(error.to_string());
+                dead_letter::reject(self, publisher, &delivery, &rejection).await
+            }
             Err(error) => Err(error),
         };
         let result = match settled {
@@ -208,32 +231,31 @@ impl Worker {
             Ok(app) => app,
             Err(rejection) => return Ok(Settled::Rejected(rejection)),
         };
-        let source = Source::Broker {
-            user_id: properties.user_id().as_ref().map(|s| s.as_str()),
+        // RabbitMQ validates `user-id` against the publishing connection's user, so a job
+        // carrying our own broker user was published by our API, which authenticated the app.
+        let user_id = properties.user_id().as_ref().map(|s| s.as_str());
+        let source = match (user_id, self.config.amqp.user()) {
+            (Some(user), Some(own)) if user == own => Source::Api,
+            _ => Source::Broker { user_id },
         };
         let mut otp = match intake::resolve(job, &app, source, &self.config, self.deliverer.providers()) {
             Ok(otp) => otp,
             Err(rejection) => return Ok(Settled::Rejected(rejection)),
         };
         let key = self.deliverer.pin_keys().active_id();
-        // Jobs from the HTTP API carry the id it answered with, and were counted there.
-        let headers = properties.headers().as_ref();
-        if let Some(id) = header_text(headers, OTP_ID_HEADER).and_then(|id| id.parse::<OtpId>().ok()) {
+        // Jobs from the HTTP API carry the id it answered with. (Any other producer setting it
+        // only chooses the id of its own OTP; a clash with an existing id inserts nothing.)
+        if let Some(id) = header_text(properties.headers().as_ref(), OTP_ID_HEADER).and_then(|id| id.parse().ok()) {
             otp.id = id;
-        }
-        let counted = matches!(
-            headers.and_then(|h| h.inner().get(LIMITS_APPLIED_HEADER)),
-            Some(AMQPValue::Boolean(true))
-        );
-        if !counted {
-            if let Some(limit) = intake::over_limit(&self.counters, &otp, &self.config).await? {
-                tracing::warn!(otp_id = %otp.id, limit, "job over its rate limit; rejected");
-                intake::insert_rejected(self.deliverer.pool(), &otp, key, "rate_limited").await?;
-                return Ok(Settled::Accepted);
-            }
         }
         match intake::insert(self.deliverer.pool(), &otp, key, self.deliverer.lease()).await? {
             Some(claim) => {
+                // Counted only once the OTP exists, so a duplicate or a redelivery never counts twice.
+                if let Some(limit) = intake::over_limit(&self.counters, &otp, &self.config).await? {
+                    tracing::warn!(otp_id = %otp.id, limit, "job over its rate limit; rejected");
+                    intake::reject_claimed(self.deliverer.pool(), &claim, "rate_limited").await?;
+                    return Ok(Settled::Accepted);
+                }
                 let outcome = self.deliverer.deliver(&claim).await?;
                 tracing::info!(otp_id = %otp.id, ?outcome, "job processed");
             }

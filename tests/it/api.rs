@@ -427,6 +427,11 @@ async fn send_limits_answer_429_over_http_and_reject_amqp_jobs(pool: PgPool) {
             .await;
         assert_eq!(status, StatusCode::ACCEPTED);
     }
+    // The worker counts each send when it takes the job; the API refuses once the count is full.
+    wait_until("both sends counted", Duration::from_secs(10), || async {
+        api.harness.otp_rows().await.len() == 2
+    })
+    .await;
     let response = api
         .as_app(
             api.http
@@ -512,5 +517,147 @@ async fn health_readiness_and_the_openapi_document_are_served(pool: PgPool) {
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} is documented");
     }
+    api.finish().await;
+}
+
+#[sqlx::test]
+async fn a_rotated_api_secret_replaces_the_old_one_and_webhook_secrets_overlap_for_the_grace(pool: PgPool) {
+    let api = Api::start(pool).await;
+    let app = otp_courier::domain::AppId::parse("shop").expect("app id");
+    let fresh = otp_courier::keys::rotate(&api.harness.pool, &app)
+        .await
+        .expect("rotated");
+    let url = format!("{}/v1/otp", api.base);
+    let old = api
+        .http
+        .get(&url)
+        .basic_auth(&api.key.0, Some(&api.key.1))
+        .send()
+        .await
+        .expect("old");
+    assert_eq!(old.status(), StatusCode::UNAUTHORIZED, "the old key is revoked");
+    let new = api
+        .http
+        .get(&url)
+        .basic_auth(&fresh.key_id, Some(&fresh.secret))
+        .send()
+        .await
+        .expect("new");
+    assert_eq!(new.status(), StatusCode::OK);
+
+    let secrets = |pool: PgPool| async move {
+        otp_courier::keys::webhook_secrets(&pool, "shop")
+            .await
+            .expect("secrets")
+    };
+    let mut tx = api.harness.pool.begin().await.expect("tx");
+    let first = otp_courier::keys::rotate_webhook_secret(&mut tx, &app, None)
+        .await
+        .expect("first");
+    let second = otp_courier::keys::rotate_webhook_secret(&mut tx, &app, Some(time::Duration::hours(1)))
+        .await
+        .expect("second");
+    tx.commit().await.expect("commit");
+    assert!(first.starts_with("whsec_") && second.starts_with("whsec_"));
+    assert_eq!(
+        secrets(api.harness.pool.clone()).await,
+        [second.clone(), first],
+        "both sign during the grace period"
+    );
+    let mut tx = api.harness.pool.begin().await.expect("tx");
+    let third = otp_courier::keys::rotate_webhook_secret(&mut tx, &app, None)
+        .await
+        .expect("third");
+    tx.commit().await.expect("commit");
+    assert_eq!(
+        secrets(api.harness.pool.clone()).await,
+        [third],
+        "without a grace period the old ones stop at once"
+    );
+    api.finish().await;
+}
+
+#[sqlx::test]
+async fn sends_without_a_request_id_deduplicate_only_while_pending_and_share_ids_when_concurrent(pool: PgPool) {
+    let api = Api::start(pool).await;
+    let body = json!({"phoneNumber": "+14155550123"});
+    let (first, pin) = api.send_delivered(body.clone()).await;
+    let (status, again) = api.post("/v1/otp/send", body.clone()).await;
+    assert_eq!(
+        (status, again["otpId"].as_str()),
+        (StatusCode::OK, Some(first.as_str())),
+        "pending: the same OTP"
+    );
+    api.post("/v1/otp/verify", json!({"otpId": first, "code": pin})).await;
+    let (second, _) = api.send_delivered(body).await;
+    assert_ne!(second, first, "once verified, the same body is a new request");
+
+    let answers: Vec<(StatusCode, Value)> = futures_util::future::join_all((0..5).map(|_| {
+        api.post(
+            "/v1/otp/send",
+            json!({"phoneNumber": "+14155550123", "requestId": "same"}),
+        )
+    }))
+    .await;
+    let ids: std::collections::BTreeSet<String> = answers
+        .iter()
+        .map(|(_, a)| a["otpId"].as_str().expect("otpId").to_string())
+        .collect();
+    assert_eq!(
+        ids.len(),
+        1,
+        "concurrent sends of one request answer with one id: {answers:?}"
+    );
+    let id = ids.into_iter().next().expect("id");
+    wait_until("that OTP exists", Duration::from_secs(10), || async {
+        api.get(&format!("/v1/otp/{id}")).await.0 == StatusCode::OK
+    })
+    .await;
+    api.finish().await;
+}
+
+#[sqlx::test]
+async fn an_app_bound_to_a_broker_user_can_still_send_over_http(pool: PgPool) {
+    let api = Api::start(pool).await;
+    sqlx::query("update apps set broker_user = 'shop-producer' where id = 'shop'")
+        .execute(&api.harness.pool)
+        .await
+        .expect("bind");
+    api.send_delivered(json!({"phoneNumber": "+14155550123"})).await;
+    api.harness
+        .publish(br#"{"appId": "shop", "phoneNumber": "+14155550123", "requestId": "direct"}"#)
+        .await;
+    let dlq = api.harness.dlq.clone();
+    wait_until("the unbound broker job is refused", Duration::from_secs(10), || async {
+        api.harness.ready(&dlq).await == 1
+    })
+    .await;
+    api.finish().await;
+}
+
+#[sqlx::test]
+async fn unstorable_characters_in_credentials_or_filters_are_client_errors(pool: PgPool) {
+    let api = Api::start(pool).await;
+    let url = format!("{}/v1/otp", api.base);
+    let nul_key = api
+        .http
+        .get(&url)
+        .basic_auth("ak_\u{0}", Some("sk_x"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(nul_key.status(), StatusCode::UNAUTHORIZED);
+    let (status, problem) = api.get("/v1/otp?phone=%00").await;
+    assert_eq!(
+        (status, problem["type"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("urn:otp-courier:problem:invalid-request")
+        )
+    );
+    let (status, _) = api
+        .get("/v1/otp?cursor=OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk6eA")
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "an overflowing cursor");
     api.finish().await;
 }

@@ -155,3 +155,60 @@ async fn a_job_with_a_non_json_content_type_is_dead_lettered(pool: PgPool) {
     assert!(header(&letters[0].1, "x-otp-rejection-detail").contains("content-type"));
     harness.finish().await;
 }
+
+#[sqlx::test]
+async fn values_the_database_cannot_store_are_dead_lettered_not_looped(pool: PgPool) {
+    let mut harness = Harness::new(pool).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&harness.provider)
+        .await;
+    harness.create_app("shop", json!({"": "Code {{pin}}"})).await;
+    harness.start_worker();
+    let nul_template = json!({"appId": "shop", "phoneNumber": "+14155550123", "template": "Code {{pin}}\u{0}"});
+    let nul_metadata = json!({"appId": "shop", "phoneNumber": "+14155550123", "metadata": {"k": "a\u{0}b"}});
+    harness.publish(nul_template.to_string().as_bytes()).await;
+    harness.publish(nul_metadata.to_string().as_bytes()).await;
+    let nul_id = BasicProperties::default()
+        .with_message_id("id\u{0}x".into())
+        .with_app_id("nobody".into());
+    harness
+        .publish_with(br#"{"phoneNumber": "+14155550123"}"#, nul_id)
+        .await;
+    harness
+        .publish(br#"{"appId": "shop", "phoneNumber": "+14155550123", "requestId": "fine"}"#)
+        .await;
+
+    let dlq = harness.dlq.clone();
+    wait_until("three dead letters", Duration::from_secs(10), || async {
+        harness.ready(&dlq).await == 3
+    })
+    .await;
+    wait_until("the valid job is sent", Duration::from_secs(10), || async {
+        harness.provider_requests().await.len() == 1
+    })
+    .await;
+    let mut reasons: Vec<String> = harness
+        .drain_dlq()
+        .await
+        .iter()
+        .map(|(_, p)| header(p, "x-otp-rejection-reason"))
+        .collect();
+    reasons.sort();
+    // The NUL message-id would be the request id: refused as a field before the app is looked up.
+    assert_eq!(reasons, ["invalid_field", "invalid_field", "invalid_template"]);
+    let recorded: i64 = sqlx::query_scalar("select count(*) from otp_rejections")
+        .fetch_one(&harness.pool)
+        .await
+        .expect("count");
+    assert_eq!(
+        recorded, 3,
+        "the rejection with a NUL in its message-id was recorded without it"
+    );
+    assert_eq!(
+        harness.ready(&harness.queue).await,
+        0,
+        "nothing loops back into the queue"
+    );
+    harness.finish().await;
+}

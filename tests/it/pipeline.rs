@@ -170,3 +170,28 @@ async fn the_amqp_message_id_and_an_identical_body_also_deduplicate(pool: PgPool
     assert_eq!(harness.otp_rows().await.len(), 3);
     harness.finish().await;
 }
+
+#[sqlx::test]
+async fn an_identical_body_after_its_otp_expired_makes_a_new_otp(pool: PgPool) {
+    let harness = in_order_harness(pool).await;
+    let body = br#"{"appId": "shop", "phoneNumber": "+14155550123"}"#;
+    harness.publish(body).await;
+    settle(&harness, "sentinel-3").await;
+    sqlx::query("update otps set expires_at = now() - interval '1 second' where request_id like 'sha256:%'")
+        .execute(&harness.pool)
+        .await
+        .expect("expire");
+    harness.publish(body).await;
+    wait_until("a second OTP for the same body", Duration::from_secs(10), || async {
+        requests_to(&harness, "+14155550123").await == 2
+    })
+    .await;
+    let statuses: Vec<String> =
+        sqlx::query_scalar("select status from otps where request_id like 'sha256:%' order by created_at")
+            .fetch_all(&harness.pool)
+            .await
+            .expect("rows");
+    assert_eq!(statuses, ["expired", "pending"]);
+    assert!(harness.events().await.contains(&"otp.expired".to_string()));
+    harness.finish().await;
+}
