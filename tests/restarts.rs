@@ -12,8 +12,6 @@ use std::time::Duration;
 use harness::{wait_until, Harness};
 use serde_json::json;
 use sqlx::PgPool;
-use wiremock::matchers::method;
-use wiremock::{Mock, ResponseTemplate};
 
 fn run(program: &str, args: &[&str]) {
     let status = Command::new(program)
@@ -34,10 +32,7 @@ fn postgres_version() -> String {
 
 async fn harness(pool: PgPool) -> Harness {
     let mut harness = Harness::new(pool).await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&harness.provider)
-        .await;
+    harness.provider_accepts().await;
     harness.create_app("shop", json!({"": "Code {{pin}}"})).await;
     harness.start_worker();
     harness

@@ -5,8 +5,6 @@ use std::time::Duration;
 use reqwest::{Client, RequestBuilder, StatusCode};
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use wiremock::matchers::method;
-use wiremock::{Mock, ResponseTemplate};
 
 use crate::harness::{wait_until, Harness};
 
@@ -26,10 +24,7 @@ impl Api {
     pub async fn start_with(pool: PgPool, configure: impl FnOnce(&mut Harness)) -> Self {
         let mut harness = Harness::new(pool).await;
         configure(&mut harness);
-        Mock::given(method("POST"))
-            .respond_with(ResponseTemplate::new(200))
-            .mount(&harness.provider)
-            .await;
+        harness.provider_accepts().await;
         let key = harness.create_app_with_key("shop").await;
         harness.start_worker();
         let base = harness.start_api().await;

@@ -2,8 +2,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use sqlx::PgPool;
-use wiremock::matchers::method;
-use wiremock::{Mock, ResponseTemplate};
+use wiremock::ResponseTemplate;
 
 use crate::harness::{wait_until, Harness, WorkerProcess};
 
@@ -11,14 +10,8 @@ use crate::harness::{wait_until, Harness, WorkerProcess};
 async fn a_worker_killed_between_provider_call_and_ack_sends_the_same_pin_at_most_once_more(pool: PgPool) {
     let harness = Harness::new(pool).await;
     // The first request is answered slowly, so the worker is killed while it waits.
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(3)))
-        .up_to_n_times(1)
-        .mount(&harness.provider)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&harness.provider)
+    harness
+        .provider_answers_then_accepts(ResponseTemplate::new(200).set_delay(Duration::from_secs(3)), 1)
         .await;
     harness.create_app("shop", json!({"": "Code {{pin}}"})).await;
     let dir = tempfile::tempdir().expect("tempdir");

@@ -4,8 +4,6 @@ use lapin::types::AMQPValue;
 use lapin::BasicProperties;
 use serde_json::json;
 use sqlx::PgPool;
-use wiremock::matchers::method;
-use wiremock::{Mock, ResponseTemplate};
 
 use crate::harness::{wait_until, Harness};
 
@@ -19,10 +17,7 @@ fn header(properties: &BasicProperties, name: &str) -> String {
 #[sqlx::test]
 async fn invalid_jobs_are_dead_lettered_with_a_reason_and_the_worker_keeps_consuming(pool: PgPool) {
     let mut harness = Harness::new(pool).await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&harness.provider)
-        .await;
+    harness.provider_accepts().await;
     harness.create_app("shop", json!({"": "Code {{pin}}"})).await;
     harness.start_worker();
 
@@ -159,10 +154,7 @@ async fn a_job_with_a_non_json_content_type_is_dead_lettered(pool: PgPool) {
 #[sqlx::test]
 async fn values_the_database_cannot_store_are_dead_lettered_not_looped(pool: PgPool) {
     let mut harness = Harness::new(pool).await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&harness.provider)
-        .await;
+    harness.provider_accepts().await;
     harness.create_app("shop", json!({"": "Code {{pin}}"})).await;
     harness.start_worker();
     let nul_template = json!({"appId": "shop", "phoneNumber": "+14155550123", "template": "Code {{pin}}\u{0}"});

@@ -18,7 +18,8 @@ use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-use wiremock::MockServer;
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 pub const PIN_KEY: &str = "6f74702d636f75726965722d746573742d6b65792d6f662d33322d6279746573";
 pub const PROVIDER_PATH: &str = "/send";
@@ -132,6 +133,24 @@ impl Harness {
         let path = dir.join("config.toml");
         std::fs::write(&path, toml::to_string(&self.overrides).expect("toml")).expect("write config");
         path
+    }
+
+    /// The fake provider accepts every request.
+    pub async fn provider_accepts(&self) {
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200))
+            .mount(&self.provider)
+            .await;
+    }
+
+    /// The fake provider answers `first` to the first `times` requests, then accepts.
+    pub async fn provider_answers_then_accepts(&self, first: impl wiremock::Respond + 'static, times: u64) {
+        Mock::given(method("POST"))
+            .respond_with(first)
+            .up_to_n_times(times)
+            .mount(&self.provider)
+            .await;
+        self.provider_accepts().await;
     }
 
     /// Starts a worker in this process.

@@ -36,14 +36,8 @@ async fn attempt_outcomes(harness: &Harness) -> Vec<(String, Option<i32>)> {
 #[sqlx::test]
 async fn a_provider_answering_503_twice_then_200_is_retried_and_the_otp_ends_sent(pool: PgPool) {
     let mut harness = Harness::new(pool).await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(503))
-        .up_to_n_times(2)
-        .mount(&harness.provider)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&harness.provider)
+    harness
+        .provider_answers_then_accepts(ResponseTemplate::new(503), 2)
         .await;
     send_one(&mut harness).await;
     wait_for_delivery(&harness, "sent").await;
@@ -91,14 +85,8 @@ async fn a_provider_answering_400_is_not_retried_and_the_otp_ends_failed(pool: P
 #[sqlx::test]
 async fn a_provider_that_hangs_is_cut_off_by_the_timeout_and_retried(pool: PgPool) {
     let mut harness = Harness::new(pool).await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(30)))
-        .up_to_n_times(1)
-        .mount(&harness.provider)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&harness.provider)
+    harness
+        .provider_answers_then_accepts(ResponseTemplate::new(200).set_delay(Duration::from_secs(30)), 1)
         .await;
     send_one(&mut harness).await;
     wait_for_delivery(&harness, "sent").await;
@@ -120,14 +108,8 @@ async fn a_provider_that_hangs_is_cut_off_by_the_timeout_and_retried(pool: PgPoo
 async fn a_round_of_transient_failures_is_rescheduled_durably_and_then_delivered(pool: PgPool) {
     let mut harness = Harness::new(pool).await;
     // quick_retries = 2: the first round makes three requests, all refused.
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(502))
-        .up_to_n_times(3)
-        .mount(&harness.provider)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&harness.provider)
+    harness
+        .provider_answers_then_accepts(ResponseTemplate::new(502), 3)
         .await;
     send_one(&mut harness).await;
     wait_for_delivery(&harness, "sent").await;
@@ -141,14 +123,8 @@ async fn a_round_of_transient_failures_is_rescheduled_durably_and_then_delivered
 #[sqlx::test]
 async fn retry_after_from_the_provider_postpones_the_next_round(pool: PgPool) {
     let mut harness = Harness::new(pool).await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "2"))
-        .up_to_n_times(1)
-        .mount(&harness.provider)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&harness.provider)
+    harness
+        .provider_answers_then_accepts(ResponseTemplate::new(429).insert_header("Retry-After", "2"), 1)
         .await;
     send_one(&mut harness).await;
     wait_for_delivery(&harness, "sent").await;

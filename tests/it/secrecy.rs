@@ -42,15 +42,7 @@ async fn no_pin_appears_in_the_database_the_logs_or_error_texts(pool: PgPool) {
         .respond_with(EchoError(400))
         .mount(&harness.provider)
         .await;
-    Mock::given(method("POST"))
-        .respond_with(EchoError(503))
-        .up_to_n_times(1)
-        .mount(&harness.provider)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&harness.provider)
-        .await;
+    harness.provider_answers_then_accepts(EchoError(503), 1).await;
     harness.create_app("shop", json!({"": "Code {{pin}}"})).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("worker.log");
