@@ -95,7 +95,7 @@ async fn main() -> anyhow::Result<()> {
     let ceiling = raw_transactions(&pool, ceiling_ids, clients, Duration::from_secs(seconds)).await?;
 
     let config = Arc::new(config);
-    let state = otp_courier::cli::build_api(config.clone())?;
+    let state = otp_courier::cli::build_api(config.clone(), &otp_courier::cli::Resources::new(&config)?);
     let (listener, address) = otp_courier::api::bind(&config).await?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     tokio::spawn(otp_courier::api::serve(listener, state, shutdown.clone()));

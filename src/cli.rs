@@ -175,25 +175,49 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds the worker from the configuration.
-pub fn build_worker(config: Arc<Config>) -> anyhow::Result<Worker> {
-    config.require_pin_key()?;
-    let pool = db::pool(&config.database)?;
-    let providers = Providers::from_config(&config.providers, config.delivery.timeout())?;
-    let keys = PinKeys::from_config(&config.pin)?;
-    let deliverer = Deliverer::new(pool, providers, keys, config.delivery.clone(), config.worker.lease());
-    let counters = Counters::new(&config.database)?;
-    Ok(Worker::new(config, deliverer, counters))
+/// What the roles of one process share, built once: `database.max_connections` bounds the
+/// whole process, not each role.
+#[derive(Clone)]
+pub struct Resources {
+    pool: sqlx::PgPool,
+    counters: Counters,
+    providers: Arc<Providers>,
+    keys: PinKeys,
 }
 
-/// Builds the HTTP API's state from the configuration.
-pub fn build_api(config: Arc<Config>) -> anyhow::Result<api::AppState> {
-    config.require_pin_key()?;
-    let pool = db::pool(&config.database)?;
-    let providers = Providers::from_config(&config.providers, config.delivery.timeout())?;
-    let keys = PinKeys::from_config(&config.pin)?;
-    let counters = Counters::new(&config.database)?;
-    Ok(api::AppState::new(pool, counters, config, keys, providers))
+impl Resources {
+    pub fn new(config: &Config) -> anyhow::Result<Self> {
+        config.require_pin_key()?;
+        Ok(Self {
+            pool: db::pool(&config.database)?,
+            counters: Counters::new(&config.database)?,
+            providers: Arc::new(Providers::from_config(&config.providers, config.delivery.timeout())?),
+            keys: PinKeys::from_config(&config.pin)?,
+        })
+    }
+}
+
+/// Builds the worker.
+pub fn build_worker(config: Arc<Config>, shared: &Resources) -> Worker {
+    let deliverer = Deliverer::new(
+        shared.pool.clone(),
+        shared.providers.clone(),
+        shared.keys.clone(),
+        config.delivery.clone(),
+        config.worker.lease(),
+    );
+    Worker::new(config, deliverer, shared.counters.clone())
+}
+
+/// Builds the HTTP API's state.
+pub fn build_api(config: Arc<Config>, shared: &Resources) -> api::AppState {
+    let Resources {
+        pool,
+        counters,
+        providers,
+        keys,
+    } = shared.clone();
+    api::AppState::new(pool, counters, config, keys, providers)
 }
 
 /// Runs the chosen roles until SIGTERM or ctrl-c, then lets each drain.
@@ -201,8 +225,9 @@ async fn run_roles(config: Arc<Config>, worker: bool, http: bool) -> anyhow::Res
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let mut roles = tokio::task::JoinSet::new();
+    let shared = Resources::new(&config)?;
     if worker {
-        let worker = build_worker(config.clone())?;
+        let worker = build_worker(config.clone(), &shared);
         let shutdown = shutdown.clone();
         roles.spawn(async move {
             worker.run(shutdown).await;
@@ -210,7 +235,7 @@ async fn run_roles(config: Arc<Config>, worker: bool, http: bool) -> anyhow::Res
         });
     }
     if http {
-        let state = build_api(config.clone())?;
+        let state = build_api(config.clone(), &shared);
         let (listener, _) = api::bind(&config)
             .await
             .with_context(|| format!("binding {}", config.api.listen))?;

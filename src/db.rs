@@ -13,26 +13,32 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// A lazily connecting pool: a process starts while the database is down and recovers
 /// when it comes back, instead of failing at start.
 pub fn pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
-    let options: PgConnectOptions = config.url.expose().parse()?;
-    Ok(PgPoolOptions::new()
-        .max_connections(config.max_connections)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy_with(options.application_name("otp-courier")))
+    lazy_pool(config, config.max_connections, |options| {
+        options.application_name("otp-courier")
+    })
 }
 
 /// A pool whose commits do not wait for the WAL flush (`synchronous_commit = off`), for
 /// data a crash may lose without harm. Never for OTP state. Its statements are single short
 /// upserts, so a quarter of `database.max_connections` serves it.
 pub fn relaxed_pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
+    lazy_pool(config, (config.max_connections / 4).max(1), |options| {
+        options
+            .application_name("otp-courier counters")
+            .options([("synchronous_commit", "off")])
+    })
+}
+
+fn lazy_pool(
+    config: &DatabaseConfig,
+    size: u32,
+    adjust: impl FnOnce(PgConnectOptions) -> PgConnectOptions,
+) -> Result<PgPool, sqlx::Error> {
     let options: PgConnectOptions = config.url.expose().parse()?;
     Ok(PgPoolOptions::new()
-        .max_connections((config.max_connections / 4).max(1))
+        .max_connections(size)
         .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy_with(
-            options
-                .application_name("otp-courier counters")
-                .options([("synchronous_commit", "off")]),
-        ))
+        .connect_lazy_with(adjust(options)))
 }
 
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {

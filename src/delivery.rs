@@ -97,7 +97,7 @@ pub struct Deliverer {
 
 struct Inner {
     pool: PgPool,
-    providers: Providers,
+    providers: Arc<Providers>,
     pin_keys: pin::PinKeys,
     config: DeliveryConfig,
     lease: Duration,
@@ -106,7 +106,7 @@ struct Inner {
 impl Deliverer {
     pub fn new(
         pool: PgPool,
-        providers: Providers,
+        providers: Arc<Providers>,
         pin_keys: pin::PinKeys,
         config: DeliveryConfig,
         lease: Duration,

@@ -28,6 +28,15 @@ impl Caller {
             Caller::Operator => None,
         }
     }
+
+    /// The app a read covers: an app's own, always; for an operator the one it asked for,
+    /// or every app (`None`).
+    pub fn scope(&self, requested: Option<String>) -> Option<String> {
+        match self {
+            Caller::App(app) => Some(app.as_str().to_string()),
+            Caller::Operator => requested,
+        }
+    }
 }
 
 /// A freshly issued credential; the secret exists nowhere else.

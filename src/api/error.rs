@@ -65,6 +65,24 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+impl From<crate::domain::JobError> for ApiError {
+    fn from(error: crate::domain::JobError) -> Self {
+        ApiError::Rejected {
+            reason: error.reason(),
+            detail: error.to_string(),
+        }
+    }
+}
+
+impl From<crate::intake::Rejection> for ApiError {
+    fn from(rejection: crate::intake::Rejection) -> Self {
+        ApiError::Rejected {
+            reason: rejection.reason(),
+            detail: rejection.to_string(),
+        }
+    }
+}
+
 /// The problem body, for the OpenAPI document.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Problem {

@@ -43,7 +43,7 @@ pub struct Inner {
     pub pool: PgPool,
     pub config: Arc<Config>,
     pub keys: PinKeys,
-    pub providers: Providers,
+    pub providers: Arc<Providers>,
     pub publisher: Publisher,
     pub counters: Counters,
 }
@@ -56,7 +56,13 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(pool: PgPool, counters: Counters, config: Arc<Config>, keys: PinKeys, providers: Providers) -> Self {
+    pub fn new(
+        pool: PgPool,
+        counters: Counters,
+        config: Arc<Config>,
+        keys: PinKeys,
+        providers: Arc<Providers>,
+    ) -> Self {
         let publisher = Publisher::new(config.amqp.clone());
         Self {
             inner: Arc::new(Inner {

@@ -49,10 +49,6 @@ pub async fn send(
         message_id: None,
         max_body_bytes: config.api.max_body_bytes,
         allow_http_callbacks: config.callbacks.allow_http,
-    })
-    .map_err(|e| ApiError::Rejected {
-        reason: e.reason(),
-        detail: e.to_string(),
     })?;
     let request_id = job.request_id.as_str().to_string();
     if let Some(existing) = existing_otp(&state, job.app_id.as_str(), &request_id).await? {
@@ -65,17 +61,10 @@ pub async fn send(
     }
     let app = intake::load_app(&state.pool, &job)
         .await
-        .map_err(|e| ApiError::Internal(Box::new(e)))?
-        .map_err(|r| ApiError::Rejected {
-            reason: r.reason(),
-            detail: r.to_string(),
-        })?;
+        .map_err(|e| ApiError::Internal(Box::new(e)))??;
     let region = job.phone.region().map(str::to_string);
     let phone = job.phone.as_str().to_string();
-    let otp = intake::resolve(job, &app, Source::Api, config, &state.providers).map_err(|r| ApiError::Rejected {
-        reason: r.reason(),
-        detail: r.to_string(),
-    })?;
+    let otp = intake::resolve(job, &app, Source::Api, config, &state.providers)?;
     let headers = check_send_limits(&state, app.id.as_str(), &phone, region.as_deref()).await?;
     // A producer's request id names one OTP for good, so its id can be derived from it:
     // concurrent sends of the same request then answer with the same id. A key derived from

@@ -118,10 +118,7 @@ pub async fn list(
             reason: "must be between 1 and 200".into(),
         });
     }
-    let app = match &caller {
-        Caller::App(app) => Some(app.as_str().to_string()),
-        Caller::Operator => filter.app_id.clone(),
-    };
+    let app = caller.scope(filter.app_id.clone());
     let (after_time, after_id) = match filter.cursor.as_deref().map(decode_cursor).transpose()? {
         Some((time, id)) => (Some(time), Some(id)),
         None => (None, None),

@@ -67,10 +67,7 @@ pub async fn reports(
             reason: "must not be after until".into(),
         });
     }
-    let app = match &caller {
-        Caller::App(app) => Some(app.as_str().to_string()),
-        Caller::Operator => filter.app_id,
-    };
+    let app = caller.scope(filter.app_id);
     // One scan: grouping sets give each breakdown; grouping() says which a row belongs to.
     let rows = sqlx::query!(
         r#"select grouping(status, channel, locale, provider, to_char(created_at at time zone 'UTC', 'YYYY-MM-DD')) as "set!",

@@ -155,7 +155,11 @@ impl Harness {
 
     /// Starts a worker in this process.
     pub fn start_worker(&mut self) {
-        let worker = otp_courier::cli::build_worker(Arc::new(self.config())).expect("worker builds");
+        let worker = {
+            let config = Arc::new(self.config());
+            let shared = otp_courier::cli::Resources::new(&config).expect("resources");
+            otp_courier::cli::build_worker(config, &shared)
+        };
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(worker.run(shutdown.clone()));
         self.worker = Some((shutdown, task));
@@ -164,7 +168,10 @@ impl Harness {
     /// Starts the HTTP API in this process on a free loopback port; returns its base URL.
     pub async fn start_api(&mut self) -> String {
         let config = Arc::new(self.config());
-        let state = otp_courier::cli::build_api(config.clone()).expect("api builds");
+        let state = otp_courier::cli::build_api(
+            config.clone(),
+            &otp_courier::cli::Resources::new(&config).expect("resources"),
+        );
         let (listener, address) = otp_courier::api::bind(&config).await.expect("bind");
         let shutdown = CancellationToken::new();
         tokio::spawn(otp_courier::api::serve(listener, state, shutdown.clone()));
