@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # End to end on this machine: PostgreSQL and RabbitMQ up, a fresh demo database migrated,
-# `otp-courier serve` running (worker + HTTP API), a demo app created, one OTP job published
-# to RabbitMQ and delivered through the `file` provider (a local file standing in for a
-# phone), and the code read from that "phone" verified through the HTTP API.
+# `otp-courier serve` running (worker + HTTP API + dispatcher), a demo app created, one OTP job
+# published to RabbitMQ and delivered through the `file` provider (a local file standing in
+# for a phone), the code read from that "phone" verified through the HTTP API, and the signed
+# status callbacks received (and their signatures checked) by a local receiver.
 # Leaves the server running when --keep is given; otherwise stops it gracefully.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +13,8 @@ keep=false
 bash scripts/services.sh
 demo=.demo
 mkdir -p "$demo"
-rm -f "$demo/messages.jsonl" "$demo/serve.log"
+rm -f "$demo/messages.jsonl" "$demo/serve.log" "$demo/callbacks.jsonl"
+hook_port=${OTP_DEMO_HOOK_PORT:-8081}
 
 psql "postgres://postgres:postgres@127.0.0.1:5432/postgres" -qc "drop database if exists otp_courier_demo" \
   -c "create database otp_courier_demo"
@@ -34,6 +36,11 @@ listen = "127.0.0.1:${OTP_DEMO_PORT:-8080}"
 active_key = "demo"
 [pin.keys]
 demo = "$key"
+
+# The demo's callback receiver runs on loopback, which the SSRF guard refuses unless allowlisted.
+[callbacks]
+allow_http = true
+allow_networks = ["127.0.0.1/32"]
 
 [routing]
 sms = "phone-file"
@@ -59,9 +66,19 @@ done
 
 "$bin" apps create --id demo --name "Demo shop" --from DemoShop \
   --template 'Your DemoShop code is {{pin}}. It expires in {{ttl_minutes}} minutes.' \
-  --localized 'fr=Votre code DemoShop : {{pin}}. Il expire dans {{ttl_minutes}} minutes.' | tee "$demo/app.txt"
+  --localized 'fr=Votre code DemoShop : {{pin}}. Il expire dans {{ttl_minutes}} minutes.' \
+  --callback-url "http://127.0.0.1:$hook_port/hooks/otp" | tee "$demo/app.txt"
 api_key=$(awk '/^api key/ {print $3}' "$demo/app.txt")
 api_secret=$(awk '/^api secret/ {print $3}' "$demo/app.txt")
+webhook_secret=$(awk '/^webhook secret/ {print $3}' "$demo/app.txt")
+
+python3 scripts/demo-receiver.py "$hook_port" "$webhook_secret" "$demo/callbacks.jsonl" &
+receiver=$!
+for _ in $(seq 1 40); do
+  curl -s -o /dev/null "http://127.0.0.1:$hook_port/" && break
+  sleep 0.25
+done
+trap '[ "$keep" = true ] || { kill -TERM $server $receiver 2>/dev/null; wait $server 2>/dev/null || true; }' EXIT
 
 echo "publishing a send job for +33 6 12 34 56 78 (a French number: the French template is chosen)"
 "$bin" enqueue --app demo --phone "+33612345678" --request-id "demo-$(date +%s)"
@@ -89,9 +106,18 @@ curl -sS -u "$api_key:$api_secret" -H 'content-type: application/json' \
   -d "{\"otpId\": \"$otp_id\", \"code\": \"$code\"}" "$api/v1/otp/verify"
 echo
 echo
+for _ in $(seq 1 60); do
+  [ -f "$demo/callbacks.jsonl" ] && [ "$(wc -l < "$demo/callbacks.jsonl")" -ge 2 ] && break
+  sleep 0.5
+done
+echo "status callbacks the receiver got on 127.0.0.1:$hook_port ($demo/callbacks.jsonl):"
+cat "$demo/callbacks.jsonl"
+grep -q '"type": "otp.verified"' "$demo/callbacks.jsonl" || { cat "$demo/serve.log"; echo "no otp.verified callback"; exit 1; }
+! grep -q INVALID "$demo/callbacks.jsonl" || { echo "a callback signature did not verify"; exit 1; }
+echo
 echo "state in PostgreSQL:"
 psql "postgres://postgres:postgres@127.0.0.1:5432/otp_courier_demo" -c \
-  "select o.id, o.status, o.delivery, o.locale, o.parts, o.attempts, (select string_agg(event_type, ',' order by created_at) from outbox where otp_id = o.id) as events from otps o"
+  "select o.id, o.status, o.delivery, o.locale, o.parts, o.attempts, (select string_agg(event_type || ':' || state, ',' order by seq) from outbox where otp_id = o.id) as callbacks from otps o"
 if [ "$keep" = true ]; then
   echo "otp-courier serve keeps running (pid $server); logs in $demo/serve.log"
 fi

@@ -62,6 +62,8 @@ ensure_rabbitmq() {
 }
 
 command -v curl >/dev/null 2>&1 || apt_install curl
+# The demo's callback receiver and the CI's schemathesis run on Python.
+command -v python3 >/dev/null 2>&1 || apt_install python3 python3-venv
 ensure_postgres
 ensure_rabbitmq
 log "PostgreSQL and RabbitMQ are ready"

@@ -15,11 +15,12 @@ use tokio_util::sync::CancellationToken;
 use crate::apps::{self, NewApp};
 use crate::config::Config;
 use crate::delivery::Deliverer;
+use crate::dispatcher::Dispatcher;
 use crate::domain::AppId;
 use crate::pin::PinKeys;
 use crate::provider::Providers;
 use crate::ratelimit::Counters;
-use crate::{amqp, api, db, keys, telemetry, Worker};
+use crate::{amqp, api, db, keys, telemetry, webhook, Worker};
 
 #[derive(Debug, Parser)]
 #[command(name = "otp-courier", version, about = "One-time passwords by SMS and WhatsApp")]
@@ -39,6 +40,8 @@ pub enum Command {
     Worker,
     /// Run the HTTP API role.
     Api,
+    /// Run the dispatcher role: send the outbox's status callbacks.
+    Dispatcher,
     /// Apply database migrations and exit.
     Migrate,
     /// Manage apps (tenants).
@@ -141,10 +144,38 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => {
             migrate(&config).await?;
-            run_roles(config, true, true).await
+            run_roles(config, Roles::all()).await
         }
-        Command::Worker => run_roles(config, true, false).await,
-        Command::Api => run_roles(config, false, true).await,
+        Command::Worker => {
+            run_roles(
+                config,
+                Roles {
+                    worker: true,
+                    ..Roles::none()
+                },
+            )
+            .await
+        }
+        Command::Api => {
+            run_roles(
+                config,
+                Roles {
+                    http: true,
+                    ..Roles::none()
+                },
+            )
+            .await
+        }
+        Command::Dispatcher => {
+            run_roles(
+                config,
+                Roles {
+                    dispatcher: true,
+                    ..Roles::none()
+                },
+            )
+            .await
+        }
         Command::Migrate => migrate(&config).await,
         Command::Apps(AppsCommand::Create(args)) => create_app(&config, *args).await,
         Command::Apps(AppsCommand::List) => list_apps(&config).await,
@@ -220,13 +251,44 @@ pub fn build_api(config: Arc<Config>, shared: &Resources) -> api::AppState {
     api::AppState::new(pool, counters, config, keys, providers)
 }
 
+/// Builds the dispatcher.
+pub fn build_dispatcher(config: &Config, shared: &Resources) -> anyhow::Result<Dispatcher> {
+    let sender = webhook::Sender::new(&config.callbacks).context("building the callback HTTP client")?;
+    Ok(Dispatcher::new(shared.pool.clone(), sender, config.callbacks.clone()))
+}
+
+/// Which roles a process runs.
+#[derive(Debug, Clone, Copy)]
+struct Roles {
+    worker: bool,
+    http: bool,
+    dispatcher: bool,
+}
+
+impl Roles {
+    fn all() -> Self {
+        Self {
+            worker: true,
+            http: true,
+            dispatcher: true,
+        }
+    }
+    fn none() -> Self {
+        Self {
+            worker: false,
+            http: false,
+            dispatcher: false,
+        }
+    }
+}
+
 /// Runs the chosen roles until SIGTERM or ctrl-c, then lets each drain.
-async fn run_roles(config: Arc<Config>, worker: bool, http: bool) -> anyhow::Result<()> {
+async fn run_roles(config: Arc<Config>, run: Roles) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let mut roles = tokio::task::JoinSet::new();
     let shared = Resources::new(&config)?;
-    if worker {
+    if run.worker {
         let worker = build_worker(config.clone(), &shared);
         let shutdown = shutdown.clone();
         roles.spawn(async move {
@@ -234,7 +296,15 @@ async fn run_roles(config: Arc<Config>, worker: bool, http: bool) -> anyhow::Res
             Ok(())
         });
     }
-    if http {
+    if run.dispatcher {
+        let dispatcher = build_dispatcher(&config, &shared)?;
+        let (shutdown, grace) = (shutdown.clone(), config.worker.shutdown_grace());
+        roles.spawn(async move {
+            dispatcher.run(shutdown, grace).await;
+            Ok(())
+        });
+    }
+    if run.http {
         let state = build_api(config.clone(), &shared);
         let (listener, _) = api::bind(&config)
             .await

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
+use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::domain::Channel;
@@ -160,6 +161,39 @@ pub struct ApiConfig {
 #[derive(Debug, Clone, Deserialize)]
 pub struct CallbacksConfig {
     pub allow_http: bool,
+    #[serde(deserialize_with = "networks")]
+    pub allow_networks: Vec<IpNet>,
+    pub timeout_seconds: u64,
+    pub max_response_bytes: usize,
+    pub retry_schedule_seconds: Vec<u64>,
+    pub concurrency: usize,
+    pub per_destination: usize,
+    pub lease_seconds: u64,
+    pub poll_interval_ms: u64,
+}
+
+impl CallbacksConfig {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_seconds)
+    }
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_seconds)
+    }
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms)
+    }
+}
+
+/// Networks as CIDR (`10.1.0.0/16`) or single addresses (`127.0.0.1`).
+fn networks<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<IpNet>, D::Error> {
+    Vec::<String>::deserialize(deserializer)?
+        .iter()
+        .map(|text| {
+            text.parse::<IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| serde::de::Error::custom(format!("`{text}` is not an IP network (CIDR) or address")))
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -300,6 +334,7 @@ impl Config {
             1..=600,
         )?;
         self.validate_delivery()?;
+        self.validate_callbacks()?;
         self.validate_limits_and_api()?;
         self.validate_pin_keys()?;
         self.validate_routing()
@@ -339,6 +374,26 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    fn validate_callbacks(&self) -> Result<(), ConfigError> {
+        let c = &self.callbacks;
+        in_range("callbacks.timeout_seconds", c.timeout_seconds, 1..=60)?;
+        in_range("callbacks.max_response_bytes", c.max_response_bytes, 0..=1_048_576)?;
+        in_range(
+            "callbacks.retry_schedule_seconds (entries)",
+            c.retry_schedule_seconds.len(),
+            0..=20,
+        )?;
+        for delay in &c.retry_schedule_seconds {
+            in_range("callbacks.retry_schedule_seconds", *delay, 1..=86_400)?;
+        }
+        in_range("callbacks.concurrency", c.concurrency, 1..=10_000)?;
+        in_range("callbacks.per_destination", c.per_destination, 1..=c.concurrency)?;
+        in_range("callbacks.poll_interval_ms", c.poll_interval_ms, 50..=60_000)?;
+        // Another dispatcher takes a callback over when its lease lapses, so the lease must
+        // outlast the request or every slow receiver would get each event twice.
+        in_range("callbacks.lease_seconds", c.lease_seconds, c.timeout_seconds + 1..=3600)
     }
 
     fn validate_limits_and_api(&self) -> Result<(), ConfigError> {

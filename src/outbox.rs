@@ -1,6 +1,7 @@
 //! The transactional outbox: each status event is a row written by the transaction that
 //! made the change, so a change and its callback can never part ways. The row holds the
-//! exact callback payload; its id is the `webhook-id`.
+//! exact callback payload; its id is the `webhook-id`. Rows with a callback URL start
+//! `pending` for the dispatcher; the rest are `none`.
 
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -79,8 +80,8 @@ pub async fn record(conn: &mut PgConnection, event: EventType, otp: &OtpSnapshot
         "data": otp,
     });
     sqlx::query!(
-        "insert into outbox (id, otp_id, app_id, event_type, callback_url, payload, created_at)
-         values ($1, $2, $3, $4, $5, $6, $7)",
+        "insert into outbox (id, otp_id, app_id, event_type, callback_url, payload, created_at, state)
+         values ($1, $2, $3, $4, $5, $6, $7, case when $5::text is null then 'none' else 'pending' end)",
         id.as_uuid(),
         otp.otp_id.map(|id| id.as_uuid()) as Option<Uuid>,
         otp.app_id,

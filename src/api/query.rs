@@ -1,5 +1,7 @@
 //! The read side: one OTP, a filtered list, its events and its attempts. Never a PIN.
 
+use std::collections::HashMap;
+
 use axum::extract::{Path, State};
 use axum::Json;
 use base64::Engine;
@@ -194,6 +196,32 @@ pub struct EventView {
     created_at: OffsetDateTime,
     /// The callback body.
     payload: Value,
+    /// Its delivery to `otpCallbackUrl`; absent when the OTP has no callback URL.
+    callback: Option<CallbackView>,
+}
+
+/// Where a callback stands, and every attempt at it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CallbackView {
+    /// `pending`, `delivered`, `gone` (the receiver answered 410) or `dead` (out of retries).
+    state: String,
+    #[serde(with = "time::serde::rfc3339::option")]
+    next_attempt_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    delivered_at: Option<OffsetDateTime>,
+    attempts: Vec<CallbackAttemptView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CallbackAttemptView {
+    attempt: i32,
+    #[serde(with = "time::serde::rfc3339")]
+    started_at: OffsetDateTime,
+    http_status: Option<i32>,
+    latency_ms: i32,
+    error: Option<String>,
 }
 
 /// The status events of one OTP, oldest first.
@@ -207,11 +235,30 @@ pub async fn events(
 ) -> Result<Json<Vec<EventView>>, ApiError> {
     let id = visible(&state, &caller, &id).await?;
     let rows = sqlx::query!(
-        "select id, event_type, created_at, payload from outbox where otp_id = $1 order by created_at, id",
+        "select id, event_type, created_at, payload, state, next_attempt_at, delivered_at
+         from outbox where otp_id = $1 order by seq",
         id
     )
     .fetch_all(&state.pool)
     .await?;
+    let mut attempts: HashMap<Uuid, Vec<CallbackAttemptView>> = HashMap::new();
+    for a in sqlx::query!(
+        "select a.event_id, a.attempt, a.started_at, a.http_status, a.latency_ms, a.error
+         from callback_attempts a join outbox o on o.id = a.event_id
+         where o.otp_id = $1 order by a.id",
+        id
+    )
+    .fetch_all(&state.pool)
+    .await?
+    {
+        attempts.entry(a.event_id).or_default().push(CallbackAttemptView {
+            attempt: a.attempt,
+            started_at: a.started_at,
+            http_status: a.http_status,
+            latency_ms: a.latency_ms,
+            error: a.error,
+        });
+    }
     Ok(Json(
         rows.into_iter()
             .map(|r| EventView {
@@ -219,6 +266,12 @@ pub async fn events(
                 kind: r.event_type,
                 created_at: r.created_at,
                 payload: r.payload,
+                callback: (r.state != "none").then(|| CallbackView {
+                    next_attempt_at: (r.state == "pending").then_some(r.next_attempt_at),
+                    state: r.state,
+                    delivered_at: r.delivered_at,
+                    attempts: attempts.remove(&r.id).unwrap_or_default(),
+                }),
             })
             .collect(),
     ))

@@ -207,7 +207,8 @@ impl Http {
     }
 }
 
-async fn read_limited(mut response: Response, limit: usize) -> Result<String, reqwest::Error> {
+/// The start of a response body, at most `limit` bytes of it; the rest is never read.
+pub(crate) async fn read_limited(mut response: Response, limit: usize) -> Result<String, reqwest::Error> {
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await? {
         let room = limit.saturating_sub(body.len());
@@ -220,7 +221,7 @@ async fn read_limited(mut response: Response, limit: usize) -> Result<String, re
 }
 
 /// `Retry-After` as seconds or an HTTP date.
-fn retry_after(response: &Response) -> Option<Duration> {
+pub(crate) fn retry_after(response: &Response) -> Option<Duration> {
     let value = response.headers().get(RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));

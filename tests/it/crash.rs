@@ -4,7 +4,7 @@ use serde_json::json;
 use sqlx::PgPool;
 use wiremock::ResponseTemplate;
 
-use crate::harness::{wait_until, Harness, WorkerProcess};
+use crate::harness::{wait_until, Harness, RoleProcess};
 
 #[sqlx::test]
 async fn a_worker_killed_between_provider_call_and_ack_sends_the_same_pin_at_most_once_more(pool: PgPool) {
@@ -18,7 +18,7 @@ async fn a_worker_killed_between_provider_call_and_ack_sends_the_same_pin_at_mos
     let config = harness.config_file(dir.path());
     let log = dir.path().join("worker.log");
 
-    let mut worker = WorkerProcess::spawn(&config, &log);
+    let mut worker = RoleProcess::spawn("worker", &config, &log);
     harness
         .publish(br#"{"appId": "shop", "phoneNumber": "+14155550123", "requestId": "r-1"}"#)
         .await;
@@ -30,7 +30,7 @@ async fn a_worker_killed_between_provider_call_and_ack_sends_the_same_pin_at_mos
     let otp = &harness.otp_rows().await[0];
     assert_eq!(otp.delivery, "sending", "killed before the outcome was recorded");
 
-    let mut worker = WorkerProcess::spawn(&config, &log);
+    let mut worker = RoleProcess::spawn("worker", &config, &log);
     wait_until("delivered after restart", Duration::from_secs(30), || async {
         harness.otp_rows().await[0].delivery == "sent"
     })

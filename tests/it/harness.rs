@@ -49,6 +49,7 @@ pub struct Harness {
     connection: Connection,
     pub overrides: Value,
     worker: Option<(CancellationToken, JoinHandle<()>)>,
+    dispatcher: Option<(CancellationToken, JoinHandle<()>)>,
     api: Option<CancellationToken>,
 }
 
@@ -66,7 +67,8 @@ impl Harness {
             "delivery": {"timeout_ms": 500, "quick_retries": 2, "quick_retry_min_delay_ms": 10,
                          "quick_retry_max_delay_ms": 50, "retry_schedule_seconds": [1]},
             "pin": {"active_key": "k1", "keys": {"k1": PIN_KEY}},
-            "callbacks": {"allow_http": true},
+            "callbacks": {"allow_http": true, "allow_networks": ["127.0.0.1/32"], "timeout_seconds": 2,
+                          "lease_seconds": 5, "poll_interval_ms": 100, "retry_schedule_seconds": [1, 1, 1]},
             "log": {"format": "json", "filter": "otp_courier=debug,info"},
             "api": {"listen": "127.0.0.1:0"},
             "routing": {"sms": "fake", "whatsapp": "fake"},
@@ -100,6 +102,7 @@ impl Harness {
             connection,
             overrides,
             worker: None,
+            dispatcher: None,
             api: None,
         }
     }
@@ -163,6 +166,38 @@ impl Harness {
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(worker.run(shutdown.clone()));
         self.worker = Some((shutdown, task));
+    }
+
+    /// Starts a dispatcher in this process.
+    pub fn start_dispatcher(&mut self) {
+        let sender = otp_courier::webhook::Sender::new(&self.config().callbacks).expect("callback client");
+        self.start_dispatcher_with(sender);
+    }
+
+    /// Starts a dispatcher in this process that sends through `sender`.
+    pub fn start_dispatcher_with(&mut self, sender: otp_courier::webhook::Sender) {
+        let config = self.config();
+        let dispatcher = otp_courier::dispatcher::Dispatcher::new(self.pool.clone(), sender, config.callbacks);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(dispatcher.run(shutdown.clone(), Duration::from_secs(5)));
+        self.dispatcher = Some((shutdown, task));
+    }
+
+    /// Issues the app's webhook signing secret; earlier ones keep signing for `grace`.
+    pub async fn webhook_secret(&self, app: &str, grace: Option<time::Duration>) -> String {
+        let app = otp_courier::domain::AppId::parse(app).expect("app id");
+        let mut conn = self.pool.acquire().await.expect("conn");
+        otp_courier::keys::rotate_webhook_secret(&mut conn, &app, grace)
+            .await
+            .expect("webhook secret")
+    }
+
+    /// The callback state of every event, oldest first: (event type, state, attempts).
+    pub async fn callbacks(&self) -> Vec<(String, String, i32)> {
+        sqlx::query_as("select event_type, state, attempts from outbox order by seq")
+            .fetch_all(&self.pool)
+            .await
+            .expect("outbox")
     }
 
     /// Starts the HTTP API in this process on a free loopback port; returns its base URL.
@@ -298,6 +333,10 @@ impl Harness {
     /// Stops the worker and deletes this test's queues.
     pub async fn finish(mut self) {
         self.stop_worker().await;
+        if let Some((shutdown, task)) = self.dispatcher.take() {
+            shutdown.cancel();
+            task.await.expect("dispatcher task ends cleanly");
+        }
         if let Some(api) = self.api.take() {
             api.cancel();
         }
@@ -355,13 +394,13 @@ pub fn amqp_url() -> String {
     std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
-/// The `otp-courier worker` binary, run as its own process with stderr captured to a file.
-pub struct WorkerProcess {
+/// An `otp-courier` role (`worker`, `dispatcher`) run as its own process, output captured to a file.
+pub struct RoleProcess {
     child: tokio::process::Child,
 }
 
-impl WorkerProcess {
-    pub fn spawn(config: &std::path::Path, log: &std::path::Path) -> Self {
+impl RoleProcess {
+    pub fn spawn(role: &str, config: &std::path::Path, log: &std::path::Path) -> Self {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -370,13 +409,13 @@ impl WorkerProcess {
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_otp-courier"))
             .arg("--config")
             .arg(config)
-            .arg("worker")
+            .arg(role)
             .env("RUST_LOG", "debug")
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
             .kill_on_drop(true)
             .spawn()
-            .expect("worker binary starts");
+            .expect("otp-courier binary starts");
         Self { child }
     }
 

@@ -2,6 +2,7 @@
 
 mod api;
 mod api_verify;
+mod callbacks;
 mod crash;
 mod dead_letters;
 mod harness;
@@ -9,3 +10,4 @@ mod pipeline;
 mod providers;
 mod retries;
 mod secrecy;
+mod ssrf;

@@ -5,7 +5,7 @@ use sqlx::PgPool;
 use wiremock::matchers::{body_string_contains, method};
 use wiremock::{Mock, Request, Respond, ResponseTemplate};
 
-use crate::harness::{wait_until, Harness, WorkerProcess};
+use crate::harness::{wait_until, Harness, RoleProcess};
 
 /// A provider that puts the whole request, PIN included, into its error answer.
 struct EchoError(u16);
@@ -46,7 +46,7 @@ async fn no_pin_appears_in_the_database_the_logs_or_error_texts(pool: PgPool) {
     harness.create_app("shop", json!({"": "Code {{pin}}"})).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("worker.log");
-    let mut worker = WorkerProcess::spawn(&harness.config_file(dir.path()), &log);
+    let mut worker = RoleProcess::spawn("worker", &harness.config_file(dir.path()), &log);
 
     for phone in ["+14155550101", "+14155550102"] {
         let job = json!({"appId": "shop", "phoneNumber": phone, "pinType": "alphanumeric", "pinLength": 10});

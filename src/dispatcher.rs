@@ -1,0 +1,378 @@
+//! The dispatcher role: turns outbox rows into signed callbacks.
+//!
+//! A batch is claimed in one short statement (`FOR UPDATE SKIP LOCKED`, the lease written
+//! into `next_attempt_at`, `attempts` bumped as the fence); each POST runs outside any
+//! transaction; its outcome lands only while `attempts` still matches, so a dispatcher
+//! whose lease lapsed cannot overwrite its successor. An OTP's events go out in commit
+//! order: an event waits while an earlier one of the same OTP is pending. No destination
+//! (host:port) holds more than `per_destination` of the process's slots, so a slow
+//! receiver cannot starve the others. `LISTEN otp_courier_outbox` wakes the loop; a poll
+//! catches retries that come due and anything a lost notification missed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use serde_json::Value;
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use crate::config::CallbacksConfig;
+use crate::domain::EventId;
+use crate::webhook::{self, Answer, Message, Sender};
+
+/// The channel the outbox trigger notifies.
+pub const CHANNEL: &str = "otp_courier_outbox";
+
+/// An event this process holds the lease of, with what sending it needs.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub id: Uuid,
+    /// This attempt's number, 1-based; also the fence.
+    pub attempts: i32,
+    pub app_id: String,
+    pub callback_url: String,
+    pub destination: String,
+    pub payload: Value,
+    /// The app's valid signing secrets, newest first.
+    pub secrets: Vec<String>,
+}
+
+/// Where an event stands after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Delivered,
+    /// Another attempt is scheduled.
+    Retrying,
+    Gone,
+    Dead,
+    /// The lease lapsed and another dispatcher took the event over; only the attempt was recorded.
+    Superseded,
+}
+
+impl State {
+    fn as_str(self) -> &'static str {
+        match self {
+            State::Delivered => "delivered",
+            State::Retrying | State::Superseded => "pending",
+            State::Gone => "gone",
+            State::Dead => "dead",
+        }
+    }
+}
+
+/// In-flight callbacks per destination, shared by the claim loop and its tasks.
+#[derive(Debug, Default, Clone)]
+struct Busy(Arc<Mutex<HashMap<String, i32>>>);
+
+impl Busy {
+    fn start(&self, destination: &str) {
+        *self.lock().entry(destination.to_string()).or_default() += 1;
+    }
+
+    fn finish(&self, destination: &str) {
+        let mut map = self.lock();
+        if let Some(n) = map.get_mut(destination) {
+            *n -= 1;
+            if *n <= 0 {
+                map.remove(destination);
+            }
+        }
+    }
+
+    /// (destinations, in flight) for the claim query.
+    fn snapshot(&self) -> (Vec<String>, Vec<i32>) {
+        self.lock().iter().map(|(d, n)| (d.clone(), *n)).unzip()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, i32>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[derive(Clone)]
+pub struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    sender: Sender,
+    config: CallbacksConfig,
+}
+
+impl Dispatcher {
+    pub fn new(pool: PgPool, sender: Sender, config: CallbacksConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner { pool, sender, config }),
+        }
+    }
+
+    /// Dispatches until `shutdown`, then gives in-flight callbacks `grace` to finish (the
+    /// leases of any still running lapse and another dispatcher retries them).
+    pub async fn run(self, shutdown: CancellationToken, grace: Duration) {
+        let config = &self.inner.config;
+        let slots = Arc::new(Semaphore::new(config.concurrency));
+        let freed = Arc::new(Notify::new());
+        let busy = Busy::default();
+        let running = TaskTracker::new();
+        let mut listener = None;
+        while !shutdown.is_cancelled() {
+            if listener.is_none() {
+                listener = self.listen().await;
+            }
+            // Wait for a quarter of the slots rather than claim one event per completion.
+            if slots.available_permits() < (config.concurrency / 4).max(1) {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = freed.notified() => continue,
+                    () = tokio::time::sleep(config.poll_interval()) => continue,
+                }
+            }
+            let (asked, claimed) = self.claim_and_spawn(&slots, &freed, &busy, &running).await;
+            if claimed == asked {
+                continue; // a full batch: more may be due
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = wake(&mut listener) => {}
+                () = freed.notified(), if claimed > 0 || !running.is_empty() => {}
+                () = tokio::time::sleep(config.poll_interval()) => {}
+            }
+        }
+        running.close();
+        if tokio::time::timeout(grace, running.wait()).await.is_err() {
+            tracing::warn!("callbacks still in flight at shutdown; their leases will lapse and they will be retried");
+        }
+    }
+
+    async fn listen(&self) -> Option<PgListener> {
+        let listen = async {
+            let mut listener = PgListener::connect_with(&self.inner.pool).await?;
+            listener.listen(CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        match listen.await {
+            Ok(listener) => Some(listener),
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for outbox notifications; polling");
+                None
+            }
+        }
+    }
+
+    /// Claims as many due events as there are free slots and sends each in its own task;
+    /// returns (free slots, claimed).
+    async fn claim_and_spawn(
+        &self,
+        slots: &Arc<Semaphore>,
+        freed: &Arc<Notify>,
+        busy: &Busy,
+        running: &TaskTracker,
+    ) -> (usize, usize) {
+        let free = slots.available_permits();
+        let events = match self.claim(free, busy).await {
+            Ok(events) => events,
+            Err(error) => {
+                tracing::warn!(%error, "could not claim due callbacks");
+                return (free, 0);
+            }
+        };
+        let count = events.len();
+        for event in events {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                break;
+            };
+            busy.start(&event.destination);
+            let (dispatcher, busy, freed) = (self.clone(), busy.clone(), freed.clone());
+            running.spawn(async move {
+                if let Err(error) = dispatcher.deliver(&event).await {
+                    tracing::warn!(webhook_id = %EventId::from_uuid(event.id), %error,
+                        "could not record a callback attempt; its lease will lapse and it will be retried");
+                }
+                busy.finish(&event.destination);
+                drop(slot);
+                freed.notify_one();
+            });
+        }
+        (free, count)
+    }
+
+    /// Claims up to `limit` due events, at most `per_destination` in flight per destination
+    /// counting those `busy` already holds, and never one whose OTP has an earlier event pending.
+    async fn claim(&self, limit: usize, busy: &Busy) -> Result<Vec<Claimed>, sqlx::Error> {
+        let config = &self.inner.config;
+        let (destinations, in_flight) = busy.snapshot();
+        let cap = i32::try_from(config.per_destination).unwrap_or(i32::MAX);
+        let full: Vec<String> = destinations
+            .iter()
+            .zip(&in_flight)
+            .filter(|(_, n)| **n >= cap)
+            .map(|(d, _)| d.clone())
+            .collect();
+        sqlx::query_as!(
+            Claimed,
+            r#"with candidates as (
+                   select o.id, o.destination, o.next_attempt_at, o.seq
+                   from outbox o
+                   where o.state = 'pending' and o.next_attempt_at <= now()
+                     and o.destination <> all($4::text[])
+                     and not exists (
+                         select 1 from outbox earlier
+                         where earlier.otp_id = o.otp_id and earlier.state = 'pending' and earlier.seq < o.seq)
+                   order by o.next_attempt_at
+                   limit $1 * 4
+               ),
+               ranked as (
+                   select c.id, c.next_attempt_at,
+                          row_number() over (partition by c.destination order by c.next_attempt_at, c.seq)
+                              + coalesce(b.n, 0) as load
+                   from candidates c
+                   left join unnest($2::text[], $3::int[]) as b(destination, n) on b.destination = c.destination
+               ),
+               picked as (
+                   select o.id from outbox o join ranked r on r.id = o.id
+                   where r.load <= $5
+                   order by r.next_attempt_at
+                   limit $1
+                   for update of o skip locked
+               )
+               update outbox o
+               set attempts = o.attempts + 1, next_attempt_at = now() + make_interval(secs => $6)
+               from picked
+               where o.id = picked.id and o.state = 'pending' and o.next_attempt_at <= now()
+               returning o.id, o.attempts, o.app_id, o.callback_url as "callback_url!", o.destination,
+                         o.payload,
+                         array(select w.secret from webhook_secrets w
+                               where w.app_id = o.app_id and (w.expires_at is null or w.expires_at > now())
+                               order by w.id desc) as "secrets!""#,
+            i32::try_from(limit).unwrap_or(i32::MAX),
+            &destinations,
+            &in_flight,
+            &full,
+            i64::from(cap),
+            config.lease().as_secs_f64(),
+        )
+        .fetch_all(&self.inner.pool)
+        .await
+    }
+
+    /// Sends one claimed event and records the attempt and the event's new state.
+    #[tracing::instrument(skip_all, fields(webhook_id = %EventId::from_uuid(event.id), attempt = event.attempts))]
+    pub async fn deliver(&self, event: &Claimed) -> Result<State, sqlx::Error> {
+        let id = EventId::from_uuid(event.id).to_string();
+        let body = serde_json::to_vec(&event.payload).unwrap_or_default();
+        let started_at = OffsetDateTime::now_utc();
+        let clock = Instant::now();
+        let answer = self
+            .inner
+            .sender
+            .send(&Message {
+                url: &event.callback_url,
+                id: &id,
+                body: &body,
+                secrets: &event.secrets,
+            })
+            .await;
+        let latency_ms = webhook::elapsed_ms(clock);
+        let (state, next_attempt_at) = self.judge(event.attempts, &answer);
+        let error = match &answer {
+            Answer::Failed { error, .. } | Answer::Refused(error) => Some(error.clone()),
+            Answer::Gone => Some("the receiver answered 410 Gone: no more callbacks to this URL".to_string()),
+            Answer::Accepted(_) => None,
+        };
+        let status = answer.status().map(i32::from);
+        let mut tx = self.inner.pool.begin().await?;
+        let landed = sqlx::query_scalar!(
+            "update outbox
+             set state = $3, next_attempt_at = coalesce($4, next_attempt_at), last_status = $5, last_error = $6,
+                 delivered_at = case when $3 = 'delivered' then now() end
+             where id = $1 and attempts = $2 and state = 'pending'
+             returning id",
+            event.id,
+            event.attempts,
+            state.as_str(),
+            next_attempt_at,
+            status,
+            error,
+        )
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_some();
+        sqlx::query!(
+            "insert into callback_attempts (event_id, attempt, started_at, http_status, latency_ms, error)
+             values ($1, $2, $3, $4, $5, $6)",
+            event.id,
+            event.attempts,
+            started_at,
+            status,
+            latency_ms,
+            error,
+        )
+        .execute(&mut *tx)
+        .await?;
+        if landed && state == State::Gone {
+            // 410 stops callbacks to that URL: the app's other pending events for it too.
+            sqlx::query!(
+                "update outbox set state = 'gone', last_error = 'an earlier callback to this URL was answered 410 Gone'
+                 where app_id = $1 and callback_url = $2 and state = 'pending'",
+                event.app_id,
+                event.callback_url,
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        let state = if landed { state } else { State::Superseded };
+        log(state, &answer);
+        Ok(state)
+    }
+
+    /// The event's state after an attempt, and when the next attempt is due.
+    fn judge(&self, attempt: i32, answer: &Answer) -> (State, Option<OffsetDateTime>) {
+        let retry_after = match answer {
+            Answer::Accepted(_) => return (State::Delivered, None),
+            Answer::Gone => return (State::Gone, None),
+            Answer::Refused(_) => return (State::Dead, None),
+            Answer::Failed { retry_after, .. } => *retry_after,
+        };
+        let jitter = rand::rng().random_range(0.0..0.2);
+        let schedule = &self.inner.config.retry_schedule_seconds;
+        match webhook::next_delay(schedule, u32::try_from(attempt).unwrap_or(0), retry_after, jitter) {
+            Some(delay) => (State::Retrying, Some(OffsetDateTime::now_utc() + delay)),
+            None => (State::Dead, None),
+        }
+    }
+}
+
+fn log(state: State, answer: &Answer) {
+    match (state, answer) {
+        (State::Dead, Answer::Refused(_)) => tracing::warn!(%answer, "callback refused; event is dead"),
+        (State::Dead, _) => tracing::warn!(%answer, "callback retries exhausted; event is dead"),
+        (State::Gone, _) => tracing::info!("receiver answered 410 Gone; callbacks to this URL stopped"),
+        (State::Retrying, _) => tracing::info!(%answer, "callback failed; will retry"),
+        (State::Superseded, _) => tracing::info!(%answer, "lease lapsed; another dispatcher owns this callback"),
+        (State::Delivered, _) => tracing::debug!(%answer, "callback delivered"),
+    }
+}
+
+/// Returns when a notification arrives; never, when there is no listener to hear one.
+async fn wake(listener: &mut Option<PgListener>) {
+    let Some(active) = listener else {
+        return std::future::pending().await;
+    };
+    match active.try_recv().await {
+        // `None`: the connection dropped; the next call reconnects. Look for work meanwhile.
+        Ok(_) => {}
+        Err(error) => {
+            tracing::warn!(%error, "outbox notifications lost; polling until they are back");
+            *listener = None;
+        }
+    }
+}
