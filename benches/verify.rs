@@ -7,9 +7,10 @@
 //! (credentials, rate limit, verification), each request a different OTP. The load generator
 //! runs in the same process as the server, so both share the machine's cores.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod common;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
@@ -20,50 +21,15 @@ use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use common::{drive, env_or, Run};
+
 const KEY: &str = "62656e63682d6b65792d62656e63682d6b65792d62656e63682d6b65792d3332";
-
-struct Run {
-    completed: usize,
-    seconds: f64,
-    latencies: Vec<Duration>,
-}
-
-impl Run {
-    fn rate(&self) -> f64 {
-        self.completed as f64 / self.seconds
-    }
-    fn percentile(&self, p: f64) -> f64 {
-        let mut sorted = self.latencies.clone();
-        sorted.sort();
-        sorted
-            .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    }
-}
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let seconds = env_or("BENCH_SECONDS", 10);
     let clients = env_or("BENCH_CLIENTS", 32) as usize;
-    let server =
-        std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".into());
-    let mut url = url::Url::parse(&server)?;
-    url.set_path("postgres");
-    let admin = PgPool::connect(url.as_str()).await?;
-    sqlx::query("drop database if exists otp_courier_bench")
-        .execute(&admin)
-        .await?;
-    sqlx::query("create database otp_courier_bench").execute(&admin).await?;
-    url.set_path("otp_courier_bench");
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(clients as u32 + 4)
-        .connect(url.as_str())
-        .await?;
-    otp_courier::db::migrate(&pool).await?;
+    let (admin, url, pool) = common::scratch_database("otp_courier_bench", clients as u32 + 4).await?;
 
     let config: Config = Config::from_figment(Figment::from(Toml::string(otp_courier::config::DEFAULTS)).merge(
         Serialized::defaults(json!({
@@ -136,10 +102,7 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all("target/bench")?;
     std::fs::write("target/bench/verify.json", serde_json::to_vec_pretty(&result)?)?;
     println!("written to target/bench/verify.json");
-    pool.close().await;
-    sqlx::query("drop database if exists otp_courier_bench with (force)")
-        .execute(&admin)
-        .await?;
+    common::drop_database(&admin, pool, "otp_courier_bench").await?;
     Ok(())
 }
 
@@ -172,48 +135,6 @@ async fn insert_otps(pool: &PgPool, n: usize) -> anyhow::Result<Arc<Vec<(Uuid, S
             })
             .collect(),
     ))
-}
-
-/// Runs `work(index)` from `clients` tasks until `limit` passes; counts successes.
-async fn drive<F, Fut>(clients: usize, limit: Duration, total: usize, work: F) -> anyhow::Result<Run>
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
-{
-    let work = Arc::new(work);
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..clients {
-        let (work, next) = (work.clone(), next.clone());
-        tasks.spawn(async move {
-            let mut latencies = Vec::new();
-            while started.elapsed() < limit {
-                let index = next.fetch_add(1, Ordering::Relaxed);
-                if index >= total {
-                    break;
-                }
-                let begun = Instant::now();
-                work(index).await?;
-                latencies.push(begun.elapsed());
-            }
-            anyhow::Ok(latencies)
-        });
-    }
-    let mut latencies = Vec::new();
-    while let Some(done) = tasks.join_next().await {
-        latencies.extend(done??);
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    anyhow::ensure!(
-        next.load(Ordering::Relaxed) < total,
-        "ran out of OTPs: raise the count or lower BENCH_SECONDS"
-    );
-    Ok(Run {
-        completed: latencies.len(),
-        seconds,
-        latencies,
-    })
 }
 
 async fn raw_transactions(
