@@ -6,7 +6,8 @@
 //! - Database ceiling: plain sqlx clients doing the least a delivered callback must write
 //!   (mark the event delivered, insert its attempt record: one transaction per event).
 //! - otp-courier: the real dispatcher (claim, sign, POST through the SSRF guard, fenced
-//!   completion) draining a backlog of pending events, with the default configuration.
+//!   completion) draining a backlog of pending events, with the default configuration. It
+//!   writes outcomes in batches, so it can pass the database ceiling's one-per-event rate.
 //!
 //! Receiver, load and PostgreSQL share the machine's cores.
 
@@ -60,7 +61,8 @@ async fn main() -> anyhow::Result<()> {
     let payload = sample_payload();
 
     println!("database ceiling: mark delivered + attempt record, {clients} clients, {seconds} s");
-    let ids = insert_events(&pool, &receiver, &payload, events, "none").await?;
+    // Enough rows that the time limit, not the supply, ends the run.
+    let ids = insert_events(&pool, &receiver, &payload, 200_000, "none").await?;
     let database = raw_completions(&pool, ids, clients, Duration::from_secs(seconds)).await?;
 
     println!("HTTP ceiling: unsigned POSTs of the same body, {clients} clients, {seconds} s");
@@ -74,7 +76,6 @@ async fn main() -> anyhow::Result<()> {
     let posted = received.load(Ordering::Relaxed) - before;
     anyhow::ensure!(posted >= events, "the receiver saw {posted} of {events} callbacks");
 
-    let ceiling = database.rate().min(http.rate());
     println!();
     println!("| measure | callbacks/s |");
     println!("|---|---|");
@@ -84,11 +85,16 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("| HTTP ceiling (POST, nothing stored) | {:.0} |", http.rate());
     println!("| otp-courier dispatcher | {ours:.0} |");
-    println!("\nratio otp-courier / lower ceiling: {:.2}", ours / ceiling);
+    println!(
+        "\nratio otp-courier / database ceiling: {:.2}; / HTTP ceiling: {:.3}",
+        ours / database.rate(),
+        ours / http.rate()
+    );
     let result = json!({
         "events": events, "clients": clients, "seconds": seconds,
         "database_ceiling_per_second": database.rate(), "http_ceiling_per_second": http.rate(),
-        "dispatcher_per_second": ours, "ratio": ours / ceiling, "duplicates": posted - events,
+        "dispatcher_per_second": ours, "ratio_to_database": ours / database.rate(),
+        "ratio_to_http": ours / http.rate(), "duplicates": posted - events,
     });
     std::fs::create_dir_all("target/bench")?;
     std::fs::write("target/bench/callbacks.json", serde_json::to_vec_pretty(&result)?)?;

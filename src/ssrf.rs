@@ -13,7 +13,7 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 /// Why a destination was refused.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Refused {
-    #[error("callback URL scheme `{0}` is not http or https")]
+    #[error("callback URL scheme `{0}` is not allowed (https, or http where callbacks.allow_http is set)")]
     Scheme(String),
     #[error("callback URL has no host")]
     NoHost,
@@ -27,12 +27,14 @@ pub enum Refused {
 #[derive(Debug, Clone, Default)]
 pub struct Guard {
     allow: Vec<IpNet>,
+    allow_http: bool,
 }
 
 impl Guard {
-    /// A guard that also lets `allow` through (e.g. `127.0.0.1/32` for development).
-    pub fn new(allow: Vec<IpNet>) -> Self {
-        Self { allow }
+    /// A guard that also lets `allow` through (e.g. `127.0.0.1/32` for development), and
+    /// plain http when `allow_http`.
+    pub fn new(allow: Vec<IpNet>, allow_http: bool) -> Self {
+        Self { allow, allow_http }
     }
 
     pub fn permits(&self, ip: IpAddr) -> bool {
@@ -42,7 +44,8 @@ impl Guard {
     /// Checks the scheme, and the host when it is an IP literal (names are the resolver's).
     /// `url` parses every IPv4 spelling (`2130706433`, `0x7f.1`, `127.1`) to its address.
     pub fn check_url(&self, url: &url::Url) -> Result<(), Refused> {
-        if !matches!(url.scheme(), "http" | "https") {
+        let allowed = url.scheme() == "https" || (url.scheme() == "http" && self.allow_http);
+        if !allowed {
             return Err(Refused::Scheme(url.scheme().to_string()));
         }
         let addr = match url.host().ok_or(Refused::NoHost)? {
@@ -291,7 +294,7 @@ mod tests {
 
     #[test]
     fn every_ipv4_spelling_of_loopback_is_refused_as_a_literal() {
-        let guard = Guard::default();
+        let guard = Guard::new(vec![], true);
         for spelling in [
             "http://127.0.0.1/",
             "http://2130706433/",
@@ -316,7 +319,7 @@ mod tests {
 
     #[test]
     fn the_allowlist_is_the_only_way_past_the_guard() {
-        let guard = Guard::new(vec!["127.0.0.1/32".parse().expect("a network")]);
+        let guard = Guard::new(vec!["127.0.0.1/32".parse().expect("a network")], true);
         let ok = |s: &str| guard.check_url(&url::Url::parse(s).expect("a URL")).is_ok();
         assert!(ok("http://127.0.0.1:8080/hook"));
         assert!(ok("http://2130706433/"));
@@ -330,5 +333,14 @@ mod tests {
         assert!(ok("https://hooks.example.com/"), "names are the resolver's to check");
         assert!(!ok("ftp://127.0.0.1/"));
         assert!(!ok("file:///etc/passwd"));
+    }
+
+    #[test]
+    fn plain_http_is_refused_unless_allowed() {
+        let url = url::Url::parse("http://hooks.example.com/").expect("a URL");
+        assert!(matches!(Guard::default().check_url(&url), Err(Refused::Scheme(_))));
+        assert!(Guard::new(vec![], true).check_url(&url).is_ok());
+        let https = url::Url::parse("https://hooks.example.com/").expect("a URL");
+        assert!(Guard::default().check_url(&https).is_ok());
     }
 }

@@ -106,7 +106,7 @@ impl Sender {
         config: &CallbacksConfig,
         fixed: HashMap<String, Vec<IpAddr>>,
     ) -> Result<Self, reqwest::Error> {
-        let guard = Arc::new(Guard::new(config.allow_networks.clone()));
+        let guard = Arc::new(Guard::new(config.allow_networks.clone(), config.allow_http));
         let client = reqwest::Client::builder()
             .dns_resolver(Arc::new(GuardedResolver::new(guard.clone(), fixed)))
             .redirect(reqwest::redirect::Policy::none())

@@ -93,7 +93,7 @@ where
     let seconds = started.elapsed().as_secs_f64();
     anyhow::ensure!(
         next.load(Ordering::Relaxed) < total,
-        "ran out of OTPs: raise the count or lower BENCH_SECONDS"
+        "ran out of prepared items: raise the count or lower BENCH_SECONDS"
     );
     Ok(Run {
         completed: latencies.len(),

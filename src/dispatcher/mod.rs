@@ -27,6 +27,10 @@ use crate::config::CallbacksConfig;
 use crate::domain::EventId;
 use crate::webhook::{self, Answer, Message, Sender};
 
+mod record;
+
+pub use record::{NotRecorded, Outcome, Recorder};
+
 /// The channel the outbox trigger notifies.
 pub const CHANNEL: &str = "otp_courier_outbox";
 
@@ -57,7 +61,7 @@ pub enum State {
 }
 
 impl State {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             State::Delivered => "delivered",
             State::Retrying | State::Superseded => "pending",
@@ -122,6 +126,7 @@ impl Dispatcher {
         let freed = Arc::new(Notify::new());
         let busy = Busy::default();
         let running = TaskTracker::new();
+        let (recorder, writer) = Recorder::spawn(self.inner.pool.clone());
         let mut listener = None;
         while !shutdown.is_cancelled() {
             if listener.is_none() {
@@ -135,7 +140,7 @@ impl Dispatcher {
                     () = tokio::time::sleep(config.poll_interval()) => continue,
                 }
             }
-            let (asked, claimed) = self.claim_and_spawn(&slots, &freed, &busy, &running).await;
+            let (asked, claimed) = self.claim_and_spawn(&slots, &freed, &busy, &running, &recorder).await;
             if claimed == asked {
                 continue; // a full batch: more may be due
             }
@@ -150,6 +155,9 @@ impl Dispatcher {
         if tokio::time::timeout(grace, running.wait()).await.is_err() {
             tracing::warn!("callbacks still in flight at shutdown; their leases will lapse and they will be retried");
         }
+        drop(recorder);
+        // Tasks still running after the grace hold handles; their leases will lapse anyway.
+        let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
     }
 
     async fn listen(&self) -> Option<PgListener> {
@@ -175,6 +183,7 @@ impl Dispatcher {
         freed: &Arc<Notify>,
         busy: &Busy,
         running: &TaskTracker,
+        recorder: &Recorder,
     ) -> (usize, usize) {
         let free = slots.available_permits();
         let events = match self.claim(free, busy).await {
@@ -190,9 +199,9 @@ impl Dispatcher {
                 break;
             };
             busy.start(&event.destination);
-            let (dispatcher, busy, freed) = (self.clone(), busy.clone(), freed.clone());
+            let (dispatcher, busy, freed, recorder) = (self.clone(), busy.clone(), freed.clone(), recorder.clone());
             running.spawn(async move {
-                if let Err(error) = dispatcher.deliver(&event).await {
+                if let Err(error) = dispatcher.deliver(&event, &recorder).await {
                     tracing::warn!(webhook_id = %EventId::from_uuid(event.id), %error,
                         "could not record a callback attempt; its lease will lapse and it will be retried");
                 }
@@ -265,7 +274,7 @@ impl Dispatcher {
 
     /// Sends one claimed event and records the attempt and the event's new state.
     #[tracing::instrument(skip_all, fields(webhook_id = %EventId::from_uuid(event.id), attempt = event.attempts))]
-    pub async fn deliver(&self, event: &Claimed) -> Result<State, sqlx::Error> {
+    pub async fn deliver(&self, event: &Claimed, recorder: &Recorder) -> Result<State, NotRecorded> {
         let id = EventId::from_uuid(event.id).to_string();
         let body = serde_json::to_vec(&event.payload).unwrap_or_default();
         let started_at = OffsetDateTime::now_utc();
@@ -287,48 +296,17 @@ impl Dispatcher {
             Answer::Gone => Some("the receiver answered 410 Gone: no more callbacks to this URL".to_string()),
             Answer::Accepted(_) => None,
         };
-        let status = answer.status().map(i32::from);
-        let mut tx = self.inner.pool.begin().await?;
-        let landed = sqlx::query_scalar!(
-            "update outbox
-             set state = $3, next_attempt_at = coalesce($4, next_attempt_at), last_status = $5, last_error = $6,
-                 delivered_at = case when $3 = 'delivered' then now() end
-             where id = $1 and attempts = $2 and state = 'pending'
-             returning id",
-            event.id,
-            event.attempts,
-            state.as_str(),
+        let outcome = Outcome {
+            id: event.id,
+            attempt: event.attempts,
+            state,
             next_attempt_at,
-            status,
+            status: answer.status().map(i32::from),
             error,
-        )
-        .fetch_optional(&mut *tx)
-        .await?
-        .is_some();
-        sqlx::query!(
-            "insert into callback_attempts (event_id, attempt, started_at, http_status, latency_ms, error)
-             values ($1, $2, $3, $4, $5, $6)",
-            event.id,
-            event.attempts,
             started_at,
-            status,
             latency_ms,
-            error,
-        )
-        .execute(&mut *tx)
-        .await?;
-        if landed && state == State::Gone {
-            // 410 stops callbacks to that URL: the app's other pending events for it too.
-            sqlx::query!(
-                "update outbox set state = 'gone', last_error = 'an earlier callback to this URL was answered 410 Gone'
-                 where app_id = $1 and callback_url = $2 and state = 'pending'",
-                event.app_id,
-                event.callback_url,
-            )
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
+        };
+        let landed = recorder.record(outcome).await?;
         let state = if landed { state } else { State::Superseded };
         log(state, &answer);
         Ok(state)

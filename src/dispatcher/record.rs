@@ -1,0 +1,125 @@
+//! Recording attempts in batches: every finished callback hands its outcome to one writer
+//! task, which lands whatever has gathered in a single statement, so a burst of callbacks
+//! costs one commit instead of one each. Each outcome still lands only under its own fence.
+
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use super::State;
+
+/// Outcomes written per statement at most.
+const BATCH: usize = 512;
+
+/// One attempt's outcome, waiting to be written.
+#[derive(Debug)]
+pub struct Outcome {
+    pub id: Uuid,
+    /// The attempt number the claim gave; the fence.
+    pub attempt: i32,
+    pub state: State,
+    pub next_attempt_at: Option<OffsetDateTime>,
+    pub status: Option<i32>,
+    pub error: Option<String>,
+    pub started_at: OffsetDateTime,
+    pub latency_ms: i32,
+}
+
+/// Why an outcome was not written: the batch failed, or the writer stopped.
+#[derive(Debug, thiserror::Error)]
+#[error("the attempt could not be recorded")]
+pub struct NotRecorded;
+
+type Pending = (Outcome, oneshot::Sender<bool>);
+
+/// The handle deliveries give their outcomes to.
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl Recorder {
+    /// Starts the writer; it ends once every handle is dropped and the queue is drained.
+    pub fn spawn(pool: PgPool) -> (Self, tokio::task::JoinHandle<()>) {
+        let (queue, incoming) = mpsc::channel(BATCH * 4);
+        (Self { queue }, tokio::spawn(write_batches(pool, incoming)))
+    }
+
+    /// Writes `outcome`; `true` when it landed, `false` when the fence no longer matched
+    /// (the lease lapsed and another dispatcher owns the event).
+    pub async fn record(&self, outcome: Outcome) -> Result<bool, NotRecorded> {
+        let (landed, answer) = oneshot::channel();
+        self.queue.send((outcome, landed)).await.map_err(|_| NotRecorded)?;
+        answer.await.map_err(|_| NotRecorded)
+    }
+}
+
+async fn write_batches(pool: PgPool, mut incoming: mpsc::Receiver<Pending>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while incoming.recv_many(&mut batch, BATCH).await > 0 {
+        match write(&pool, &batch).await {
+            Ok(landed) => {
+                for (outcome, answer) in batch.drain(..) {
+                    let _ = answer.send(landed.contains(&outcome.id));
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, count = batch.len(), "could not record callback attempts; their leases will lapse and they will be retried");
+                batch.clear();
+            }
+        }
+    }
+}
+
+/// One statement: every attempt row, each fenced state change, and for a 410 the app's
+/// other pending events to that URL. Returns the ids whose state change landed.
+async fn write(pool: &PgPool, batch: &[Pending]) -> Result<Vec<Uuid>, sqlx::Error> {
+    let ids: Vec<Uuid> = batch.iter().map(|(o, _)| o.id).collect();
+    let attempts: Vec<i32> = batch.iter().map(|(o, _)| o.attempt).collect();
+    let states: Vec<String> = batch.iter().map(|(o, _)| o.state.as_str().to_string()).collect();
+    let next: Vec<Option<OffsetDateTime>> = batch.iter().map(|(o, _)| o.next_attempt_at).collect();
+    let statuses: Vec<Option<i32>> = batch.iter().map(|(o, _)| o.status).collect();
+    let errors: Vec<Option<String>> = batch.iter().map(|(o, _)| o.error.clone()).collect();
+    let started: Vec<OffsetDateTime> = batch.iter().map(|(o, _)| o.started_at).collect();
+    let latencies: Vec<i32> = batch.iter().map(|(o, _)| o.latency_ms).collect();
+    sqlx::query_scalar!(
+        r#"with input as (
+               select * from unnest($1::uuid[], $2::int[], $3::text[], $4::timestamptz[], $5::int[], $6::text[],
+                                    $7::timestamptz[], $8::int[])
+                   as t(id, attempt, state, next_attempt_at, status, error, started_at, latency_ms)
+           ),
+           landed as (
+               update outbox o
+               set state = i.state, next_attempt_at = coalesce(i.next_attempt_at, o.next_attempt_at),
+                   last_status = i.status, last_error = i.error,
+                   delivered_at = case when i.state = 'delivered' then now() end
+               from input i
+               where o.id = i.id and o.attempts = i.attempt and o.state = 'pending'
+               returning o.id, o.state, o.app_id, o.callback_url
+           ),
+           recorded as (
+               insert into callback_attempts (event_id, attempt, started_at, http_status, latency_ms, error)
+               select id, attempt, started_at, status, latency_ms, error from input
+           ),
+           stopped as (
+               -- 410 Gone stops callbacks to that URL: the app's other pending events for it too.
+               update outbox o
+               set state = 'gone', last_error = 'an earlier callback to this URL was answered 410 Gone'
+               from landed g
+               where g.state = 'gone' and o.app_id = g.app_id and o.callback_url = g.callback_url
+                 and o.state = 'pending' and o.id not in (select id from input)
+           )
+           select id as "id!" from landed"#,
+        &ids,
+        &attempts,
+        &states,
+        &next as &[Option<OffsetDateTime>],
+        &statuses as &[Option<i32>],
+        &errors as &[Option<String>],
+        &started,
+        &latencies,
+    )
+    .fetch_all(pool)
+    .await
+}
