@@ -20,7 +20,10 @@ use crate::domain::AppId;
 use crate::pin::PinKeys;
 use crate::provider::Providers;
 use crate::ratelimit::Counters;
-use crate::{amqp, api, db, keys, telemetry, webhook, Worker};
+use crate::sweeper::Sweeper;
+use crate::{amqp, api, db, dlq, keys, replay, telemetry, webhook, Worker};
+
+mod ops;
 
 #[derive(Debug, Parser)]
 #[command(name = "otp-courier", version, about = "One-time passwords by SMS and WhatsApp")]
@@ -42,6 +45,14 @@ pub enum Command {
     Api,
     /// Run the dispatcher role: send the outbox's status callbacks.
     Dispatcher,
+    /// Run the sweeper role: expire pending OTPs past their TTL, prune rows past retention.
+    Sweeper,
+    /// Replay what failed: OTP deliveries, or callbacks.
+    #[command(subcommand)]
+    Replay(ReplayCommand),
+    /// Inspect the dead-letter queue; requeue or purge what matches.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
     /// Apply database migrations and exit.
     Migrate,
     /// Manage apps (tenants).
@@ -52,6 +63,29 @@ pub enum Command {
     /// Operator credentials (cross-app reads, reports, replay).
     #[command(subcommand)]
     Operators(OperatorsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReplayCommand {
+    /// Send failed OTPs again: the same code within the TTL, a new code and TTL after it.
+    Deliveries(replay::DeliveryFilter),
+    /// Send dead callbacks again, with their original event ids.
+    Callbacks(replay::CallbackFilter),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// The messages at the head of the queue, left in place.
+    List {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// One message in full, by its position in `list`.
+    Show { position: usize },
+    /// Publish matching jobs to the send queue again (e.g. after creating a missing app).
+    Requeue(dlq::DlqFilter),
+    /// Delete matching jobs for good.
+    Purge(dlq::DlqFilter),
 }
 
 #[derive(Debug, Subcommand)]
@@ -144,38 +178,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => {
             migrate(&config).await?;
-            run_roles(config, Roles::all()).await
+            run_roles(config, &Role::ALL).await
         }
-        Command::Worker => {
-            run_roles(
-                config,
-                Roles {
-                    worker: true,
-                    ..Roles::none()
-                },
-            )
-            .await
-        }
-        Command::Api => {
-            run_roles(
-                config,
-                Roles {
-                    http: true,
-                    ..Roles::none()
-                },
-            )
-            .await
-        }
-        Command::Dispatcher => {
-            run_roles(
-                config,
-                Roles {
-                    dispatcher: true,
-                    ..Roles::none()
-                },
-            )
-            .await
-        }
+        Command::Worker => run_roles(config, &[Role::Worker]).await,
+        Command::Api => run_roles(config, &[Role::Api]).await,
+        Command::Dispatcher => run_roles(config, &[Role::Dispatcher]).await,
+        Command::Sweeper => run_roles(config, &[Role::Sweeper]).await,
+        Command::Replay(command) => ops::replay(&config, command).await,
+        Command::Dlq(command) => ops::dlq(&config, command).await,
         Command::Migrate => migrate(&config).await,
         Command::Apps(AppsCommand::Create(args)) => create_app(&config, *args).await,
         Command::Apps(AppsCommand::List) => list_apps(&config).await,
@@ -257,38 +267,26 @@ pub fn build_dispatcher(config: &Config, shared: &Resources) -> anyhow::Result<D
     Ok(Dispatcher::new(shared.pool.clone(), sender, config.callbacks.clone()))
 }
 
-/// Which roles a process runs.
-#[derive(Debug, Clone, Copy)]
-struct Roles {
-    worker: bool,
-    http: bool,
-    dispatcher: bool,
+/// A role a process can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Worker,
+    Api,
+    Dispatcher,
+    Sweeper,
 }
 
-impl Roles {
-    fn all() -> Self {
-        Self {
-            worker: true,
-            http: true,
-            dispatcher: true,
-        }
-    }
-    fn none() -> Self {
-        Self {
-            worker: false,
-            http: false,
-            dispatcher: false,
-        }
-    }
+impl Role {
+    const ALL: [Role; 4] = [Role::Worker, Role::Api, Role::Dispatcher, Role::Sweeper];
 }
 
 /// Runs the chosen roles until SIGTERM or ctrl-c, then lets each drain.
-async fn run_roles(config: Arc<Config>, run: Roles) -> anyhow::Result<()> {
+async fn run_roles(config: Arc<Config>, run: &[Role]) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let mut roles = tokio::task::JoinSet::new();
     let shared = Resources::new(&config)?;
-    if run.worker {
+    if run.contains(&Role::Worker) {
         let worker = build_worker(config.clone(), &shared);
         let shutdown = shutdown.clone();
         roles.spawn(async move {
@@ -296,7 +294,7 @@ async fn run_roles(config: Arc<Config>, run: Roles) -> anyhow::Result<()> {
             Ok(())
         });
     }
-    if run.dispatcher {
+    if run.contains(&Role::Dispatcher) {
         let dispatcher = build_dispatcher(&config, &shared)?;
         let (shutdown, grace) = (shutdown.clone(), config.worker.shutdown_grace());
         roles.spawn(async move {
@@ -304,7 +302,15 @@ async fn run_roles(config: Arc<Config>, run: Roles) -> anyhow::Result<()> {
             Ok(())
         });
     }
-    if run.http {
+    if run.contains(&Role::Sweeper) {
+        let sweeper = Sweeper::new(shared.pool.clone(), config.sweeper.clone());
+        let shutdown = shutdown.clone();
+        roles.spawn(async move {
+            sweeper.run(shutdown).await;
+            Ok(())
+        });
+    }
+    if run.contains(&Role::Api) {
         let state = build_api(config.clone(), &shared);
         let (listener, _) = api::bind(&config)
             .await

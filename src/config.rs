@@ -56,6 +56,7 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub pin: PinConfig,
     pub callbacks: CallbacksConfig,
+    pub sweeper: SweeperConfig,
     pub log: LogConfig,
     pub limits: LimitsConfig,
     pub api: ApiConfig,
@@ -170,6 +171,7 @@ pub struct CallbacksConfig {
     pub per_destination: usize,
     pub lease_seconds: u64,
     pub poll_interval_ms: u64,
+    pub order_wait_seconds: u64,
 }
 
 impl CallbacksConfig {
@@ -194,6 +196,22 @@ fn networks<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<IpN
                 .map_err(|_| serde::de::Error::custom(format!("`{text}` is not an IP network (CIDR) or address")))
         })
         .collect()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SweeperConfig {
+    pub interval_ms: u64,
+    pub retention_days: u32,
+    pub prune_interval_seconds: u64,
+}
+
+impl SweeperConfig {
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms)
+    }
+    pub fn prune_interval(&self) -> Duration {
+        Duration::from_secs(self.prune_interval_seconds)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -335,6 +353,13 @@ impl Config {
         )?;
         self.validate_delivery()?;
         self.validate_callbacks()?;
+        in_range("sweeper.interval_ms", self.sweeper.interval_ms, 100..=3_600_000)?;
+        in_range("sweeper.retention_days", self.sweeper.retention_days, 1..=3650)?;
+        in_range(
+            "sweeper.prune_interval_seconds",
+            self.sweeper.prune_interval_seconds,
+            60..=604_800,
+        )?;
         self.validate_limits_and_api()?;
         self.validate_pin_keys()?;
         self.validate_routing()
@@ -391,9 +416,11 @@ impl Config {
         in_range("callbacks.concurrency", c.concurrency, 1..=10_000)?;
         in_range("callbacks.per_destination", c.per_destination, 1..=c.concurrency)?;
         in_range("callbacks.poll_interval_ms", c.poll_interval_ms, 50..=60_000)?;
+        in_range("callbacks.order_wait_seconds", c.order_wait_seconds, 0..=86_400)?;
         // Another dispatcher takes a callback over when its lease lapses, so the lease must
-        // outlast the request or every slow receiver would get each event twice.
-        in_range("callbacks.lease_seconds", c.lease_seconds, c.timeout_seconds + 1..=3600)
+        // outlast the request and the wait for its outcome to be written, or slow receivers
+        // would get events twice.
+        in_range("callbacks.lease_seconds", c.lease_seconds, c.timeout_seconds + 5..=3600)
     }
 
     fn validate_limits_and_api(&self) -> Result<(), ConfigError> {

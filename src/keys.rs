@@ -17,7 +17,8 @@ use crate::domain::AppId;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
     App(AppId),
-    Operator,
+    /// An operator, by API key id (recorded with what it does).
+    Operator(String),
 }
 
 impl Caller {
@@ -25,7 +26,7 @@ impl Caller {
     pub fn app_filter(&self) -> Option<&str> {
         match self {
             Caller::App(app) => Some(app.as_str()),
-            Caller::Operator => None,
+            Caller::Operator(_) => None,
         }
     }
 
@@ -34,7 +35,7 @@ impl Caller {
     pub fn scope(&self, requested: Option<String>) -> Option<String> {
         match self {
             Caller::App(app) => Some(app.as_str().to_string()),
-            Caller::Operator => requested,
+            Caller::Operator(_) => requested,
         }
     }
 }
@@ -113,7 +114,7 @@ pub async fn authenticate(pool: &PgPool, key_id: &str, secret: &str) -> Result<O
     }
     Ok(Some(match row.app_id {
         Some(app) => Caller::App(AppId::parse(&app).map_err(|e| sqlx::Error::Decode(e.into()))?),
-        None => Caller::Operator,
+        None => Caller::Operator(key_id.to_string()),
     }))
 }
 

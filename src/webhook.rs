@@ -38,8 +38,8 @@ pub fn signature(secrets: &[String], id: &str, timestamp: i64, body: &[u8]) -> O
     (!entries.is_empty()).then(|| entries.join(" "))
 }
 
-/// One signed callback, ready to send.
-#[derive(Debug, Clone)]
+/// One signed callback, ready to send. (No `Debug`: it holds the signing secrets.)
+#[derive(Clone)]
 pub struct Message<'a> {
     pub url: &'a str,
     /// The event id, stable across retries.

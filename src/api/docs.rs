@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{error, health, otp, query, reports};
+use super::{error, health, ops, otp, query, reports};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -13,6 +13,7 @@ use super::{error, health, otp, query, reports};
         otp::send, otp::verify, otp::resend, otp::cancel,
         query::status, query::list, query::events, query::attempts,
         reports::reports, reports::rate_limits, health::healthz, health::readyz,
+        ops::replay_deliveries, ops::replay_callbacks, ops::dlq_list, ops::dlq_requeue, ops::dlq_purge,
     ),
     components(schemas(error::Problem)),
     modifiers(&Security),

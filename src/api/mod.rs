@@ -1,11 +1,13 @@
 //! The HTTP API (`otp-courier api`, and part of `serve`): send, verify, resend, cancel,
-//! status, list, events, attempts, reports and rate limits under `/v1`, per-app credentials,
+//! status, list, events, attempts, reports and rate limits under `/v1`, operator replays and
+//! dead-letter tools under `/v1/ops`, per-app credentials,
 //! problem+json errors, and the OpenAPI document at `/openapi.json`.
 
 mod auth;
 mod docs;
 pub mod error;
 mod health;
+mod ops;
 mod otp;
 mod query;
 mod reports;
@@ -90,6 +92,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/otp/{id}/attempts", get(query::attempts))
         .route("/v1/reports", get(reports::reports))
         .route("/v1/rate-limits", get(reports::rate_limits))
+        .route("/v1/ops/replay/deliveries", post(ops::replay_deliveries))
+        .route("/v1/ops/replay/callbacks", post(ops::replay_callbacks))
+        .route("/v1/ops/dlq", get(ops::dlq_list))
+        .route("/v1/ops/dlq/requeue", post(ops::dlq_requeue))
+        .route("/v1/ops/dlq/purge", post(ops::dlq_purge))
         .route("/openapi.json", get(docs::openapi))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

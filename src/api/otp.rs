@@ -175,7 +175,7 @@ pub async fn verify(
     // an operator's against the OTP's app.
     let app = match &caller {
         Caller::App(app) => app.as_str().to_string(),
-        Caller::Operator => owner_app(&state, &caller, id).await?,
+        Caller::Operator(_) => owner_app(&state, &caller, id).await?,
     };
     let decision = state
         .counters
@@ -286,8 +286,8 @@ async fn resolve_ref(state: &AppState, caller: &Caller, otp: &OtpRef) -> Result<
     let app = match (caller, otp.app_id.as_deref()) {
         (Caller::App(app), Some(given)) if given != app.as_str() => return Err(ApiError::NotFound),
         (Caller::App(app), _) => app.as_str().to_string(),
-        (Caller::Operator, Some(given)) => given.to_string(),
-        (Caller::Operator, None) => {
+        (Caller::Operator(_), Some(given)) => given.to_string(),
+        (Caller::Operator(_), None) => {
             return Err(ApiError::Invalid {
                 field: "appId".into(),
                 reason: "operators must name the app".into(),

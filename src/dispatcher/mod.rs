@@ -4,7 +4,9 @@
 //! into `next_attempt_at`, `attempts` bumped as the fence); each POST runs outside any
 //! transaction; its outcome lands only while `attempts` still matches, so a dispatcher
 //! whose lease lapsed cannot overwrite its successor. An OTP's events go out in commit
-//! order: an event waits while an earlier one of the same OTP is pending. No destination
+//! order: an event waits while an earlier one of the same OTP is pending, for at most
+//! `order_wait_seconds` (a receiver refusing one event type must not hold the rest for
+//! the whole retry schedule). No destination
 //! (host:port) holds more than `per_destination` of the process's slots, so a slow
 //! receiver cannot starve the others. `LISTEN otp_courier_outbox` wakes the loop; a poll
 //! catches retries that come due and anything a lost notification missed.
@@ -35,17 +37,30 @@ pub use record::{NotRecorded, Outcome, Recorder};
 pub const CHANNEL: &str = "otp_courier_outbox";
 
 /// An event this process holds the lease of, with what sending it needs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Claimed {
     pub id: Uuid,
     /// This attempt's number, 1-based; also the fence.
     pub attempts: i32,
+    /// `attempts` when the event was last replayed: the retry schedule counts from there.
+    pub retry_base: i32,
     pub app_id: String,
     pub callback_url: String,
     pub destination: String,
     pub payload: Value,
     /// The app's valid signing secrets, newest first.
     pub secrets: Vec<String>,
+}
+
+impl std::fmt::Debug for Claimed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claimed")
+            .field("id", &EventId::from_uuid(self.id))
+            .field("attempts", &self.attempts)
+            .field("destination", &self.destination)
+            .field("secrets", &format_args!("[{} redacted]", self.secrets.len()))
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where an event stands after an attempt.
@@ -232,9 +247,11 @@ impl Dispatcher {
                    from outbox o
                    where o.state = 'pending' and o.next_attempt_at <= now()
                      and o.destination <> all($4::text[])
-                     and not exists (
-                         select 1 from outbox earlier
-                         where earlier.otp_id = o.otp_id and earlier.state = 'pending' and earlier.seq < o.seq)
+                     -- In order: wait while an earlier event of the OTP is pending, up to a point.
+                     and (o.created_at <= now() - make_interval(secs => $7)
+                          or not exists (
+                              select 1 from outbox earlier
+                              where earlier.otp_id = o.otp_id and earlier.state = 'pending' and earlier.seq < o.seq))
                    order by o.next_attempt_at
                    limit $1 * 4
                ),
@@ -256,7 +273,7 @@ impl Dispatcher {
                set attempts = o.attempts + 1, next_attempt_at = now() + make_interval(secs => $6)
                from picked
                where o.id = picked.id and o.state = 'pending' and o.next_attempt_at <= now()
-               returning o.id, o.attempts, o.app_id, o.callback_url as "callback_url!", o.destination,
+               returning o.id, o.attempts, o.retry_base, o.app_id, o.callback_url as "callback_url!", o.destination,
                          o.payload,
                          array(select w.secret from webhook_secrets w
                                where w.app_id = o.app_id and (w.expires_at is null or w.expires_at > now())
@@ -267,6 +284,7 @@ impl Dispatcher {
             &full,
             i64::from(cap),
             config.lease().as_secs_f64(),
+            config.order_wait_seconds as f64,
         )
         .fetch_all(&self.inner.pool)
         .await
@@ -290,7 +308,7 @@ impl Dispatcher {
             })
             .await;
         let latency_ms = webhook::elapsed_ms(clock);
-        let (state, next_attempt_at) = self.judge(event.attempts, &answer);
+        let (state, next_attempt_at) = self.judge(event.attempts - event.retry_base, &answer);
         let error = match &answer {
             Answer::Failed { error, .. } | Answer::Refused(error) => Some(error.clone()),
             Answer::Gone => Some("the receiver answered 410 Gone: no more callbacks to this URL".to_string()),

@@ -1,7 +1,12 @@
 //! Recording attempts in batches: every finished callback hands its outcome to one writer
 //! task, which lands whatever has gathered in a single statement, so a burst of callbacks
 //! costs one commit instead of one each. Each outcome still lands only under its own fence.
+//! A failed batch is tried again a few times; if it still fails, its events' leases lapse
+//! and they are sent again (same `webhook-id`).
 
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
@@ -65,16 +70,57 @@ async fn write_batches(pool: PgPool, mut incoming: mpsc::Receiver<Pending>) {
                 }
             }
             Err(error) => {
-                tracing::warn!(%error, count = batch.len(), "could not record callback attempts; their leases will lapse and they will be retried");
+                tracing::error!(%error, count = batch.len(), "could not record callback attempts; their leases will lapse and they will be retried");
                 batch.clear();
             }
         }
     }
 }
 
-/// One statement: every attempt row, each fenced state change, and for a 410 the app's
-/// other pending events to that URL. Returns the ids whose state change landed.
+/// Writes a batch, trying again after a failure (a deadlock, a connection lost) before
+/// giving up on it; then stops the URLs that answered 410.
 async fn write(pool: &PgPool, batch: &[Pending]) -> Result<Vec<Uuid>, sqlx::Error> {
+    let landed = (|| write_once(pool, batch))
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(50))
+                .with_max_times(3),
+        )
+        .notify(|error, pause| tracing::warn!(%error, retry_in = ?pause, "recording callback attempts failed"))
+        .await?;
+    let gone: Vec<Uuid> = batch
+        .iter()
+        .filter(|(o, _)| o.state == State::Gone && landed.contains(&o.id))
+        .map(|(o, _)| o.id)
+        .collect();
+    if !gone.is_empty() {
+        stop_gone_urls(pool, &gone).await?;
+    }
+    Ok(landed)
+}
+
+/// 410 Gone stops callbacks to that URL: the app's other pending events for it become
+/// `gone` too. Separate from the batch, and skipping rows another dispatcher holds locked,
+/// so two dispatchers meeting the same 410 cannot deadlock; an event in flight elsewhere
+/// gets its own 410.
+async fn stop_gone_urls(pool: &PgPool, gone: &[Uuid]) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "update outbox o
+         set state = 'gone', last_error = 'an earlier callback to this URL was answered 410 Gone'
+         where o.id in (
+             select p.id from outbox p join outbox g on g.app_id = p.app_id and g.callback_url = p.callback_url
+             where g.id = any($1) and p.state = 'pending'
+             for update of p skip locked)",
+        gone
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// One statement: every attempt row and each fenced state change. Returns the ids whose
+/// state change landed.
+async fn write_once(pool: &PgPool, batch: &[Pending]) -> Result<Vec<Uuid>, sqlx::Error> {
     let ids: Vec<Uuid> = batch.iter().map(|(o, _)| o.id).collect();
     let attempts: Vec<i32> = batch.iter().map(|(o, _)| o.attempt).collect();
     let states: Vec<String> = batch.iter().map(|(o, _)| o.state.as_str().to_string()).collect();
@@ -101,14 +147,6 @@ async fn write(pool: &PgPool, batch: &[Pending]) -> Result<Vec<Uuid>, sqlx::Erro
            recorded as (
                insert into callback_attempts (event_id, attempt, started_at, http_status, latency_ms, error)
                select id, attempt, started_at, status, latency_ms, error from input
-           ),
-           stopped as (
-               -- 410 Gone stops callbacks to that URL: the app's other pending events for it too.
-               update outbox o
-               set state = 'gone', last_error = 'an earlier callback to this URL was answered 410 Gone'
-               from landed g
-               where g.state = 'gone' and o.app_id = g.app_id and o.callback_url = g.callback_url
-                 and o.state = 'pending' and o.id not in (select id from input)
            )
            select id as "id!" from landed"#,
         &ids,

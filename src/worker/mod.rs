@@ -6,7 +6,7 @@
 //! then on the database, not the broker, guarantees the OTP is finished, so a redelivered
 //! message finds its OTP and is acked without sending anything.
 
-mod dead_letter;
+pub mod dead_letter;
 mod scheduler;
 
 use std::sync::Arc;

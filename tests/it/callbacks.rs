@@ -337,14 +337,14 @@ async fn an_otps_events_reach_the_receiver_in_the_order_they_happened(pool: PgPo
 async fn one_slow_receiver_does_not_hold_up_the_others(pool: PgPool) {
     let slow = MockServer::start().await;
     Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(204).set_delay(Duration::from_secs(4)))
+        .respond_with(ResponseTemplate::new(204).set_delay(Duration::from_secs(10)))
         .mount(&slow)
         .await;
     let fast = receiver_failing(ResponseTemplate::new(204), 0).await;
     let mut harness = Harness::new(pool).await;
     harness.set("callbacks.concurrency", json!(4));
     harness.set("callbacks.per_destination", json!(2));
-    harness.set("callbacks.timeout_seconds", json!(10));
+    harness.set("callbacks.timeout_seconds", json!(15));
     harness.set("callbacks.lease_seconds", json!(30));
     harness.create_app("shop", json!({"": "Code {{pin}}"})).await;
     harness.webhook_secret("shop", None).await;
@@ -361,7 +361,7 @@ async fn one_slow_receiver_does_not_hold_up_the_others(pool: PgPool) {
     })
     .await;
 
-    // Each slow answer takes 4 s, so by now the slow receiver can only have the requests
+    // Each slow answer takes 10 s, so by now the slow receiver can only have the requests
     // its share of the slots allowed: two.
     assert_eq!(
         received(&slow).await.len(),

@@ -68,7 +68,7 @@ impl Harness {
                          "quick_retry_max_delay_ms": 50, "retry_schedule_seconds": [1]},
             "pin": {"active_key": "k1", "keys": {"k1": PIN_KEY}},
             "callbacks": {"allow_http": true, "allow_networks": ["127.0.0.1/32"], "timeout_seconds": 2,
-                          "lease_seconds": 5, "poll_interval_ms": 100, "retry_schedule_seconds": [1, 1, 1]},
+                          "lease_seconds": 7, "poll_interval_ms": 100, "retry_schedule_seconds": [1, 1, 1]},
             "log": {"format": "json", "filter": "otp_courier=debug,info"},
             "api": {"listen": "127.0.0.1:0"},
             "routing": {"sms": "fake", "whatsapp": "fake"},

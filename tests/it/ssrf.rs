@@ -148,8 +148,8 @@ async fn dispatch_to_canary(pool: PgPool, networks: serde_json::Value) -> (Harne
     (harness, canary)
 }
 
-async fn outcomes(harness: &Harness) -> Vec<(String, String, Option<String>)> {
-    sqlx::query_as("select callback_url, state, last_error from outbox order by seq")
+async fn outcomes(harness: &Harness) -> Vec<(String, String, Option<String>, i32)> {
+    sqlx::query_as("select callback_url, state, last_error, attempts from outbox order by seq")
         .fetch_all(&harness.pool)
         .await
         .expect("outbox")
@@ -159,14 +159,24 @@ async fn outcomes(harness: &Harness) -> Vec<(String, String, Option<String>)> {
 async fn callbacks_to_loopback_in_any_spelling_are_refused_and_the_canary_hears_nothing(pool: PgPool) {
     let (harness, canary) = dispatch_to_canary(pool, json!([])).await;
     wait_until("every event settled", Duration::from_secs(15), || async {
-        outcomes(&harness).await.iter().all(|(_, state, _)| state != "pending")
+        outcomes(&harness)
+            .await
+            .iter()
+            .all(|(_, state, _, _)| state != "pending")
     })
     .await;
 
-    for (url, state, error) in outcomes(&harness).await {
+    for (url, state, error, attempts) in outcomes(&harness).await {
         let error = error.unwrap_or_default();
-        assert_eq!(state, "dead", "{url}: refused for good, no retries");
-        assert!(error.contains("is not public"), "{url}: {error}");
+        assert_eq!(
+            (state.as_str(), attempts),
+            ("dead", 1),
+            "{url}: refused for good, no retries"
+        );
+        assert!(
+            error.starts_with("callback address") && error.contains("is not public"),
+            "{url}: {error}"
+        );
     }
     assert_eq!(canary.heard(), (0, 0), "not one connection or byte reached loopback");
     harness.finish().await;
@@ -178,14 +188,52 @@ async fn with_loopback_allowlisted_the_same_urls_reach_the_canary(pool: PgPool) 
     let networks = json!(["127.0.0.0/8", "::1", "::ffff:127.0.0.1", "0.0.0.0"]);
     let (harness, canary) = dispatch_to_canary(pool, networks).await;
     wait_until("every event settled", Duration::from_secs(15), || async {
-        outcomes(&harness).await.iter().all(|(_, state, _)| state != "pending")
+        outcomes(&harness)
+            .await
+            .iter()
+            .all(|(_, state, _, _)| state != "pending")
     })
     .await;
 
-    for (url, state, error) in outcomes(&harness).await {
+    for (url, state, error, _) in outcomes(&harness).await {
         assert_eq!(state, "delivered", "{url}: {error:?}");
     }
     assert_eq!(canary.heard().0, canary.urls().len(), "one connection per URL");
+    harness.finish().await;
+}
+
+#[sqlx::test]
+async fn a_name_with_one_allowed_and_one_refused_address_is_refused_whole(pool: PgPool) {
+    // Both answers are loopback, so nothing could leave the machine even if the guard failed;
+    // only 127.0.0.1 is allowlisted, so ::1 stands for the private address of a mixed answer.
+    let canary = Canary::start().await;
+    let mut harness = Harness::new(pool).await;
+    harness.create_app("shop", json!({"": "Code {{pin}}"})).await;
+    harness.webhook_secret("shop", None).await;
+    record(&harness, &format!("http://{REBOUND_NAME}:{}/hook", canary.port)).await;
+    let fixed = HashMap::from([(
+        REBOUND_NAME.to_string(),
+        vec![
+            IpAddr::from([127, 0, 0, 1]),
+            IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        ],
+    )]);
+    harness.start_dispatcher_with(Sender::with_fixed_hosts(&harness.config().callbacks, fixed).expect("sender"));
+    wait_until("the event settled", Duration::from_secs(15), || async {
+        outcomes(&harness)
+            .await
+            .iter()
+            .all(|(_, state, _, _)| state != "pending")
+    })
+    .await;
+
+    let (_, state, error, _) = outcomes(&harness).await.remove(0);
+    assert_eq!(state, "dead");
+    assert!(
+        error.unwrap_or_default().contains("::1"),
+        "the refused address is named"
+    );
+    assert_eq!(canary.heard(), (0, 0), "not even the allowed address was tried");
     harness.finish().await;
 }
 

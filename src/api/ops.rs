@@ -1,0 +1,133 @@
+//! The operator API under `/v1/ops`: the replays and dead-letter tools of the command line,
+//! each with `dryRun`. App credentials get 403.
+
+use axum::extract::State;
+use axum::Json;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::error::{ApiError, Problem};
+use super::{AppState, JsonBody, QueryParams};
+use crate::dlq::{DeadLetter, Dlq, DlqError, DlqFilter};
+use crate::keys::Caller;
+use crate::replay::{self, CallbackFilter, DeliveryFilter, ReplayError, Summary};
+
+/// The operator's audit name, or 403.
+fn operator(caller: &Caller) -> Result<String, ApiError> {
+    match caller {
+        Caller::Operator(key) => Ok(format!("api:{key}")),
+        Caller::App(_) => Err(ApiError::Forbidden),
+    }
+}
+
+impl From<ReplayError> for ApiError {
+    fn from(error: ReplayError) -> Self {
+        match error {
+            ReplayError::Invalid(invalid) => ApiError::Invalid {
+                field: invalid.field.into(),
+                reason: invalid.reason,
+            },
+            ReplayError::Database(error) => error.into(),
+        }
+    }
+}
+
+impl From<DlqError> for ApiError {
+    fn from(error: DlqError) -> Self {
+        match error {
+            DlqError::Amqp(_) => ApiError::Unavailable("the broker"),
+            DlqError::Database(error) => error.into(),
+        }
+    }
+}
+
+/// Sends failed OTPs again (same code within the TTL, a new code and TTL after it).
+#[utoipa::path(post, path = "/v1/ops/replay/deliveries", request_body = DeliveryFilter,
+    responses((status = 200, body = Summary), (status = 422, body = Problem, content_type = "application/problem+json"),
+              (status = 403, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")),
+    security(("api_key" = [])))]
+pub async fn replay_deliveries(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(filter): JsonBody<DeliveryFilter>,
+) -> Result<Json<Summary>, ApiError> {
+    let actor = operator(&caller)?;
+    Ok(Json(
+        replay::deliveries(&state.pool, &filter, &actor, &mut |_, _| {}).await?,
+    ))
+}
+
+/// Sends dead (or gone) callbacks again with their original event ids.
+#[utoipa::path(post, path = "/v1/ops/replay/callbacks", request_body = CallbackFilter,
+    responses((status = 200, body = Summary), (status = 422, body = Problem, content_type = "application/problem+json"),
+              (status = 403, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")),
+    security(("api_key" = [])))]
+pub async fn replay_callbacks(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(filter): JsonBody<CallbackFilter>,
+) -> Result<Json<Summary>, ApiError> {
+    let actor = operator(&caller)?;
+    Ok(Json(
+        replay::callbacks(&state.pool, &filter, &actor, &mut |_, _| {}).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DlqListParams {
+    /// 1-1000, default 20.
+    limit: Option<i64>,
+}
+
+/// The messages at the head of the dead-letter queue, left in place.
+#[utoipa::path(get, path = "/v1/ops/dlq", params(DlqListParams),
+    responses((status = 200, body = [DeadLetter]), (status = 422, body = Problem, content_type = "application/problem+json"),
+              (status = 403, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+              (status = 503, body = Problem, content_type = "application/problem+json")),
+    security(("api_key" = [])))]
+pub async fn dlq_list(
+    State(state): State<AppState>,
+    caller: Caller,
+    QueryParams(params): QueryParams<DlqListParams>,
+) -> Result<Json<Vec<DeadLetter>>, ApiError> {
+    operator(&caller)?;
+    let limit = params.limit.unwrap_or(20);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::Invalid {
+            field: "limit".into(),
+            reason: "must be 1 to 1000".into(),
+        });
+    }
+    Ok(Json(Dlq::new(state.config.amqp.clone()).list(limit as usize).await?))
+}
+
+/// Publishes matching dead-lettered jobs to the send queue again.
+#[utoipa::path(post, path = "/v1/ops/dlq/requeue", request_body = DlqFilter,
+    responses((status = 200, body = Summary), (status = 403, body = Problem, content_type = "application/problem+json"),
+              (status = 401, body = Problem, content_type = "application/problem+json"), (status = 503, body = Problem, content_type = "application/problem+json")),
+    security(("api_key" = [])))]
+pub async fn dlq_requeue(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(filter): JsonBody<DlqFilter>,
+) -> Result<Json<Summary>, ApiError> {
+    let actor = operator(&caller)?;
+    let dlq = Dlq::new(state.config.amqp.clone());
+    Ok(Json(dlq.requeue(&state.pool, &filter, &actor).await?))
+}
+
+/// Deletes matching dead-lettered jobs for good.
+#[utoipa::path(post, path = "/v1/ops/dlq/purge", request_body = DlqFilter,
+    responses((status = 200, body = Summary), (status = 403, body = Problem, content_type = "application/problem+json"),
+              (status = 401, body = Problem, content_type = "application/problem+json"), (status = 503, body = Problem, content_type = "application/problem+json")),
+    security(("api_key" = [])))]
+pub async fn dlq_purge(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(filter): JsonBody<DlqFilter>,
+) -> Result<Json<Summary>, ApiError> {
+    let actor = operator(&caller)?;
+    let dlq = Dlq::new(state.config.amqp.clone());
+    Ok(Json(dlq.purge(&state.pool, &filter, &actor).await?))
+}

@@ -1,0 +1,313 @@
+//! Operator replays: OTPs whose delivery failed go out again, dead callbacks are sent again.
+//! Both work in batches of short transactions that lock what they change, select only rows
+//! still in the state being replayed (so a second run changes nothing), and leave an
+//! `operator_actions` record of who ran what.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::outbox::{self, EventType};
+
+/// Rows changed per transaction.
+const BATCH: i64 = 500;
+
+/// Which failed deliveries to replay.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, clap::Args)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeliveryFilter {
+    /// Only this app's OTPs.
+    #[arg(long)]
+    pub app: Option<String>,
+    /// `failed` (default): delivery failed. `expired`: expired before any delivery succeeded.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Created at or after this time (RFC 3339).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[arg(long, value_parser = rfc3339)]
+    pub since: Option<OffsetDateTime>,
+    /// Created before this time (RFC 3339).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[arg(long, value_parser = rfc3339)]
+    pub until: Option<OffsetDateTime>,
+    /// Only OTPs routed to this provider.
+    #[arg(long)]
+    pub provider: Option<String>,
+    /// The class of the last error: `transient`, `permanent`, `timeout`, `expired`, `config`, ...
+    #[arg(long)]
+    pub error_class: Option<String>,
+    /// At most this many.
+    #[arg(long)]
+    pub limit: Option<i64>,
+    /// Count what matches; change nothing.
+    #[serde(default)]
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Which callbacks to replay.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, clap::Args)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CallbackFilter {
+    /// Only this app's events.
+    #[arg(long)]
+    pub app: Option<String>,
+    /// `dead` (default) or `gone`.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Created at or after this time (RFC 3339).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[arg(long, value_parser = rfc3339)]
+    pub since: Option<OffsetDateTime>,
+    /// Created before this time (RFC 3339).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[arg(long, value_parser = rfc3339)]
+    pub until: Option<OffsetDateTime>,
+    /// An event type, e.g. `otp.sent`.
+    #[arg(long)]
+    pub event: Option<String>,
+    /// At most this many.
+    #[arg(long)]
+    pub limit: Option<i64>,
+    /// Count what matches; change nothing.
+    #[serde(default)]
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+fn rfc3339(text: &str) -> Result<OffsetDateTime, String> {
+    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("`{text}` is not an RFC 3339 time (2026-11-22T10:00:00Z): {e}"))
+}
+
+/// A filter value the replay cannot use.
+#[derive(Debug, thiserror::Error)]
+#[error("`{field}`: {reason}")]
+pub struct InvalidFilter {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidFilter),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// What a replay did (or, in a dry run, would do).
+#[derive(Debug, Clone, Default, Serialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    pub dry_run: bool,
+    /// Rows that matched the filter when the replay started.
+    pub matched: u64,
+    /// Rows put back to work.
+    pub replayed: u64,
+    /// Of those, OTPs that had expired and got a new code and a fresh TTL.
+    pub new_codes: u64,
+}
+
+/// Called after each batch with (done, matched).
+pub type Progress<'a> = &'a mut (dyn FnMut(u64, u64) + Send);
+
+fn limit_of(limit: Option<i64>) -> Result<i64, InvalidFilter> {
+    match limit {
+        None => Ok(i64::MAX),
+        Some(n) if n >= 1 => Ok(n),
+        Some(n) => Err(InvalidFilter {
+            field: "limit",
+            reason: format!("{n} is not a positive count"),
+        }),
+    }
+}
+
+fn one_of(field: &'static str, value: Option<&str>, allowed: &[&'static str]) -> Result<&'static str, InvalidFilter> {
+    let Some(value) = value else { return Ok(allowed[0]) };
+    allowed
+        .iter()
+        .find(|a| **a == value)
+        .copied()
+        .ok_or_else(|| InvalidFilter {
+            field,
+            reason: format!("`{value}` is not one of {}", allowed.join(", ")),
+        })
+}
+
+/// Puts failed deliveries back in the queue. Within its TTL an OTP goes out with the same
+/// PIN; past it, with a new generation (a new code) and a fresh TTL. Failed verification
+/// attempts are kept. Each OTP gets an `otp.replayed` event.
+pub async fn deliveries(
+    pool: &PgPool,
+    filter: &DeliveryFilter,
+    actor: &str,
+    progress: Progress<'_>,
+) -> Result<Summary, ReplayError> {
+    let status = one_of("status", filter.status.as_deref(), &["failed", "expired"])?;
+    let limit = limit_of(filter.limit)?;
+    let matched = sqlx::query_scalar!(
+        r#"select count(*) as "n!" from (
+               select 1 from otps o
+               where o.status = $1 and ($1 = 'failed' or o.delivery in ('queued', 'failed'))
+                 and ($2::text is null or o.app_id = $2) and ($3::timestamptz is null or o.created_at >= $3)
+                 and ($4::timestamptz is null or o.created_at < $4) and ($5::text is null or o.provider = $5)
+                 and ($6::text is null or o.last_error->>'class' = $6)
+               limit $7) matching"#,
+        status,
+        filter.app,
+        filter.since,
+        filter.until,
+        filter.provider,
+        filter.error_class,
+        limit,
+    )
+    .fetch_one(pool)
+    .await? as u64;
+    let dry_run = filter.dry_run;
+    let mut summary = Summary {
+        dry_run,
+        matched,
+        ..Summary::default()
+    };
+    let mut cursor = Uuid::nil();
+    while !dry_run && (summary.replayed as i64) < limit {
+        let mut tx = pool.begin().await?;
+        let batch = sqlx::query!(
+            r#"with picked as (
+                   select o.id, o.generation from otps o
+                   where o.status = $1 and ($1 = 'failed' or o.delivery in ('queued', 'failed'))
+                     and ($2::text is null or o.app_id = $2) and ($3::timestamptz is null or o.created_at >= $3)
+                     and ($4::timestamptz is null or o.created_at < $4) and ($5::text is null or o.provider = $5)
+                     and ($6::text is null or o.last_error->>'class' = $6)
+                     and o.id > $7
+                     -- A body-derived key names one pending OTP at a time; a newer one holds it.
+                     and not exists (select 1 from otps p where p.app_id = o.app_id and p.request_id = o.request_id
+                                     and p.status = 'pending' and p.id <> o.id)
+                   order by o.id limit $8
+                   for update skip locked
+               )
+               update otps o
+               set status = 'pending', delivery = 'queued', next_attempt_at = now(), last_error = null,
+                   generation = case when o.expires_at <= now() then o.generation + 1 else o.generation end,
+                   expires_at = case when o.expires_at <= now() then now() + make_interval(secs => o.ttl_seconds)
+                                     else o.expires_at end,
+                   status_changed_at = now(), updated_at = now()
+               from picked where o.id = picked.id
+               returning o.id, o.generation <> picked.generation as "new_code!""#,
+            status,
+            filter.app,
+            filter.since,
+            filter.until,
+            filter.provider,
+            filter.error_class,
+            cursor,
+            BATCH.min(limit - summary.replayed as i64),
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in &batch {
+            outbox::record_for_otp(&mut tx, row.id, EventType::Replayed, None).await?;
+        }
+        tx.commit().await?;
+        let Some(last) = batch.iter().map(|r| r.id).max() else {
+            break;
+        };
+        cursor = last;
+        summary.replayed += batch.len() as u64;
+        summary.new_codes += batch.iter().filter(|r| r.new_code).count() as u64;
+        progress(summary.replayed, matched);
+    }
+    audit(pool, "replay-deliveries", actor, json!(filter), &summary).await?;
+    Ok(summary)
+}
+
+/// Puts dead (or gone) callbacks back to pending with the same event ids, so receivers can
+/// deduplicate; each starts the retry schedule afresh.
+pub async fn callbacks(
+    pool: &PgPool,
+    filter: &CallbackFilter,
+    actor: &str,
+    progress: Progress<'_>,
+) -> Result<Summary, ReplayError> {
+    let state = one_of("status", filter.status.as_deref(), &["dead", "gone"])?;
+    let limit = limit_of(filter.limit)?;
+    let matched = sqlx::query_scalar!(
+        r#"select count(*) as "n!" from (
+               select 1 from outbox
+               where state = $1 and ($2::text is null or app_id = $2) and ($3::timestamptz is null or created_at >= $3)
+                 and ($4::timestamptz is null or created_at < $4) and ($5::text is null or event_type = $5)
+               limit $6) matching"#,
+        state,
+        filter.app,
+        filter.since,
+        filter.until,
+        filter.event,
+        limit,
+    )
+    .fetch_one(pool)
+    .await? as u64;
+    let dry_run = filter.dry_run;
+    let mut summary = Summary {
+        dry_run,
+        matched,
+        ..Summary::default()
+    };
+    let mut cursor = Uuid::nil();
+    while !dry_run && (summary.replayed as i64) < limit {
+        let mut tx = pool.begin().await?;
+        let batch = sqlx::query_scalar!(
+            "with picked as (
+                 select id from outbox
+                 where state = $1 and ($2::text is null or app_id = $2) and ($3::timestamptz is null or created_at >= $3)
+                   and ($4::timestamptz is null or created_at < $4) and ($5::text is null or event_type = $5)
+                   and id > $6
+                 order by id limit $7
+                 for update skip locked
+             )
+             update outbox o
+             set state = 'pending', next_attempt_at = now(), retry_base = o.attempts, last_error = null
+             from picked where o.id = picked.id
+             returning o.id",
+            state,
+            filter.app,
+            filter.since,
+            filter.until,
+            filter.event,
+            cursor,
+            BATCH.min(limit - summary.replayed as i64),
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query!("select pg_notify($1, '')", crate::dispatcher::CHANNEL)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let Some(last) = batch.iter().max().copied() else { break };
+        cursor = last;
+        summary.replayed += batch.len() as u64;
+        progress(summary.replayed, matched);
+    }
+    audit(pool, "replay-callbacks", actor, json!(filter), &summary).await?;
+    Ok(summary)
+}
+
+/// Records an operator action.
+pub async fn audit(pool: &PgPool, action: &str, actor: &str, filters: Value, summary: &Summary) -> sqlx::Result<()> {
+    sqlx::query!(
+        "insert into operator_actions (action, actor, filters, dry_run, matched, changed)
+         values ($1, $2, $3, $4, $5, $6)",
+        action,
+        actor,
+        filters,
+        summary.dry_run,
+        i32::try_from(summary.matched).unwrap_or(i32::MAX),
+        i32::try_from(summary.replayed).unwrap_or(i32::MAX),
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}

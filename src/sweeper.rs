@@ -1,0 +1,216 @@
+//! The sweeper role: pending OTPs past their expiry become `expired` (with an `otp.expired`
+//! event in the same transaction), and rows older than the retention period are pruned —
+//! never an event whose callback is still pending, nor the OTP it belongs to.
+
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::SweeperConfig;
+use crate::outbox::{self, EventType};
+
+/// OTPs expired per transaction, rows deleted per statement.
+const BATCH: i64 = 1000;
+
+#[derive(Clone)]
+pub struct Sweeper {
+    pool: PgPool,
+    config: SweeperConfig,
+}
+
+/// Rows one pruning pass deleted, per table.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Pruned {
+    pub otps: u64,
+    pub events: u64,
+    pub callback_attempts: u64,
+    pub delivery_attempts: u64,
+    pub verification_attempts: u64,
+    pub rejections: u64,
+    pub rate_limit_windows: u64,
+}
+
+impl Sweeper {
+    pub fn new(pool: PgPool, config: SweeperConfig) -> Self {
+        Self { pool, config }
+    }
+
+    /// Expires every `interval`, prunes every `prune_interval`, until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut last_prune: Option<tokio::time::Instant> = None;
+        while !shutdown.is_cancelled() {
+            if let Err(error) = self.expire_due().await {
+                tracing::warn!(%error, "could not expire due OTPs");
+            }
+            if last_prune.is_none_or(|at| at.elapsed() >= self.config.prune_interval()) {
+                match self.prune().await {
+                    Ok(pruned) => tracing::info!(?pruned, "pruned rows past retention"),
+                    Err(error) => tracing::warn!(%error, "could not prune old rows"),
+                }
+                last_prune = Some(tokio::time::Instant::now());
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(self.config.interval()) => {}
+            }
+        }
+    }
+
+    /// Expires every pending OTP past `expires_at`; returns how many. A delivery in flight
+    /// is left to finish (the next pass takes the OTP once it is recorded).
+    pub async fn expire_due(&self) -> Result<u64, sqlx::Error> {
+        let mut total = 0;
+        loop {
+            let mut tx = self.pool.begin().await?;
+            let expired = sqlx::query_scalar!(
+                "with due as (
+                     select id from otps
+                     where status = 'pending' and expires_at <= now() and delivery <> 'sending'
+                     order by expires_at limit $1
+                     for update skip locked
+                 )
+                 update otps o
+                 set status = 'expired', status_changed_at = now(), updated_at = now(),
+                     next_attempt_at = case when o.delivery = 'queued' then null else o.next_attempt_at end
+                 from due where o.id = due.id
+                 returning o.id",
+                BATCH
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+            for id in &expired {
+                outbox::record_for_otp(&mut tx, *id, EventType::Expired, None).await?;
+            }
+            tx.commit().await?;
+            total += expired.len() as u64;
+            if (expired.len() as i64) < BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Deletes what is older than `retention_days`, in batches.
+    pub async fn prune(&self) -> Result<Pruned, sqlx::Error> {
+        let days = i32::try_from(self.config.retention_days).unwrap_or(i32::MAX);
+        // Children first: attempts and settled events of old OTPs, then the OTPs themselves
+        // once nothing of theirs is pending.
+        let callback_attempts = repeat(|| async {
+            sqlx::query!(
+                "delete from callback_attempts where id in (
+                     select a.id from callback_attempts a join outbox o on o.id = a.event_id
+                     where o.state <> 'pending' and o.created_at < now() - make_interval(days => $1)
+                     limit $2)",
+                days,
+                BATCH
+            )
+            .execute(&self.pool)
+            .await
+        })
+        .await?;
+        let events = repeat(|| async {
+            sqlx::query!(
+                "delete from outbox where id in (
+                     select id from outbox
+                     where state <> 'pending' and created_at < now() - make_interval(days => $1)
+                       and not exists (select 1 from callback_attempts a where a.event_id = outbox.id)
+                     limit $2)",
+                days,
+                BATCH
+            )
+            .execute(&self.pool)
+            .await
+        })
+        .await?;
+        let delivery_attempts = repeat(|| async {
+            sqlx::query!(
+                "delete from delivery_attempts where id in (
+                     select a.id from delivery_attempts a join otps o on o.id = a.otp_id
+                     where o.created_at < now() - make_interval(days => $1) and o.status <> 'pending'
+                       and not exists (select 1 from outbox e where e.otp_id = o.id)
+                     limit $2)",
+                days,
+                BATCH
+            )
+            .execute(&self.pool)
+            .await
+        })
+        .await?;
+        let verification_attempts = repeat(|| async {
+            sqlx::query!(
+                "delete from verification_attempts where id in (
+                     select a.id from verification_attempts a join otps o on o.id = a.otp_id
+                     where o.created_at < now() - make_interval(days => $1) and o.status <> 'pending'
+                       and not exists (select 1 from outbox e where e.otp_id = o.id)
+                     limit $2)",
+                days,
+                BATCH
+            )
+            .execute(&self.pool)
+            .await
+        })
+        .await?;
+        let otps = repeat(|| async {
+            sqlx::query!(
+                "delete from otps where id in (
+                     select o.id from otps o
+                     where o.created_at < now() - make_interval(days => $1) and o.status <> 'pending'
+                       and not exists (select 1 from outbox e where e.otp_id = o.id)
+                       and not exists (select 1 from delivery_attempts a where a.otp_id = o.id)
+                       and not exists (select 1 from verification_attempts a where a.otp_id = o.id)
+                     limit $2)",
+                days,
+                BATCH
+            )
+            .execute(&self.pool)
+            .await
+        })
+        .await?;
+        let rejections = repeat(|| async {
+            sqlx::query!(
+                "delete from otp_rejections where id in (
+                     select id from otp_rejections where created_at < now() - make_interval(days => $1)
+                     limit $2)",
+                days,
+                BATCH
+            )
+            .execute(&self.pool)
+            .await
+        })
+        .await?;
+        // A counter is only read during its window; a day past any window it is dead weight.
+        let rate_limit_windows = repeat(|| async {
+            sqlx::query!(
+                "delete from rate_limit_windows where ctid in (
+                     select ctid from rate_limit_windows where window_start < now() - interval '2 days' limit $1)",
+                BATCH
+            )
+            .execute(&self.pool)
+            .await
+        })
+        .await?;
+        Ok(Pruned {
+            callback_attempts,
+            events,
+            delivery_attempts,
+            verification_attempts,
+            otps,
+            rejections,
+            rate_limit_windows,
+        })
+    }
+}
+
+/// Runs a batched delete until it deletes nothing more; returns the rows deleted.
+async fn repeat<F, Fut>(mut batch: F) -> Result<u64, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<sqlx::postgres::PgQueryResult, sqlx::Error>>,
+{
+    let mut total = 0;
+    loop {
+        let deleted = batch().await?.rows_affected();
+        total += deleted;
+        if deleted < BATCH as u64 {
+            return Ok(total);
+        }
+    }
+}
