@@ -88,129 +88,94 @@ impl Sweeper {
         }
     }
 
-    /// Deletes what is older than `retention_days`, in batches.
+    /// Deletes what is older than `retention_days`, in batches, in [`PRUNE`] order.
     pub async fn prune(&self) -> Result<Pruned, sqlx::Error> {
         let days = i32::try_from(self.config.retention_days).unwrap_or(i32::MAX);
-        // Children first: attempts and settled events of old OTPs, then the OTPs themselves
-        // once nothing of theirs is pending.
-        let callback_attempts = repeat(|| async {
-            sqlx::query!(
-                "delete from callback_attempts where id in (
-                     select a.id from callback_attempts a join outbox o on o.id = a.event_id
-                     where o.state <> 'pending' and o.created_at < now() - make_interval(days => $1)
-                     limit $2)",
-                days,
-                BATCH
-            )
-            .execute(&self.pool)
-            .await
-        })
-        .await?;
-        let events = repeat(|| async {
-            sqlx::query!(
-                "delete from outbox where id in (
-                     select id from outbox
-                     where state <> 'pending' and created_at < now() - make_interval(days => $1)
-                       and not exists (select 1 from callback_attempts a where a.event_id = outbox.id)
-                     limit $2)",
-                days,
-                BATCH
-            )
-            .execute(&self.pool)
-            .await
-        })
-        .await?;
-        let delivery_attempts = repeat(|| async {
-            sqlx::query!(
-                "delete from delivery_attempts where id in (
-                     select a.id from delivery_attempts a join otps o on o.id = a.otp_id
-                     where o.created_at < now() - make_interval(days => $1) and o.status <> 'pending'
-                       and not exists (select 1 from outbox e where e.otp_id = o.id)
-                     limit $2)",
-                days,
-                BATCH
-            )
-            .execute(&self.pool)
-            .await
-        })
-        .await?;
-        let verification_attempts = repeat(|| async {
-            sqlx::query!(
-                "delete from verification_attempts where id in (
-                     select a.id from verification_attempts a join otps o on o.id = a.otp_id
-                     where o.created_at < now() - make_interval(days => $1) and o.status <> 'pending'
-                       and not exists (select 1 from outbox e where e.otp_id = o.id)
-                     limit $2)",
-                days,
-                BATCH
-            )
-            .execute(&self.pool)
-            .await
-        })
-        .await?;
-        let otps = repeat(|| async {
-            sqlx::query!(
-                "delete from otps where id in (
-                     select o.id from otps o
-                     where o.created_at < now() - make_interval(days => $1) and o.status <> 'pending'
-                       and not exists (select 1 from outbox e where e.otp_id = o.id)
-                       and not exists (select 1 from delivery_attempts a where a.otp_id = o.id)
-                       and not exists (select 1 from verification_attempts a where a.otp_id = o.id)
-                     limit $2)",
-                days,
-                BATCH
-            )
-            .execute(&self.pool)
-            .await
-        })
-        .await?;
-        let rejections = repeat(|| async {
-            sqlx::query!(
-                "delete from otp_rejections where id in (
-                     select id from otp_rejections where created_at < now() - make_interval(days => $1)
-                     limit $2)",
-                days,
-                BATCH
-            )
-            .execute(&self.pool)
-            .await
-        })
-        .await?;
-        // A counter is only read during its window; a day past any window it is dead weight.
-        let rate_limit_windows = repeat(|| async {
-            sqlx::query!(
-                "delete from rate_limit_windows where ctid in (
-                     select ctid from rate_limit_windows where window_start < now() - interval '2 days' limit $1)",
-                BATCH
-            )
-            .execute(&self.pool)
-            .await
-        })
-        .await?;
+        let mut counts = [0u64; PRUNE.len()];
+        for (count, (table, sql)) in counts.iter_mut().zip(PRUNE) {
+            loop {
+                let deleted = sqlx::query(sql)
+                    .bind(days)
+                    .bind(BATCH)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                *count += deleted;
+                if deleted < BATCH as u64 {
+                    break;
+                }
+            }
+            tracing::debug!(table, deleted = *count, "pruned");
+        }
+        let [callback_attempts, events, delivery_attempts, verification_attempts, otps, rejections, rate_limit_windows] =
+            counts;
         Ok(Pruned {
-            callback_attempts,
+            otps,
             events,
+            callback_attempts,
             delivery_attempts,
             verification_attempts,
-            otps,
             rejections,
             rate_limit_windows,
         })
     }
 }
 
-/// Runs a batched delete until it deletes nothing more; returns the rows deleted.
-async fn repeat<F, Fut>(mut batch: F) -> Result<u64, sqlx::Error>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<sqlx::postgres::PgQueryResult, sqlx::Error>>,
-{
-    let mut total = 0;
-    loop {
-        let deleted = batch().await?.rows_affected();
-        total += deleted;
-        if deleted < BATCH as u64 {
-            return Ok(total);
-        }
-    }
-}
+/// The pruning statements, children first: attempts of settled events, settled events,
+/// then the attempts of old settled OTPs and the OTPs themselves once no event of theirs
+/// is left (so never one with a pending callback). `$1` is the retention in days, `$2` the
+/// batch size. Each runs until it deletes less than a batch.
+const PRUNE: [(&str, &str); 7] = [
+    (
+        "callback_attempts",
+        "delete from callback_attempts where id in (
+             select a.id from callback_attempts a join outbox o on o.id = a.event_id
+             where o.state <> 'pending' and o.created_at < now() - make_interval(days => $1) limit $2)",
+    ),
+    (
+        "outbox",
+        "delete from outbox where id in (
+             select id from outbox
+             where state <> 'pending' and created_at < now() - make_interval(days => $1)
+               and not exists (select 1 from callback_attempts a where a.event_id = outbox.id)
+             limit $2)",
+    ),
+    (
+        "delivery_attempts",
+        "delete from delivery_attempts where id in (
+             select a.id from delivery_attempts a join otps o on o.id = a.otp_id
+             where o.created_at < now() - make_interval(days => $1) and o.status <> 'pending'
+               and not exists (select 1 from outbox e where e.otp_id = o.id)
+             limit $2)",
+    ),
+    (
+        "verification_attempts",
+        "delete from verification_attempts where id in (
+             select a.id from verification_attempts a join otps o on o.id = a.otp_id
+             where o.created_at < now() - make_interval(days => $1) and o.status <> 'pending'
+               and not exists (select 1 from outbox e where e.otp_id = o.id)
+             limit $2)",
+    ),
+    (
+        "otps",
+        "delete from otps where id in (
+             select o.id from otps o
+             where o.created_at < now() - make_interval(days => $1) and o.status <> 'pending'
+               and not exists (select 1 from outbox e where e.otp_id = o.id)
+               and not exists (select 1 from delivery_attempts a where a.otp_id = o.id)
+               and not exists (select 1 from verification_attempts a where a.otp_id = o.id)
+             limit $2)",
+    ),
+    (
+        "otp_rejections",
+        "delete from otp_rejections where id in (
+             select id from otp_rejections where created_at < now() - make_interval(days => $1) limit $2)",
+    ),
+    (
+        // A counter is only read during its window (a day at most): then it is dead weight.
+        "rate_limit_windows",
+        "delete from rate_limit_windows where ctid in (
+             select ctid from rate_limit_windows
+             where window_start < now() - interval '2 days' and $1::int is not null limit $2)",
+    ),
+];

@@ -4,7 +4,6 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use otp_courier::outbox::{self, EventType, OtpSnapshot};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -50,32 +49,6 @@ fn header<'a>(request: &'a Request, name: &str) -> &'a str {
 
 fn body(request: &Request) -> Value {
     serde_json::from_slice(&request.body).expect("a JSON callback body")
-}
-
-/// Records a rejection event for `app` to `url` directly in the outbox; returns its id.
-async fn record_event(harness: &Harness, app: &str, url: &str) -> String {
-    let mut conn = harness.pool.acquire().await.expect("conn");
-    let snapshot = OtpSnapshot {
-        otp_id: None,
-        app_id: app.into(),
-        request_id: Some(format!("req-{}", Uuid::now_v7().simple())),
-        phone_number: Some("+14155550123".into()),
-        channel: None,
-        status: "rejected".into(),
-        delivery: None,
-        locale: None,
-        parts: None,
-        attempts: None,
-        max_attempts: None,
-        expires_at: None,
-        error: Some(json!({"reason": "rate_limited"})),
-        metadata: Some(json!({"order": 42})),
-        callback_url: Some(url.into()),
-    };
-    outbox::record(&mut conn, EventType::Rejected, &snapshot)
-        .await
-        .expect("event recorded")
-        .to_string()
 }
 
 async fn states(harness: &Harness) -> Vec<String> {
@@ -165,7 +138,7 @@ async fn during_a_rotation_both_secrets_sign_and_either_one_verifies(pool: PgPoo
     let old = harness.webhook_secret("shop", None).await;
     let new = harness.webhook_secret("shop", Some(time::Duration::hours(1))).await;
     harness.start_dispatcher();
-    record_event(&harness, "shop", &receiver.uri()).await;
+    harness.record_event("shop", &receiver.uri()).await;
     wait_until("the callback", LONG, || async { !received(&receiver).await.is_empty() }).await;
 
     let request = &received(&receiver).await[0];
@@ -225,7 +198,7 @@ async fn a_receiver_down_past_the_schedule_leaves_the_event_dead(pool: PgPool) {
     harness.create_app("shop", json!({"": "Code {{pin}}"})).await;
     harness.webhook_secret("shop", None).await;
     harness.start_dispatcher();
-    record_event(&harness, "shop", &receiver.uri()).await;
+    harness.record_event("shop", &receiver.uri()).await;
     wait_until("the event is dead", LONG, || async {
         states(&harness).await == ["dead"]
     })
@@ -250,13 +223,13 @@ async fn a_410_stops_callbacks_to_that_url(pool: PgPool) {
     let mut harness = Harness::new(pool).await;
     harness.create_app("shop", json!({"": "Code {{pin}}"})).await;
     harness.webhook_secret("shop", None).await;
-    let later = record_event(&harness, "shop", &receiver.uri()).await;
+    let later = harness.record_event("shop", &receiver.uri()).await;
     // This one is not due yet when the first is answered 410.
     sqlx::query("update outbox set next_attempt_at = now() + interval '1 hour'")
         .execute(&harness.pool)
         .await
         .expect("postpone");
-    record_event(&harness, "shop", &receiver.uri()).await;
+    harness.record_event("shop", &receiver.uri()).await;
     harness.start_dispatcher();
     wait_until("both are gone", LONG, || async {
         states(&harness).await == ["gone", "gone"]
@@ -281,7 +254,7 @@ async fn retry_after_postpones_the_next_attempt(pool: PgPool) {
     harness.create_app("shop", json!({"": "Code {{pin}}"})).await;
     harness.webhook_secret("shop", None).await;
     harness.start_dispatcher();
-    record_event(&harness, "shop", &receiver.uri()).await;
+    harness.record_event("shop", &receiver.uri()).await;
     wait_until("the 429 is recorded", LONG, || async {
         sqlx::query_scalar::<_, i64>("select count(*) from callback_attempts")
             .fetch_one(&harness.pool)
@@ -350,10 +323,10 @@ async fn one_slow_receiver_does_not_hold_up_the_others(pool: PgPool) {
     harness.webhook_secret("shop", None).await;
     // The slow receiver's events are older, so they come first in due order.
     for _ in 0..10 {
-        record_event(&harness, "shop", &slow.uri()).await;
+        harness.record_event("shop", &slow.uri()).await;
     }
     for _ in 0..5 {
-        record_event(&harness, "shop", &fast.uri()).await;
+        harness.record_event("shop", &fast.uri()).await;
     }
     harness.start_dispatcher();
     wait_until("the fast receiver has all five", LONG, || async {
@@ -385,7 +358,7 @@ async fn a_dispatcher_killed_mid_batch_loses_no_callback(pool: PgPool) {
     harness.webhook_secret("shop", None).await;
     let mut ids = HashSet::new();
     for _ in 0..20 {
-        ids.insert(record_event(&harness, "shop", &receiver.uri()).await);
+        ids.insert(harness.record_event("shop", &receiver.uri()).await);
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("dispatcher.log");

@@ -192,6 +192,33 @@ impl Harness {
             .expect("webhook secret")
     }
 
+    /// Writes an `otp.rejected` event for `app` to `url` straight into the outbox, as the
+    /// worker does for a job it cannot accept; returns its `webhook-id`.
+    pub async fn record_event(&self, app: &str, url: &str) -> String {
+        let snapshot = otp_courier::outbox::OtpSnapshot {
+            otp_id: None,
+            app_id: app.into(),
+            request_id: Some(format!("req-{}", Uuid::now_v7().simple())),
+            phone_number: Some("+14155550123".into()),
+            channel: None,
+            status: "rejected".into(),
+            delivery: None,
+            locale: None,
+            parts: None,
+            attempts: None,
+            max_attempts: None,
+            expires_at: None,
+            error: Some(json!({"reason": "rate_limited"})),
+            metadata: Some(json!({"order": 42})),
+            callback_url: Some(url.into()),
+        };
+        let mut conn = self.pool.acquire().await.expect("conn");
+        otp_courier::outbox::record(&mut conn, otp_courier::outbox::EventType::Rejected, &snapshot)
+            .await
+            .expect("event recorded")
+            .to_string()
+    }
+
     /// The callback state of every event, oldest first: (event type, state, attempts).
     pub async fn callbacks(&self) -> Vec<(String, String, i32)> {
         sqlx::query_as("select event_type, state, attempts from outbox order by seq")

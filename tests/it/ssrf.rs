@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use otp_courier::outbox::{self, EventType, OtpSnapshot};
 use otp_courier::webhook::Sender;
 use serde_json::json;
 use sqlx::PgPool;
@@ -109,27 +108,18 @@ async fn answer(mut stream: TcpStream, bytes: Arc<AtomicUsize>) {
 }
 
 async fn record(harness: &Harness, url: &str) {
-    let mut conn = harness.pool.acquire().await.expect("conn");
-    let snapshot = OtpSnapshot {
-        otp_id: None,
-        app_id: "shop".into(),
-        request_id: None,
-        phone_number: None,
-        channel: None,
-        status: "rejected".into(),
-        delivery: None,
-        locale: None,
-        parts: None,
-        attempts: None,
-        max_attempts: None,
-        expires_at: None,
-        error: None,
-        metadata: None,
-        callback_url: Some(url.into()),
-    };
-    outbox::record(&mut conn, EventType::Rejected, &snapshot)
-        .await
-        .expect("event recorded");
+    harness.record_event("shop", url).await;
+}
+
+/// Waits until no event is pending any more.
+async fn settled(harness: &Harness) {
+    wait_until("every event settled", Duration::from_secs(15), || async {
+        outcomes(harness)
+            .await
+            .iter()
+            .all(|(_, state, _, _)| state != "pending")
+    })
+    .await;
 }
 
 /// A dispatcher allowing `networks`, with events to every spelling of the canary.
@@ -158,13 +148,7 @@ async fn outcomes(harness: &Harness) -> Vec<(String, String, Option<String>, i32
 #[sqlx::test]
 async fn callbacks_to_loopback_in_any_spelling_are_refused_and_the_canary_hears_nothing(pool: PgPool) {
     let (harness, canary) = dispatch_to_canary(pool, json!([])).await;
-    wait_until("every event settled", Duration::from_secs(15), || async {
-        outcomes(&harness)
-            .await
-            .iter()
-            .all(|(_, state, _, _)| state != "pending")
-    })
-    .await;
+    settled(&harness).await;
 
     for (url, state, error, attempts) in outcomes(&harness).await {
         let error = error.unwrap_or_default();
@@ -187,13 +171,7 @@ async fn with_loopback_allowlisted_the_same_urls_reach_the_canary(pool: PgPool) 
     // The control for the test above: the canary hears these URLs when the guard lets them.
     let networks = json!(["127.0.0.0/8", "::1", "::ffff:127.0.0.1", "0.0.0.0"]);
     let (harness, canary) = dispatch_to_canary(pool, networks).await;
-    wait_until("every event settled", Duration::from_secs(15), || async {
-        outcomes(&harness)
-            .await
-            .iter()
-            .all(|(_, state, _, _)| state != "pending")
-    })
-    .await;
+    settled(&harness).await;
 
     for (url, state, error, _) in outcomes(&harness).await {
         assert_eq!(state, "delivered", "{url}: {error:?}");
@@ -219,13 +197,7 @@ async fn a_name_with_one_allowed_and_one_refused_address_is_refused_whole(pool: 
         ],
     )]);
     harness.start_dispatcher_with(Sender::with_fixed_hosts(&harness.config().callbacks, fixed).expect("sender"));
-    wait_until("the event settled", Duration::from_secs(15), || async {
-        outcomes(&harness)
-            .await
-            .iter()
-            .all(|(_, state, _, _)| state != "pending")
-    })
-    .await;
+    settled(&harness).await;
 
     let (_, state, error, _) = outcomes(&harness).await.remove(0);
     assert_eq!(state, "dead");
