@@ -26,6 +26,8 @@ use crate::template::{Template, Values};
 pub struct Claim {
     pub id: Uuid,
     pub claim: i32,
+    /// `claim` when the OTP was last resent or replayed: its rounds count from there.
+    pub claims_base: i32,
     pub app_id: String,
     pub phone_number: String,
     pub channel: String,
@@ -283,7 +285,8 @@ impl Deliverer {
             return None;
         }
         let schedule = &self.inner.config.retry_schedule_seconds;
-        let base = Duration::from_secs(*schedule.get(usize::try_from(claim.claim - 1).ok()?)?);
+        let round = usize::try_from(claim.claim - claim.claims_base - 1).ok()?;
+        let base = Duration::from_secs(*schedule.get(round)?);
         let jitter = base.mul_f64(rand::rng().random_range(0.0..0.2));
         let wait = error
             .retry_after()
@@ -308,7 +311,7 @@ impl Deliverer {
                set delivery = 'sending', delivery_claims = o.delivery_claims + 1,
                    next_attempt_at = now() + make_interval(secs => $2), updated_at = now()
                from due where o.id = due.id
-               returning o.id, o.delivery_claims as claim, o.app_id, o.phone_number, o.channel, o.sender,
+               returning o.id, o.delivery_claims as claim, o.claims_base, o.app_id, o.phone_number, o.channel, o.sender,
                          o.locale, o.template, o.provider, o.pin_type, o.pin_length, o.pin_key_id,
                          o.generation, o.ttl_seconds, o.expires_at"#,
             limit,

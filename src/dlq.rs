@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 
 use crate::amqp::{self, AmqpError};
 use crate::config::AmqpConfig;
-use crate::replay::{audit, Summary};
+use crate::replay::{Audit, Progress, Summary};
 use crate::worker::dead_letter::{DETAIL_HEADER, REASON_HEADER};
 
 /// The most messages one pass looks at.
@@ -151,17 +151,41 @@ impl Dlq {
     }
 
     /// Publishes matching messages back to the send queue (with a confirm), then removes them.
-    pub async fn requeue(&self, pool: &PgPool, filter: &DlqFilter, actor: &str) -> Result<Summary, DlqError> {
-        self.act(pool, filter, actor, Action::Requeue).await
+    pub async fn requeue(
+        &self,
+        pool: &PgPool,
+        filter: &DlqFilter,
+        actor: &str,
+        progress: Progress<'_>,
+    ) -> Result<Summary, DlqError> {
+        self.act(pool, filter, actor, Action::Requeue, progress).await
     }
 
     /// Removes matching messages for good.
-    pub async fn purge(&self, pool: &PgPool, filter: &DlqFilter, actor: &str) -> Result<Summary, DlqError> {
-        self.act(pool, filter, actor, Action::Purge).await
+    pub async fn purge(
+        &self,
+        pool: &PgPool,
+        filter: &DlqFilter,
+        actor: &str,
+        progress: Progress<'_>,
+    ) -> Result<Summary, DlqError> {
+        self.act(pool, filter, actor, Action::Purge, progress).await
     }
 
-    async fn act(&self, pool: &PgPool, filter: &DlqFilter, actor: &str, action: Action) -> Result<Summary, DlqError> {
+    async fn act(
+        &self,
+        pool: &PgPool,
+        filter: &DlqFilter,
+        actor: &str,
+        action: Action,
+        progress: Progress<'_>,
+    ) -> Result<Summary, DlqError> {
         let dry_run = filter.dry_run;
+        let name = match action {
+            Action::Requeue => "dlq-requeue",
+            Action::Purge => "dlq-purge",
+        };
+        let audit = Audit::begin(pool, name, actor, json!(filter), dry_run).await?;
         let (connection, channel) = self.channel().await?;
         let limit = filter.limit.unwrap_or(MAX_PASS).min(MAX_PASS);
         let mut summary = Summary {
@@ -193,7 +217,7 @@ impl Dlq {
                     &channel,
                     &self.config.send_queue,
                     &delivery.data,
-                    requeue_properties(&delivery.properties, self.config.user()),
+                    requeue_properties(&delivery.properties),
                 )
                 .await?;
             }
@@ -201,13 +225,10 @@ impl Dlq {
                 .basic_ack(delivery.delivery_tag, BasicAckOptions::default())
                 .await?;
             summary.replayed += 1;
+            progress(seen as u64, budget as u64);
         }
         let _ = connection.close(200, "done".into()).await;
-        let name = match action {
-            Action::Requeue => "dlq-requeue",
-            Action::Purge => "dlq-purge",
-        };
-        audit(pool, name, actor, json!(filter), &summary).await?;
+        audit.finish(pool, &summary).await?;
         Ok(summary)
     }
 
@@ -221,15 +242,30 @@ impl Dlq {
     }
 }
 
-/// The original properties without the rejection headers, published as our own broker user:
-/// an operator vouches for the job now (the original `user-id` could not be re-sent anyway,
-/// as RabbitMQ only accepts the publishing user's own).
-fn requeue_properties(original: &BasicProperties, user: Option<String>) -> BasicProperties {
+/// The original properties without the rejection headers and without `user-id`: RabbitMQ
+/// only accepts the publishing user's own, and ours would vouch for the job, so a job of an
+/// app bound to a broker user is refused again (`broker_user_mismatch`) rather than let in.
+fn requeue_properties(original: &BasicProperties) -> BasicProperties {
     let mut headers = original.headers().clone().unwrap_or_default().inner().clone();
     headers.retain(|name, _| !name.as_str().starts_with("x-otp-"));
-    let mut properties = original.clone().with_headers(FieldTable::from(headers));
-    if let Some(user) = user {
-        properties = properties.with_user_id(user.into());
+    let mut properties = BasicProperties::default().with_headers(FieldTable::from(headers));
+    if let Some(v) = original.content_type() {
+        properties = properties.with_content_type(v.clone());
+    }
+    if let Some(v) = original.content_encoding() {
+        properties = properties.with_content_encoding(v.clone());
+    }
+    if let Some(v) = original.message_id() {
+        properties = properties.with_message_id(v.clone());
+    }
+    if let Some(v) = original.app_id() {
+        properties = properties.with_app_id(v.clone());
+    }
+    if let Some(v) = original.correlation_id() {
+        properties = properties.with_correlation_id(v.clone());
+    }
+    if let Some(v) = original.timestamp() {
+        properties = properties.with_timestamp(*v);
     }
     properties
 }

@@ -241,8 +241,8 @@ async fn insert_row(
            values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
                    'sending', 1, now() + make_interval(secs => $20))
            on conflict do nothing
-           returning id, delivery_claims as claim, app_id, phone_number, channel, sender, locale, template,
-                     provider, pin_type, pin_length, pin_key_id, generation, ttl_seconds, expires_at"#,
+           returning id, delivery_claims as claim, claims_base, app_id, phone_number, channel, sender, locale,
+                     template, provider, pin_type, pin_length, pin_key_id, generation, ttl_seconds, expires_at"#,
         otp.id.as_uuid(),
         job.app_id.as_str(),
         job.request_id.as_str(),

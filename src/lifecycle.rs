@@ -58,7 +58,7 @@ pub async fn resend(
         let generation = if expired { otp.generation + 1 } else { otp.generation };
         let revived = sqlx::query!(
             "update otps set status = 'pending', delivery = 'queued', next_attempt_at = now(),
-                    resends = resends + 1, generation = $2,
+                    resends = resends + 1, generation = $2, claims_base = delivery_claims,
                     expires_at = case when $3 then now() + make_interval(secs => ttl_seconds) else expires_at end,
                     status_changed_at = case when status = 'pending' then status_changed_at else now() end,
                     updated_at = now()

@@ -36,7 +36,8 @@ pub struct DeliveryFilter {
     /// Only OTPs routed to this provider.
     #[arg(long)]
     pub provider: Option<String>,
-    /// The class of the last error: `transient`, `permanent`, `timeout`, `expired`, `config`, ...
+    /// The class of the last error: `provider_rejected`, `provider_unavailable`, `rate_limited`,
+    /// `timeout`, `connect`, `expired`, `config`, `file`.
     #[arg(long)]
     pub error_class: Option<String>,
     /// At most this many.
@@ -152,7 +153,7 @@ pub async fn deliveries(
     let matched = sqlx::query_scalar!(
         r#"select count(*) as "n!" from (
                select 1 from otps o
-               where o.status = $1 and ($1 = 'failed' or o.delivery in ('queued', 'failed'))
+               where o.status = $1 and ($1 = 'failed' or (o.delivery in ('queued', 'failed') and o.sent_at is null))
                  and ($2::text is null or o.app_id = $2) and ($3::timestamptz is null or o.created_at >= $3)
                  and ($4::timestamptz is null or o.created_at < $4) and ($5::text is null or o.provider = $5)
                  and ($6::text is null or o.last_error->>'class' = $6)
@@ -173,25 +174,29 @@ pub async fn deliveries(
         matched,
         ..Summary::default()
     };
-    let mut cursor = Uuid::nil();
+    let audit = Audit::begin(pool, "replay-deliveries", actor, json!(filter), dry_run).await?;
+    let (mut cursor, mut conflicts) = (Uuid::nil(), 0);
     while !dry_run && (summary.replayed as i64) < limit {
         let mut tx = pool.begin().await?;
-        let batch = sqlx::query!(
+        let batch = match sqlx::query!(
             r#"with picked as (
                    select o.id, o.generation from otps o
-                   where o.status = $1 and ($1 = 'failed' or o.delivery in ('queued', 'failed'))
+                   where o.status = $1 and ($1 = 'failed' or (o.delivery in ('queued', 'failed') and o.sent_at is null))
                      and ($2::text is null or o.app_id = $2) and ($3::timestamptz is null or o.created_at >= $3)
                      and ($4::timestamptz is null or o.created_at < $4) and ($5::text is null or o.provider = $5)
                      and ($6::text is null or o.last_error->>'class' = $6)
                      and o.id > $7
-                     -- A body-derived key names one pending OTP at a time; a newer one holds it.
+                     -- A body-derived key names one pending OTP at a time: skip the key if one is
+                     -- pending, and of several replayable OTPs of one key take the newest only.
                      and not exists (select 1 from otps p where p.app_id = o.app_id and p.request_id = o.request_id
-                                     and p.status = 'pending' and p.id <> o.id)
+                                     and p.id <> o.id
+                                     and (p.status = 'pending' or (p.status = o.status and p.created_at > o.created_at)))
                    order by o.id limit $8
                    for update skip locked
                )
                update otps o
                set status = 'pending', delivery = 'queued', next_attempt_at = now(), last_error = null,
+                   claims_base = o.delivery_claims,
                    generation = case when o.expires_at <= now() then o.generation + 1 else o.generation end,
                    expires_at = case when o.expires_at <= now() then now() + make_interval(secs => o.ttl_seconds)
                                      else o.expires_at end,
@@ -208,7 +213,17 @@ pub async fn deliveries(
             BATCH.min(limit - summary.replayed as i64),
         )
         .fetch_all(&mut *tx)
-        .await?;
+        .await
+        {
+            Ok(batch) => batch,
+            // A worker just inserted a pending OTP under one of these body-derived keys; the
+            // next try sees it and leaves that key out.
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() && conflicts < 5 => {
+                conflicts += 1;
+                continue;
+            }
+            Err(error) => return Err(error.into()),
+        };
         for row in &batch {
             outbox::record_for_otp(&mut tx, row.id, EventType::Replayed, None).await?;
         }
@@ -221,7 +236,7 @@ pub async fn deliveries(
         summary.new_codes += batch.iter().filter(|r| r.new_code).count() as u64;
         progress(summary.replayed, matched);
     }
-    audit(pool, "replay-deliveries", actor, json!(filter), &summary).await?;
+    audit.finish(pool, &summary).await?;
     Ok(summary)
 }
 
@@ -256,6 +271,7 @@ pub async fn callbacks(
         matched,
         ..Summary::default()
     };
+    let audit = Audit::begin(pool, "replay-callbacks", actor, json!(filter), dry_run).await?;
     let mut cursor = Uuid::nil();
     while !dry_run && (summary.replayed as i64) < limit {
         let mut tx = pool.begin().await?;
@@ -291,23 +307,38 @@ pub async fn callbacks(
         summary.replayed += batch.len() as u64;
         progress(summary.replayed, matched);
     }
-    audit(pool, "replay-callbacks", actor, json!(filter), &summary).await?;
+    audit.finish(pool, &summary).await?;
     Ok(summary)
 }
 
-/// Records an operator action.
-pub async fn audit(pool: &PgPool, action: &str, actor: &str, filters: Value, summary: &Summary) -> sqlx::Result<()> {
-    sqlx::query!(
-        "insert into operator_actions (action, actor, filters, dry_run, matched, changed)
-         values ($1, $2, $3, $4, $5, $6)",
-        action,
-        actor,
-        filters,
-        summary.dry_run,
-        i32::try_from(summary.matched).unwrap_or(i32::MAX),
-        i32::try_from(summary.replayed).unwrap_or(i32::MAX),
-    )
-    .execute(pool)
-    .await?;
-    Ok(())
+/// The record of one operator action, written before it starts (so an action cut short
+/// still shows) and completed with its counts at the end.
+pub struct Audit(i64);
+
+impl Audit {
+    pub async fn begin(pool: &PgPool, action: &str, actor: &str, filters: Value, dry_run: bool) -> sqlx::Result<Self> {
+        sqlx::query_scalar!(
+            "insert into operator_actions (action, actor, filters, dry_run, matched, changed, finished_at)
+             values ($1, $2, $3, $4, 0, 0, null) returning id",
+            action,
+            actor,
+            filters,
+            dry_run,
+        )
+        .fetch_one(pool)
+        .await
+        .map(Audit)
+    }
+
+    pub async fn finish(self, pool: &PgPool, summary: &Summary) -> sqlx::Result<()> {
+        sqlx::query!(
+            "update operator_actions set matched = $2, changed = $3, finished_at = now() where id = $1",
+            self.0,
+            i32::try_from(summary.matched).unwrap_or(i32::MAX),
+            i32::try_from(summary.replayed).unwrap_or(i32::MAX),
+        )
+        .execute(pool)
+        .await?;
+        Ok(())
+    }
 }

@@ -123,7 +123,9 @@ impl Sweeper {
 
 /// The pruning statements, children first: attempts of settled events, settled events,
 /// then the attempts of old settled OTPs and the OTPs themselves once no event of theirs
-/// is left (so never one with a pending callback). `$1` is the retention in days, `$2` the
+/// is left (so never one with a pending callback). Rows are locked (skipping those a replay
+/// holds) and the state is checked again on the locked row, so a row a replay revives
+/// meanwhile is kept. `$1` is the retention in days, `$2` the
 /// batch size. Each runs until it deletes less than a batch.
 const PRUNE: [(&str, &str); 7] = [
     (
@@ -138,7 +140,8 @@ const PRUNE: [(&str, &str); 7] = [
              select id from outbox
              where state <> 'pending' and created_at < now() - make_interval(days => $1)
                and not exists (select 1 from callback_attempts a where a.event_id = outbox.id)
-             limit $2)",
+             limit $2 for update skip locked)
+           and state <> 'pending'",
     ),
     (
         "delivery_attempts",
@@ -164,7 +167,8 @@ const PRUNE: [(&str, &str); 7] = [
                and not exists (select 1 from outbox e where e.otp_id = o.id)
                and not exists (select 1 from delivery_attempts a where a.otp_id = o.id)
                and not exists (select 1 from verification_attempts a where a.otp_id = o.id)
-             limit $2)",
+             limit $2 for update skip locked)
+           and status <> 'pending'",
     ),
     (
         "otp_rejections",

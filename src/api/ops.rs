@@ -1,7 +1,8 @@
 //! The operator API under `/v1/ops`: the replays and dead-letter tools of the command line,
 //! each with `dryRun`. App credentials get 403.
 
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::Json;
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -12,11 +13,35 @@ use crate::dlq::{DeadLetter, Dlq, DlqError, DlqFilter};
 use crate::keys::Caller;
 use crate::replay::{self, CallbackFilter, DeliveryFilter, ReplayError, Summary};
 
-/// The operator's audit name, or 403.
-fn operator(caller: &Caller) -> Result<String, ApiError> {
-    match caller {
-        Caller::Operator(key) => Ok(format!("api:{key}")),
-        Caller::App(_) => Err(ApiError::Forbidden),
+/// An operator caller, by its audit name (`api:<key id>`). App credentials get 403 before
+/// the body is read.
+pub struct Operator(String);
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match Caller::from_request_parts(parts, state).await? {
+            Caller::Operator(key) => Ok(Operator(format!("api:{key}"))),
+            Caller::App(_) => Err(ApiError::Forbidden),
+        }
+    }
+}
+
+/// Dead-letter actions over HTTP take at most this many messages (the command line has no
+/// such bound): each must finish within the request timeout.
+const HTTP_DLQ_LIMIT: usize = 10_000;
+
+fn bounded(mut filter: DlqFilter) -> Result<DlqFilter, ApiError> {
+    match filter.limit {
+        Some(n) if !(1..=HTTP_DLQ_LIMIT).contains(&n) => Err(ApiError::Invalid {
+            field: "limit".into(),
+            reason: format!("must be 1 to {HTTP_DLQ_LIMIT}"),
+        }),
+        _ => {
+            filter.limit = Some(filter.limit.unwrap_or(1000));
+            Ok(filter)
+        }
     }
 }
 
@@ -48,10 +73,9 @@ impl From<DlqError> for ApiError {
     security(("api_key" = [])))]
 pub async fn replay_deliveries(
     State(state): State<AppState>,
-    caller: Caller,
+    Operator(actor): Operator,
     JsonBody(filter): JsonBody<DeliveryFilter>,
 ) -> Result<Json<Summary>, ApiError> {
-    let actor = operator(&caller)?;
     Ok(Json(
         replay::deliveries(&state.pool, &filter, &actor, &mut |_, _| {}).await?,
     ))
@@ -64,10 +88,9 @@ pub async fn replay_deliveries(
     security(("api_key" = [])))]
 pub async fn replay_callbacks(
     State(state): State<AppState>,
-    caller: Caller,
+    Operator(actor): Operator,
     JsonBody(filter): JsonBody<CallbackFilter>,
 ) -> Result<Json<Summary>, ApiError> {
-    let actor = operator(&caller)?;
     Ok(Json(
         replay::callbacks(&state.pool, &filter, &actor, &mut |_, _| {}).await?,
     ))
@@ -88,10 +111,9 @@ pub struct DlqListParams {
     security(("api_key" = [])))]
 pub async fn dlq_list(
     State(state): State<AppState>,
-    caller: Caller,
+    _operator: Operator,
     QueryParams(params): QueryParams<DlqListParams>,
 ) -> Result<Json<Vec<DeadLetter>>, ApiError> {
-    operator(&caller)?;
     let limit = params.limit.unwrap_or(20);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::Invalid {
@@ -109,12 +131,12 @@ pub async fn dlq_list(
     security(("api_key" = [])))]
 pub async fn dlq_requeue(
     State(state): State<AppState>,
-    caller: Caller,
+    Operator(actor): Operator,
     JsonBody(filter): JsonBody<DlqFilter>,
 ) -> Result<Json<Summary>, ApiError> {
-    let actor = operator(&caller)?;
+    let filter = bounded(filter)?;
     let dlq = Dlq::new(state.config.amqp.clone());
-    Ok(Json(dlq.requeue(&state.pool, &filter, &actor).await?))
+    Ok(Json(dlq.requeue(&state.pool, &filter, &actor, &mut |_, _| {}).await?))
 }
 
 /// Deletes matching dead-lettered jobs for good.
@@ -124,10 +146,10 @@ pub async fn dlq_requeue(
     security(("api_key" = [])))]
 pub async fn dlq_purge(
     State(state): State<AppState>,
-    caller: Caller,
+    Operator(actor): Operator,
     JsonBody(filter): JsonBody<DlqFilter>,
 ) -> Result<Json<Summary>, ApiError> {
-    let actor = operator(&caller)?;
+    let filter = bounded(filter)?;
     let dlq = Dlq::new(state.config.amqp.clone());
-    Ok(Json(dlq.purge(&state.pool, &filter, &actor).await?))
+    Ok(Json(dlq.purge(&state.pool, &filter, &actor, &mut |_, _| {}).await?))
 }

@@ -95,11 +95,15 @@ pub async fn dlq(config: &Config, command: DlqCommand) -> anyhow::Result<()> {
         }
         DlqCommand::Requeue(filter) => {
             let pool = db::pool(&config.database)?;
-            print_summary("requeued", &dlq.requeue(&pool, &filter, &actor()).await?, started);
+            let mut report = progress("requeueing dead letters (looked at / in queue)");
+            let summary = dlq.requeue(&pool, &filter, &actor(), &mut report).await?;
+            print_summary("requeued", &summary, started);
         }
         DlqCommand::Purge(filter) => {
             let pool = db::pool(&config.database)?;
-            print_summary("purged", &dlq.purge(&pool, &filter, &actor()).await?, started);
+            let mut report = progress("purging dead letters (looked at / in queue)");
+            let summary = dlq.purge(&pool, &filter, &actor(), &mut report).await?;
+            print_summary("purged", &summary, started);
         }
     }
     Ok(())

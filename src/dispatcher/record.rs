@@ -93,8 +93,12 @@ async fn write(pool: &PgPool, batch: &[Pending]) -> Result<Vec<Uuid>, sqlx::Erro
         .filter(|(o, _)| o.state == State::Gone && landed.contains(&o.id))
         .map(|(o, _)| o.id)
         .collect();
+    // The outcomes have landed; failing to stop the URL must not undo that (each other
+    // event to it will meet its own 410).
     if !gone.is_empty() {
-        stop_gone_urls(pool, &gone).await?;
+        if let Err(error) = stop_gone_urls(pool, &gone).await {
+            tracing::warn!(%error, "could not stop the other callbacks to a URL that answered 410");
+        }
     }
     Ok(landed)
 }

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::harness::{wait_until, Harness};
+use crate::harness::{wait_until, Harness, RoleProcess};
 
 const LONG: Duration = Duration::from_secs(60);
 /// Ten thousand OTPs through a worker, twice, while other tests share the cores.
@@ -21,7 +21,7 @@ const VERY_LONG: Duration = Duration::from_secs(240);
 
 fn job(phone_suffix: usize) -> Vec<u8> {
     json!({"appId": "shop", "phoneNumber": format!("+1415555{:04}", phone_suffix % 10_000),
-           "requestId": format!("r-{}", Uuid::now_v7().simple())})
+           "requestId": format!("r-{}", Uuid::now_v7().simple()), "ttl": 1800})
     .to_string()
     .into_bytes()
 }
@@ -141,8 +141,9 @@ async fn after_an_outage_one_replay_delivers_ten_thousand_failed_otps_once_and_a
 async fn a_replay_while_jobs_keep_arriving_loses_nothing_and_duplicates_nothing(pool: PgPool) {
     let mut harness = failing_provider(pool).await;
     harness.start_worker();
-    for i in 0..300 {
-        harness.publish(&job(i)).await;
+    let failed: Vec<Vec<u8>> = (0..300).map(job).collect();
+    for body in &failed {
+        harness.publish(body).await;
     }
     wait_until("300 failed", LONG, || async {
         count(&harness, "select count(*) from otps where status = 'failed'").await == 300
@@ -152,8 +153,10 @@ async fn a_replay_while_jobs_keep_arriving_loses_nothing_and_duplicates_nothing(
 
     let (filter, mut quiet) = (DeliveryFilter::default(), |_, _| {});
     let (replayed, ()) = tokio::join!(replay::deliveries(&harness.pool, &filter, "test", &mut quiet), async {
-        for i in 300..600 {
+        // New jobs, and producers retrying the failed ones (same request ids) meanwhile.
+        for (i, again) in (300..600).zip(&failed) {
             harness.publish(&job(i)).await;
+            harness.publish(again).await;
         }
     });
     assert_eq!(replayed.expect("replay").replayed, 300);
@@ -190,10 +193,21 @@ async fn an_otp_replayed_after_its_ttl_gets_a_new_code_and_keeps_its_failed_atte
         .await
         .expect("age");
     provider_recovers(&harness).await;
-    let summary = replay::deliveries(&harness.pool, &DeliveryFilter::default(), "test", &mut |_, _| {})
-        .await
-        .expect("replay");
-    assert_eq!((summary.replayed, summary.new_codes), (2, 1));
+    let dry = cli(&harness, &["replay", "deliveries", "--app", "shop", "--dry-run"]).await;
+    assert!(dry.contains("| | 2 | 0 | 0 | true |"), "{dry}");
+    let out = cli(
+        &harness,
+        &[
+            "replay",
+            "deliveries",
+            "--status",
+            "failed",
+            "--error-class",
+            "provider_rejected",
+        ],
+    )
+    .await;
+    assert!(out.contains("| | 2 | 2 | 1 | false |"), "{out}");
     wait_until("both sent", LONG, || async {
         count(&harness, "select count(*) from otps where delivery = 'sent'").await == 2
     })
@@ -237,7 +251,7 @@ async fn a_dead_callback_replayed_goes_out_again_with_its_event_id(pool: PgPool)
         .mount(&receiver)
         .await;
     let mut harness = Harness::new(pool).await;
-    harness.set("callbacks.retry_schedule_seconds", json!([]));
+    harness.set("callbacks.retry_schedule_seconds", json!([1]));
     harness.provider_accepts().await;
     harness.create_app("shop", json!({"": "Code {{pin}}"})).await;
     harness.webhook_secret("shop", None).await;
@@ -250,7 +264,15 @@ async fn a_dead_callback_replayed_goes_out_again_with_its_event_id(pool: PgPool)
         harness.callbacks().await.iter().any(|(_, state, _)| state == "dead")
     })
     .await;
+    assert_eq!(harness.callbacks().await[0].2, 2, "the first attempt and one retry");
+    // After the replay the receiver fails once more: the schedule must have restarted.
     receiver.reset().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&receiver)
+        .await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(204))
         .mount(&receiver)
@@ -273,7 +295,8 @@ async fn a_dead_callback_replayed_goes_out_again_with_its_event_id(pool: PgPool)
     .await;
 
     let requests = receiver.received_requests().await.unwrap_or_default();
-    assert_eq!(requests.len(), 1);
+    assert_eq!(requests.len(), 2, "one failure, retried on the restarted schedule");
+    assert_eq!(harness.callbacks().await[0].2, 4);
     let id: Uuid = sqlx::query_scalar("select id from outbox")
         .fetch_one(&harness.pool)
         .await
@@ -391,7 +414,27 @@ async fn the_sweeper_expires_pending_otps_and_prunes_only_what_is_settled(pool: 
         .execute(&harness.pool)
         .await
         .expect("a pending callback");
+    sqlx::query(
+        "insert into callback_attempts (event_id, attempt, started_at, http_status, latency_ms)
+         select id, 1, now() - interval '40 days', 500, 3 from outbox where otp_id = any($1)",
+    )
+    .bind(&ids[..2])
+    .execute(&harness.pool)
+    .await
+    .expect("attempt records");
     let pruned = sweeper.prune().await.expect("prune");
+    assert!(
+        pruned.callback_attempts >= 1,
+        "attempts of settled events go: {pruned:?}"
+    );
+    let kept: i64 = sqlx::query_scalar(
+        "select count(*) from callback_attempts a join outbox o on o.id = a.event_id where o.otp_id = $1",
+    )
+    .bind(ids[0])
+    .fetch_one(&harness.pool)
+    .await
+    .expect("count");
+    assert!(kept >= 1, "the pending event keeps its attempt history");
     assert_eq!(
         pruned.otps, 1,
         "the pending OTP and the one with a waiting callback stay: {pruned:?}"
@@ -436,14 +479,18 @@ async fn the_operator_api_replays_and_lists_dead_letters_and_refuses_apps(pool: 
         request.basic_auth(key.0, Some(key.1)).send()
     };
 
-    let refused = call(
-        "/v1/ops/replay/deliveries",
-        Some(json!({})),
-        (&app_key.key_id, &app_key.secret),
-    )
-    .await
-    .expect("request");
-    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let app = (app_key.key_id.as_str(), app_key.secret.as_str());
+    for (path, body) in [
+        ("/v1/ops/replay/deliveries", Some(json!({"not": "a filter"}))),
+        ("/v1/ops/replay/callbacks", Some(json!({}))),
+        ("/v1/ops/dlq", None),
+        ("/v1/ops/dlq/requeue", Some(json!({}))),
+        ("/v1/ops/dlq/purge", Some(json!({}))),
+    ] {
+        let refused = call(path, body, app).await.expect("request");
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN, "{path} with an app key");
+    }
+    assert_eq!(harness.ready(&harness.dlq).await, 1, "an app key purged nothing");
     let dry = call(
         "/v1/ops/replay/deliveries",
         Some(json!({"dryRun": true})),
@@ -512,5 +559,69 @@ async fn the_operator_api_replays_and_lists_dead_letters_and_refuses_apps(pool: 
         .await
         .expect("audit");
     assert_eq!(actor, format!("api:{operator}"));
+    harness.finish().await;
+}
+
+#[sqlx::test]
+async fn the_sweeper_role_runs_as_its_own_process(pool: PgPool) {
+    let mut harness = Harness::new(pool).await;
+    harness.set("sweeper.interval_ms", json!(100));
+    harness.provider_accepts().await;
+    harness.create_app("shop", json!({"": "Code {{pin}}"})).await;
+    harness.start_worker();
+    harness.publish(&job(7)).await;
+    wait_until("sent", LONG, || async {
+        count(&harness, "select count(*) from otps where delivery = 'sent'").await == 1
+    })
+    .await;
+    sqlx::query("update otps set expires_at = now() - interval '1 second'")
+        .execute(&harness.pool)
+        .await
+        .expect("expire");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sweeper = RoleProcess::spawn(
+        "sweeper",
+        &harness.config_file(dir.path()),
+        &dir.path().join("sweeper.log"),
+    );
+    wait_until("expired by the sweeper process", LONG, || async {
+        count(&harness, "select count(*) from outbox where event_type = 'otp.expired'").await == 1
+    })
+    .await;
+    sweeper.kill().await;
+    assert_eq!(
+        count(&harness, "select count(*) from otps where status = 'expired'").await,
+        1
+    );
+    harness.finish().await;
+}
+
+#[sqlx::test]
+async fn of_two_failed_otps_of_one_body_derived_request_a_replay_revives_the_newest(pool: PgPool) {
+    let mut harness = failing_provider(pool).await;
+    harness.start_worker();
+    // No requestId: the key is derived from the body, and names one pending OTP at a time.
+    let body = json!({"appId": "shop", "phoneNumber": "+14155550188", "ttl": 1800}).to_string();
+    for n in 1..=2 {
+        harness.publish(body.as_bytes()).await;
+        wait_until("failed", LONG, || async {
+            count(&harness, "select count(*) from otps where status = 'failed'").await == n
+        })
+        .await;
+    }
+    provider_recovers(&harness).await;
+    let summary = replay::deliveries(&harness.pool, &DeliveryFilter::default(), "test", &mut |_, _| {})
+        .await
+        .expect("no unique violation");
+    assert_eq!(summary.replayed, 1, "only one of them may be pending");
+    let newest: Uuid = sqlx::query_scalar("select id from otps order by created_at desc limit 1")
+        .fetch_one(&harness.pool)
+        .await
+        .expect("newest");
+    let pending: Vec<Uuid> = sqlx::query_scalar("select id from otps where status = 'pending'")
+        .fetch_all(&harness.pool)
+        .await
+        .expect("pending");
+    assert_eq!(pending, [newest]);
     harness.finish().await;
 }
