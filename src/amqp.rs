@@ -1,6 +1,8 @@
 //! RabbitMQ plumbing shared by the roles: connecting with auto-recovery, declaring the
 //! queues, and publishing with a publisher confirm.
 
+use std::time::Duration;
+
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::Confirmation;
@@ -126,8 +128,24 @@ impl Publisher {
         }
     }
 
-    /// Whether the broker answers, for readiness checks.
+    /// Whether the broker answers now, for readiness checks: a passive declare of the send
+    /// queue, within two seconds. (A connection's status alone can read "connected" while
+    /// it is recovering from a broker that went away.)
     pub async fn ready(&self) -> bool {
-        self.channel().await.is_ok()
+        let probe = async {
+            let channel = self.channel().await?;
+            let passive = QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            };
+            channel
+                .queue_declare(self.config.send_queue.as_str().into(), passive, FieldTable::default())
+                .await
+        };
+        let answered = matches!(tokio::time::timeout(Duration::from_secs(2), probe).await, Ok(Ok(_)));
+        if !answered {
+            self.channel.lock().await.take();
+        }
+        answered
     }
 }

@@ -9,6 +9,7 @@ use anyhow::Context;
 use backon::{ExponentialBuilder, Retryable};
 use clap::{Parser, Subcommand};
 use lapin::BasicProperties;
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -21,7 +22,7 @@ use crate::pin::PinKeys;
 use crate::provider::Providers;
 use crate::ratelimit::Counters;
 use crate::sweeper::Sweeper;
-use crate::{amqp, api, db, dlq, keys, replay, telemetry, webhook, Worker};
+use crate::{amqp, api, db, dlq, keys, observability, replay, telemetry, webhook, Worker};
 
 mod ops;
 
@@ -224,6 +225,8 @@ pub struct Resources {
     counters: Counters,
     providers: Arc<Providers>,
     keys: PinKeys,
+    /// Renders `/metrics`, once the process has installed the Prometheus recorder.
+    metrics: Option<PrometheusHandle>,
 }
 
 impl Resources {
@@ -234,6 +237,7 @@ impl Resources {
             counters: Counters::new(&config.database)?,
             providers: Arc::new(Providers::from_config(&config.providers, config.delivery.timeout())?),
             keys: PinKeys::from_config(&config.pin)?,
+            metrics: None,
         })
     }
 }
@@ -257,8 +261,9 @@ pub fn build_api(config: Arc<Config>, shared: &Resources) -> api::AppState {
         counters,
         providers,
         keys,
+        metrics,
     } = shared.clone();
-    api::AppState::new(pool, counters, config, keys, providers)
+    api::AppState::new(pool, counters, config, keys, providers, metrics)
 }
 
 /// Builds the dispatcher.
@@ -285,7 +290,9 @@ async fn run_roles(config: Arc<Config>, run: &[Role]) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let mut roles = tokio::task::JoinSet::new();
-    let shared = Resources::new(&config)?;
+    let mut shared = Resources::new(&config)?;
+    shared.metrics = Some(observability::install().context("installing the metrics recorder")?);
+    roles.spawn(observability_sampler(&config, &shared, shutdown.clone()));
     if run.contains(&Role::Worker) {
         let worker = build_worker(config.clone(), &shared);
         let shutdown = shutdown.clone();
@@ -310,6 +317,18 @@ async fn run_roles(config: Arc<Config>, run: &[Role]) -> anyhow::Result<()> {
             Ok(())
         });
     }
+    if !run.contains(&Role::Api) && !config.metrics.listen.is_empty() {
+        let listener = tokio::net::TcpListener::bind(&config.metrics.listen)
+            .await
+            .with_context(|| format!("binding metrics.listen {}", config.metrics.listen))?;
+        let handle = shared.metrics.clone();
+        let shutdown = shutdown.clone();
+        roles.spawn(async move {
+            observability::serve(listener, handle, shutdown)
+                .await
+                .context("metrics")
+        });
+    }
     if run.contains(&Role::Api) {
         let state = build_api(config.clone(), &shared);
         let (listener, _) = api::bind(&config)
@@ -325,6 +344,24 @@ async fn run_roles(config: Arc<Config>, run: &[Role]) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Samples the outbox backlog and the dead-letter queue for `/metrics`.
+fn observability_sampler(
+    config: &Config,
+    shared: &Resources,
+    shutdown: CancellationToken,
+) -> impl std::future::Future<Output = anyhow::Result<()>> {
+    let sample = observability::sample(
+        shared.pool.clone(),
+        config.amqp.clone(),
+        Duration::from_secs(15),
+        shutdown,
+    );
+    async move {
+        sample.await;
+        Ok(())
+    }
 }
 
 /// Cancels `token` on ctrl-c or SIGTERM.

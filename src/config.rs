@@ -57,6 +57,7 @@ pub struct Config {
     pub pin: PinConfig,
     pub callbacks: CallbacksConfig,
     pub sweeper: SweeperConfig,
+    pub metrics: MetricsConfig,
     pub log: LogConfig,
     pub limits: LimitsConfig,
     pub api: ApiConfig,
@@ -196,6 +197,11 @@ fn networks<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<IpN
                 .map_err(|_| serde::de::Error::custom(format!("`{text}` is not an IP network (CIDR) or address")))
         })
         .collect()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct MetricsConfig {
+    pub listen: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::config::DeliveryConfig;
 use crate::domain::{Channel, OtpId};
+use crate::observability;
 use crate::outbox::{self, EventType, OtpRow};
 use crate::pin::{self, Pin, PinLength, PinType};
 use crate::provider::{redact, Accepted, Message, Providers, SendError};
@@ -146,7 +147,17 @@ impl Deliverer {
         let attempts = Mutex::new(Vec::new());
         let result = self.send(claim, &attempts).await;
         let attempts = attempts.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
-        self.record(claim, result, attempts).await
+        let outcome = self.record(claim, result, attempts).await?;
+        let label = match outcome {
+            Outcome::Sent => "sent",
+            Outcome::Rescheduled(_) => "rescheduled",
+            Outcome::Failed => "failed",
+            Outcome::Superseded => "superseded",
+        };
+        metrics::counter!(observability::DELIVERIES, "provider" => claim.provider.clone(),
+            "channel" => claim.channel.clone(), "outcome" => label)
+        .increment(1);
+        Ok(outcome)
     }
 
     async fn send(&self, claim: &Claim, attempts: &Mutex<Vec<Attempt>>) -> Result<Accepted, Failure> {
@@ -187,6 +198,9 @@ impl Deliverer {
             let clock = Instant::now();
             let result = provider.send(&message).await;
             let attempt = attempt_record(&result, started_at, clock.elapsed(), &pin);
+            metrics::histogram!(observability::PROVIDER_REQUESTS, "provider" => claim.provider.clone(),
+                "outcome" => attempt.outcome)
+            .record(clock.elapsed().as_secs_f64());
             attempts
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -197,7 +211,10 @@ impl Deliverer {
             // A Retry-After longer than a quick pause is honoured by the durable schedule instead.
             .when(|e: &SendError| e.is_transient() && e.retry_after().is_none_or(|wait| wait <= quick_limit))
             .adjust(|e: &SendError, pause| pause.map(|pause| e.retry_after().map_or(pause, |wait| wait.max(pause))))
-            .notify(|e: &SendError, pause| tracing::warn!(error = %e, retry_in = ?pause, "provider request failed; retrying"))
+            .notify(|e: &SendError, pause| {
+                metrics::counter!(observability::PROVIDER_RETRIES, "provider" => claim.provider.clone()).increment(1);
+                tracing::warn!(error = %e, retry_in = ?pause, "provider request failed; retrying")
+            })
             .await
             .map_err(Failure::from)
     }

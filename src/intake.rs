@@ -167,7 +167,11 @@ pub async fn over_limit(
             job.phone.region(),
         )
         .await?;
-    Ok(verdict.err().map(|(name, _)| name))
+    let over = verdict.err().map(|(name, _)| name);
+    if let Some(name) = over {
+        metrics::counter!(crate::observability::RATE_LIMITED, "limit" => name).increment(1);
+    }
+    Ok(over)
 }
 
 /// Turns a just-inserted OTP into a rejection that leaves a valid OTP behind (a rate limit):

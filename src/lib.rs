@@ -15,6 +15,7 @@ pub mod intake;
 pub mod keys;
 pub mod lifecycle;
 pub mod locale;
+pub mod observability;
 pub mod outbox;
 pub mod pin;
 pub mod provider;

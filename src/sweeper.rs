@@ -81,6 +81,7 @@ impl Sweeper {
                 outbox::record_for_otp(&mut tx, *id, EventType::Expired, None).await?;
             }
             tx.commit().await?;
+            metrics::counter!(crate::observability::EXPIRED).increment(expired.len() as u64);
             total += expired.len() as u64;
             if (expired.len() as i64) < BATCH {
                 return Ok(total);

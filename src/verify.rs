@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::domain::OtpId;
+use crate::observability;
 use crate::outbox::{self, EventType, OtpRow};
 use crate::pin::{self, PinKeys, PinLength, PinType};
 
@@ -119,6 +120,8 @@ pub async fn verify(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
+    let app = app.map(str::to_string).unwrap_or_else(|| "operator".into());
+    metrics::counter!(observability::VERIFICATIONS, "app" => app, "outcome" => verification.outcome()).increment(1);
     Ok(Some(verification))
 }
 

@@ -1,5 +1,5 @@
 //! The worker rides out a RabbitMQ restart and a PostgreSQL restart without being restarted
-//! itself. These tests stop shared services, so `scripts/test.sh` runs them on their own,
+//! itself, and `/readyz` says when the broker is away. These tests stop shared services, so `scripts/test.sh` runs them on their own,
 //! after the parallel suite, one at a time; they leave both services running.
 
 #[allow(dead_code)]
@@ -52,13 +52,27 @@ async fn send_and_wait(harness: &Harness, n: usize) {
 }
 
 #[sqlx::test]
-async fn the_worker_survives_a_broker_restart_and_a_database_restart(pool: PgPool) {
+async fn the_worker_survives_a_broker_restart_and_a_database_restart_and_readyz_tells(pool: PgPool) {
     let mut harness = harness(pool).await;
+    let readyz = format!("{}/readyz", harness.start_api().await);
+    let ready = |expected: u16| {
+        let readyz = readyz.clone();
+        async move {
+            let status = reqwest::get(&readyz).await.map(|r| r.status().as_u16());
+            status.is_ok_and(|status| status == expected)
+        }
+    };
+    wait_until("ready", Duration::from_secs(30), || ready(200)).await;
     send_and_wait(&harness, 1).await;
 
     run("rabbitmqctl", &["-q", "stop_app"]);
+    wait_until("/readyz 503 while the broker is down", Duration::from_secs(30), || {
+        ready(503)
+    })
+    .await;
     run("rabbitmqctl", &["-q", "start_app"]);
     run("rabbitmqctl", &["-q", "await_startup"]);
+    wait_until("/readyz 200 once it is back", Duration::from_secs(60), || ready(200)).await;
     harness.reconnect().await;
     send_and_wait(&harness, 2).await;
 

@@ -139,6 +139,7 @@ impl ApiError {
                 map.insert("otpStatus".into(), json!(status));
             }
             ApiError::RateLimited { name, decision } => {
+                metrics::counter!(crate::observability::RATE_LIMITED, "limit" => *name).increment(1);
                 map.insert("limit".into(), json!(name));
                 map.insert("retryAfter".into(), json!(decision.retry_after().as_secs().max(1)));
             }

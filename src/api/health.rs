@@ -49,3 +49,19 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
         Json(readiness),
     )
 }
+
+/// Prometheus metrics in the text format; 404 where this process records none.
+pub async fn metrics(State(state): State<AppState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match &state.metrics {
+        Some(handle) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            handle.render(),
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}

@@ -33,6 +33,7 @@ use crate::pin::PinKeys;
 use crate::provider::Providers;
 use crate::ratelimit::Counters;
 use error::ApiError;
+use metrics_exporter_prometheus::PrometheusHandle;
 pub use otp::OTP_ID_HEADER;
 
 /// What handlers share. Cheap to clone.
@@ -48,6 +49,7 @@ pub struct Inner {
     pub providers: Arc<Providers>,
     pub publisher: Publisher,
     pub counters: Counters,
+    pub metrics: Option<PrometheusHandle>,
 }
 
 impl std::ops::Deref for AppState {
@@ -64,6 +66,7 @@ impl AppState {
         config: Arc<Config>,
         keys: PinKeys,
         providers: Arc<Providers>,
+        metrics: Option<PrometheusHandle>,
     ) -> Self {
         let publisher = Publisher::new(config.amqp.clone());
         Self {
@@ -74,6 +77,7 @@ impl AppState {
                 providers,
                 publisher,
                 counters,
+                metrics,
             }),
         }
     }
@@ -100,6 +104,7 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(docs::openapi))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
         .fallback(|| async { ApiError::NotFound })
         .layer(DefaultBodyLimit::max(limit))
         .layer(TimeoutLayer::with_status_code(

@@ -309,6 +309,15 @@ impl Dispatcher {
             .await;
         let latency_ms = webhook::elapsed_ms(clock);
         let (state, next_attempt_at) = self.judge(event.attempts - event.retry_base, &answer);
+        let outcome = match state {
+            State::Delivered => "delivered",
+            State::Retrying | State::Superseded => "retrying",
+            State::Gone => "gone",
+            State::Dead => "dead",
+        };
+        metrics::counter!(crate::observability::CALLBACKS, "outcome" => outcome).increment(1);
+        metrics::histogram!(crate::observability::CALLBACK_REQUESTS, "outcome" => outcome)
+            .record(clock.elapsed().as_secs_f64());
         let error = match &answer {
             Answer::Failed { error, .. } | Answer::Refused(error) => Some(error.clone()),
             Answer::Gone => Some("the receiver answered 410 Gone: no more callbacks to this URL".to_string()),

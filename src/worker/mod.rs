@@ -179,10 +179,14 @@ impl Worker {
     async fn handle(&self, delivery: Delivery, publisher: &Channel) {
         let settled = match self.process(&delivery).await {
             Ok(Settled::Accepted) => Ok(()),
-            Ok(Settled::Rejected(rejection)) => dead_letter::reject(self, publisher, &delivery, &rejection).await,
+            Ok(Settled::Rejected(rejection)) => {
+                count_job("rejected", rejection.reason());
+                dead_letter::reject(self, publisher, &delivery, &rejection).await
+            }
             // The same statement would fail the same way on every redelivery: dead-letter it.
             Err(error) if error.is_permanent() => {
                 let rejection = Rejection::Unstorable(error.to_string());
+                count_job("rejected", rejection.reason());
                 dead_letter::reject(self, publisher, &delivery, &rejection).await
             }
             Err(error) => Err(error),
@@ -250,6 +254,7 @@ impl Worker {
         }
         match intake::insert(self.deliverer.pool(), &otp, key, self.deliverer.lease()).await? {
             Some(claim) => {
+                count_job("accepted", "");
                 // Counted only once the OTP exists, so a duplicate or a redelivery never counts twice.
                 if let Some(limit) = intake::over_limit(&self.counters, &otp, &self.config).await? {
                     tracing::warn!(otp_id = %otp.id, limit, "job over its rate limit; rejected");
@@ -259,13 +264,20 @@ impl Worker {
                 let outcome = self.deliverer.deliver(&claim).await?;
                 tracing::info!(otp_id = %otp.id, ?outcome, "job processed");
             }
-            None => tracing::info!(
-                request_id = otp.job.request_id.as_str(),
-                "duplicate job: its OTP exists already"
-            ),
+            None => {
+                count_job("duplicate", "");
+                tracing::info!(
+                    request_id = otp.job.request_id.as_str(),
+                    "duplicate job: its OTP exists already"
+                )
+            }
         }
         Ok(Settled::Accepted)
     }
+}
+
+fn count_job(outcome: &'static str, reason: &'static str) {
+    metrics::counter!(crate::observability::JOBS, "outcome" => outcome, "reason" => reason).increment(1);
 }
 
 fn header_text(headers: Option<&FieldTable>, name: &str) -> Option<String> {

@@ -1,0 +1,165 @@
+//! Prometheus metrics. The roles count through the `metrics` facade (a no-op until a
+//! recorder is installed, as in the library's tests); the binary installs the Prometheus
+//! recorder once and the API serves it at `/metrics`. Labels are bounded: app, provider,
+//! channel, outcome, reason, limit — never a phone number or an id.
+
+use std::time::Duration;
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, gauge, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::AmqpConfig;
+
+pub const JOBS: &str = "otp_courier_jobs_total";
+pub const DELIVERIES: &str = "otp_courier_deliveries_total";
+pub const PROVIDER_REQUESTS: &str = "otp_courier_provider_request_duration_seconds";
+pub const PROVIDER_RETRIES: &str = "otp_courier_provider_retries_total";
+pub const VERIFICATIONS: &str = "otp_courier_verifications_total";
+pub const EXPIRED: &str = "otp_courier_otps_expired_total";
+pub const CALLBACKS: &str = "otp_courier_callback_attempts_total";
+pub const CALLBACK_REQUESTS: &str = "otp_courier_callback_request_duration_seconds";
+pub const RATE_LIMITED: &str = "otp_courier_rate_limited_total";
+pub const OUTBOX_PENDING: &str = "otp_courier_outbox_pending";
+pub const OUTBOX_OLDEST: &str = "otp_courier_outbox_oldest_pending_seconds";
+pub const DLQ_DEPTH: &str = "otp_courier_dlq_depth";
+
+/// Installs the process-wide Prometheus recorder; its handle renders `/metrics`.
+pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
+    let buckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_duration_seconds".into()), &buckets)?
+        .install_recorder()?;
+    describe();
+    Ok(handle)
+}
+
+fn describe() {
+    describe_counter!(
+        JOBS,
+        "Send jobs consumed, by outcome (accepted, duplicate, rejected) and rejection reason."
+    );
+    describe_counter!(
+        DELIVERIES,
+        "Delivery rounds by provider, channel and outcome (sent, rescheduled, failed)."
+    );
+    describe_histogram!(
+        PROVIDER_REQUESTS,
+        Unit::Seconds,
+        "Provider HTTP requests, by provider and outcome."
+    );
+    describe_counter!(
+        PROVIDER_RETRIES,
+        "Immediate provider retries within a round, by provider."
+    );
+    describe_counter!(VERIFICATIONS, "Verification attempts by app and outcome.");
+    describe_counter!(EXPIRED, "Pending OTPs the sweeper expired.");
+    describe_counter!(
+        CALLBACKS,
+        "Callback attempts by outcome (delivered, retrying, gone, dead)."
+    );
+    describe_histogram!(CALLBACK_REQUESTS, Unit::Seconds, "Callback HTTP requests, by outcome.");
+    describe_counter!(
+        RATE_LIMITED,
+        "Sends and verifications refused by a rate limit, by limit."
+    );
+    describe_gauge!(OUTBOX_PENDING, "Callbacks waiting to be delivered.");
+    describe_gauge!(
+        OUTBOX_OLDEST,
+        Unit::Seconds,
+        "Age of the oldest callback waiting to be delivered."
+    );
+    describe_gauge!(DLQ_DEPTH, "Messages in the dead-letter queue.");
+}
+
+/// Samples what no single event tells — the outbox backlog and the dead-letter queue's depth —
+/// every `every`, until `shutdown`.
+pub async fn sample(pool: PgPool, amqp: AmqpConfig, every: Duration, shutdown: CancellationToken) {
+    let mut broker = None;
+    while !shutdown.is_cancelled() {
+        match outbox_backlog(&pool).await {
+            Ok((pending, oldest)) => {
+                gauge!(OUTBOX_PENDING).set(pending as f64);
+                gauge!(OUTBOX_OLDEST).set(oldest);
+            }
+            Err(error) => tracing::debug!(%error, "could not sample the outbox backlog"),
+        }
+        match dlq_depth(&amqp, &mut broker).await {
+            Ok(depth) => gauge!(DLQ_DEPTH).set(f64::from(depth)),
+            Err(error) => {
+                tracing::debug!(%error, "could not sample the dead-letter queue");
+                broker = None;
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+async fn outbox_backlog(pool: &PgPool) -> Result<(i64, f64), sqlx::Error> {
+    let row = sqlx::query!(
+        r#"select count(*) as "pending!",
+                  coalesce(extract(epoch from now() - min(created_at))::float8, 0) as "oldest!"
+           from outbox where state = 'pending'"#
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok((row.pending, row.oldest))
+}
+
+async fn dlq_depth(
+    amqp: &AmqpConfig,
+    broker: &mut Option<(lapin::Connection, lapin::Channel)>,
+) -> Result<u32, lapin::Error> {
+    if broker
+        .as_ref()
+        .is_none_or(|(c, ch)| !c.status().connected() || !ch.status().connected())
+    {
+        let connection = crate::amqp::connect(amqp, "otp-courier metrics").await?;
+        let channel = connection.create_channel().await?;
+        *broker = Some((connection, channel));
+    }
+    let Some((_, channel)) = broker.as_ref() else {
+        return Ok(0);
+    };
+    let options = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let queue = channel
+        .queue_declare(
+            amqp.dead_letter_queue.as_str().into(),
+            options,
+            lapin::types::FieldTable::default(),
+        )
+        .await?;
+    Ok(queue.message_count())
+}
+
+/// Serves `/metrics` alone, for a process without the API role.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    handle: Option<PrometheusHandle>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    tracing::info!(address = %listener.local_addr()?, "metrics listening");
+    let page = move || {
+        let body = handle.as_ref().map(PrometheusHandle::render).unwrap_or_default();
+        async move {
+            (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
+                body,
+            )
+        }
+    };
+    let router = axum::Router::new().route("/metrics", axum::routing::get(page));
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
