@@ -521,6 +521,42 @@ mod tests {
     use super::*;
     use figment::providers::Serialized;
 
+    /// Every key of the defaults file, dotted; an empty table counts as a key of its own.
+    fn keys(prefix: &str, table: &toml::Table, out: &mut Vec<String>) {
+        for (name, value) in table {
+            let key = if prefix.is_empty() {
+                name.clone()
+            } else {
+                format!("{prefix}.{name}")
+            };
+            match value {
+                toml::Value::Table(inner) if !inner.is_empty() => keys(&key, inner, out),
+                _ => out.push(key),
+            }
+        }
+    }
+
+    #[test]
+    fn the_operations_guide_names_every_configuration_key() {
+        let guide = include_str!("../docs/OPERATIONS.md");
+        let defaults: toml::Table = DEFAULTS.parse().expect("the defaults file is TOML");
+        let mut all = Vec::new();
+        keys("", &defaults, &mut all);
+        assert!(all.len() > 40, "{all:?}");
+        let missing: Vec<&String> = all.iter().filter(|k| !guide.contains(&format!("`{k}`"))).collect();
+        assert!(missing.is_empty(), "docs/OPERATIONS.md does not describe {missing:?}");
+    }
+
+    #[test]
+    fn the_compose_configuration_is_valid() {
+        let figment = Figment::from(Toml::string(DEFAULTS))
+            .merge(Toml::string(include_str!("../compose/otp-courier.toml")))
+            // docker-compose.yml sets the key through the environment.
+            .merge(Serialized::default("pin.keys.compose", "ab".repeat(32)));
+        let config = Config::from_figment(figment).expect("compose/otp-courier.toml is valid");
+        assert_eq!(config.api.listen, "0.0.0.0:8080");
+    }
+
     #[test]
     fn the_defaults_file_is_a_valid_configuration() {
         let config = Config::from_figment(Figment::from(Toml::string(DEFAULTS))).expect("defaults load");

@@ -163,3 +163,42 @@ pub async fn serve(
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [&str; 12] = [
+        JOBS,
+        DELIVERIES,
+        PROVIDER_REQUESTS,
+        PROVIDER_RETRIES,
+        VERIFICATIONS,
+        EXPIRED,
+        CALLBACKS,
+        CALLBACK_REQUESTS,
+        RATE_LIMITED,
+        OUTBOX_PENDING,
+        OUTBOX_OLDEST,
+        DLQ_DEPTH,
+    ];
+
+    #[test]
+    fn the_dashboard_queries_only_metrics_that_exist_and_shows_them_all() {
+        let dashboard = include_str!("../compose/grafana/otp-courier.json");
+        let used: Vec<&str> = dashboard
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| word.starts_with("otp_courier_"))
+            .map(|word| word.trim_end_matches("_bucket"))
+            .collect();
+        for name in &used {
+            assert!(
+                ALL.contains(name),
+                "the dashboard queries `{name}`, which is not recorded"
+            );
+        }
+        for name in ALL {
+            assert!(used.contains(&name), "the dashboard does not show `{name}`");
+        }
+    }
+}
