@@ -83,8 +83,8 @@ pub async fn publish_confirmed(
     }
 }
 
-/// A publishing channel shared by request handlers; it reconnects on the first publish
-/// after the broker connection was lost.
+/// A broker channel shared by request handlers (and the metrics sampler); it reconnects on
+/// the first use after the broker connection was lost.
 pub struct Publisher {
     config: AmqpConfig,
     channel: tokio::sync::Mutex<Option<(Connection, Channel)>>,
@@ -105,7 +105,7 @@ impl Publisher {
                 return Ok(channel.clone());
             }
         }
-        let connection = connect(&self.config, "otp-courier api").await?;
+        let connection = connect(&self.config, "otp-courier").await?;
         let channel = confirm_channel(&connection).await?;
         declare_queues(&channel, &self.config).await?;
         *slot = Some((connection, channel.clone()));
@@ -128,10 +128,16 @@ impl Publisher {
         }
     }
 
-    /// Whether the broker answers now, for readiness checks: a passive declare of the send
-    /// queue, within two seconds. (A connection's status alone can read "connected" while
-    /// it is recovering from a broker that went away.)
+    /// Whether the broker answers now, for readiness checks.
     pub async fn ready(&self) -> bool {
+        self.depth(&self.config.send_queue).await.is_some()
+    }
+
+    /// The messages ready in `queue`, asked with a passive declare within two seconds; `None`
+    /// when the broker does not answer. (A connection's status alone can read "connected"
+    /// while it is recovering from a broker that went away.) The channel is dropped on
+    /// failure, so the next call reconnects.
+    pub async fn depth(&self, queue: &str) -> Option<u32> {
         let probe = async {
             let channel = self.channel().await?;
             let passive = QueueDeclareOptions {
@@ -139,13 +145,16 @@ impl Publisher {
                 ..QueueDeclareOptions::default()
             };
             channel
-                .queue_declare(self.config.send_queue.as_str().into(), passive, FieldTable::default())
+                .queue_declare(queue.into(), passive, FieldTable::default())
                 .await
         };
-        let answered = matches!(tokio::time::timeout(Duration::from_secs(2), probe).await, Ok(Ok(_)));
-        if !answered {
-            self.channel.lock().await.take();
+        let answer = tokio::time::timeout(Duration::from_secs(2), probe).await;
+        match answer {
+            Ok(Ok(declared)) => Some(declared.message_count()),
+            _ => {
+                self.channel.lock().await.take();
+                None
+            }
         }
-        answered
     }
 }

@@ -10,6 +10,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::amqp::Publisher;
 use crate::config::AmqpConfig;
 
 pub const JOBS: &str = "otp_courier_jobs_total";
@@ -76,7 +77,8 @@ fn describe() {
 /// Samples what no single event tells — the outbox backlog and the dead-letter queue's depth —
 /// every `every`, until `shutdown`.
 pub async fn sample(pool: PgPool, amqp: AmqpConfig, every: Duration, shutdown: CancellationToken) {
-    let mut broker = None;
+    let dead_letters = amqp.dead_letter_queue.clone();
+    let broker = Publisher::new(amqp);
     while !shutdown.is_cancelled() {
         match outbox_backlog(&pool).await {
             Ok((pending, oldest)) => {
@@ -85,12 +87,9 @@ pub async fn sample(pool: PgPool, amqp: AmqpConfig, every: Duration, shutdown: C
             }
             Err(error) => tracing::debug!(%error, "could not sample the outbox backlog"),
         }
-        match dlq_depth(&amqp, &mut broker).await {
-            Ok(depth) => gauge!(DLQ_DEPTH).set(f64::from(depth)),
-            Err(error) => {
-                tracing::debug!(%error, "could not sample the dead-letter queue");
-                broker = None;
-            }
+        match broker.depth(&dead_letters).await {
+            Some(depth) => gauge!(DLQ_DEPTH).set(f64::from(depth)),
+            None => tracing::debug!("could not sample the dead-letter queue"),
         }
         tokio::select! {
             () = shutdown.cancelled() => break,
@@ -108,35 +107,6 @@ async fn outbox_backlog(pool: &PgPool) -> Result<(i64, f64), sqlx::Error> {
     .fetch_one(pool)
     .await?;
     Ok((row.pending, row.oldest))
-}
-
-async fn dlq_depth(
-    amqp: &AmqpConfig,
-    broker: &mut Option<(lapin::Connection, lapin::Channel)>,
-) -> Result<u32, lapin::Error> {
-    if broker
-        .as_ref()
-        .is_none_or(|(c, ch)| !c.status().connected() || !ch.status().connected())
-    {
-        let connection = crate::amqp::connect(amqp, "otp-courier metrics").await?;
-        let channel = connection.create_channel().await?;
-        *broker = Some((connection, channel));
-    }
-    let Some((_, channel)) = broker.as_ref() else {
-        return Ok(0);
-    };
-    let options = lapin::options::QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    let queue = channel
-        .queue_declare(
-            amqp.dead_letter_queue.as_str().into(),
-            options,
-            lapin::types::FieldTable::default(),
-        )
-        .await?;
-    Ok(queue.message_count())
 }
 
 /// Serves `/metrics` alone, for a process without the API role.

@@ -105,6 +105,11 @@ async fn metrics_count_what_a_run_did(pool: PgPool) {
         Some(1.0),
         "{page}"
     );
+    // Sampled once at start, so anywhere from before to after the dead-lettering; the DLQ
+    // through the same broker probe as /readyz.
+    let depth = sample(&page, "otp_courier_dlq_depth", &[]);
+    assert!(depth.is_some_and(|d| (0.0..=2.0).contains(&d)), "{page}");
+    assert!(sample(&page, "otp_courier_outbox_pending", &[]).is_some(), "{page}");
     for line in page.lines().filter(|l| !l.starts_with('#')) {
         assert!(!line.contains("+1415555"), "no phone number in a label: {line}");
         assert!(
