@@ -44,7 +44,6 @@ pub struct Claimed {
     pub attempts: i32,
     /// `attempts` when the event was last replayed: the retry schedule counts from there.
     pub retry_base: i32,
-    pub app_id: String,
     pub callback_url: String,
     pub destination: String,
     pub payload: Value,
@@ -273,7 +272,7 @@ impl Dispatcher {
                set attempts = o.attempts + 1, next_attempt_at = now() + make_interval(secs => $6)
                from picked
                where o.id = picked.id and o.state = 'pending' and o.next_attempt_at <= now()
-               returning o.id, o.attempts, o.retry_base, o.app_id, o.callback_url as "callback_url!", o.destination,
+               returning o.id, o.attempts, o.retry_base, o.callback_url as "callback_url!", o.destination,
                          o.payload,
                          array(select w.secret from webhook_secrets w
                                where w.app_id = o.app_id and (w.expires_at is null or w.expires_at > now())

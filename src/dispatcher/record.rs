@@ -146,7 +146,7 @@ async fn write_once(pool: &PgPool, batch: &[Pending]) -> Result<Vec<Uuid>, sqlx:
                    delivered_at = case when i.state = 'delivered' then now() end
                from input i
                where o.id = i.id and o.attempts = i.attempt and o.state = 'pending'
-               returning o.id, o.state, o.app_id, o.callback_url
+               returning o.id
            ),
            recorded as (
                insert into callback_attempts (event_id, attempt, started_at, http_status, latency_ms, error)
