@@ -4,11 +4,11 @@
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::Confirmation;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
-use crate::config::AmqpConfig;
+use crate::config::{AmqpConfig, QueueType};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AmqpError {
@@ -32,15 +32,20 @@ pub async fn connect(config: &AmqpConfig, name: &str) -> Result<Connection, lapi
     Connection::connect(config.url.expose(), properties).await
 }
 
-/// Declares the send queue and its dead-letter queue, both durable.
+/// Declares the send queue and its dead-letter queue, both durable, of the configured type.
 pub async fn declare_queues(channel: &Channel, config: &AmqpConfig) -> Result<(), lapin::Error> {
+    // Classic queues are declared without the argument, as before it existed, so queues made
+    // by earlier versions (or by hand) stay equivalent.
+    let mut arguments = FieldTable::default();
+    if config.queue_type != QueueType::Classic {
+        arguments.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString(config.queue_type.as_str().into()),
+        );
+    }
     for queue in [&config.send_queue, &config.dead_letter_queue] {
         channel
-            .queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions::durable(),
-                FieldTable::default(),
-            )
+            .queue_declare(queue.as_str().into(), QueueDeclareOptions::durable(), arguments.clone())
             .await?;
     }
     Ok(())

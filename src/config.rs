@@ -80,6 +80,26 @@ pub struct AmqpConfig {
     pub dead_letter_queue: String,
     pub prefetch: u16,
     pub max_body_bytes: usize,
+    pub queue_type: QueueType,
+}
+
+/// The RabbitMQ queue type otp-courier declares its queues with.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    /// A single-node queue: the broker's default.
+    Classic,
+    /// A replicated Raft queue, for broker clusters.
+    Quorum,
+}
+
+impl QueueType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -30,6 +30,7 @@ pub struct Claim {
     /// `claim` when the OTP was last resent or replayed: its rounds count from there.
     pub claims_base: i32,
     pub app_id: String,
+    pub request_id: String,
     pub phone_number: String,
     pub channel: String,
     pub sender: Option<String>,
@@ -142,7 +143,8 @@ impl Deliverer {
     }
 
     /// Runs one delivery round for a claim and records how it ended.
-    #[tracing::instrument(skip_all, fields(otp_id = %claim.otp_id(), app_id = %claim.app_id, claim = claim.claim))]
+    #[tracing::instrument(skip_all, fields(otp_id = %claim.otp_id(), app_id = %claim.app_id,
+        request_id = claim.request_id.as_str(), claim = claim.claim))]
     pub async fn deliver(&self, claim: &Claim) -> Result<Outcome, sqlx::Error> {
         let attempts = Mutex::new(Vec::new());
         let result = self.send(claim, &attempts).await;
@@ -328,7 +330,7 @@ impl Deliverer {
                set delivery = 'sending', delivery_claims = o.delivery_claims + 1,
                    next_attempt_at = now() + make_interval(secs => $2), updated_at = now()
                from due where o.id = due.id
-               returning o.id, o.delivery_claims as claim, o.claims_base, o.app_id, o.phone_number, o.channel, o.sender,
+               returning o.id, o.delivery_claims as claim, o.claims_base, o.app_id, o.request_id, o.phone_number, o.channel, o.sender,
                          o.locale, o.template, o.provider, o.pin_type, o.pin_length, o.pin_key_id,
                          o.generation, o.ttl_seconds, o.expires_at"#,
             limit,

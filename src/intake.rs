@@ -177,7 +177,7 @@ pub async fn over_limit(
 /// Turns a just-inserted OTP into a rejection that leaves a valid OTP behind (a rate limit):
 /// the row ends `rejected` with the reason, nothing is sent, and an `otp.rejected` event is
 /// written.
-#[tracing::instrument(skip_all, fields(otp_id = %claim.otp_id(), app_id = %claim.app_id))]
+#[tracing::instrument(skip_all, fields(otp_id = %claim.otp_id(), app_id = %claim.app_id, request_id = claim.request_id.as_str()))]
 pub async fn reject_claimed(pool: &PgPool, claim: &Claim, reason: &str) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
     sqlx::query!(
@@ -245,7 +245,7 @@ async fn insert_row(
            values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
                    'sending', 1, now() + make_interval(secs => $20))
            on conflict do nothing
-           returning id, delivery_claims as claim, claims_base, app_id, phone_number, channel, sender, locale,
+           returning id, delivery_claims as claim, claims_base, app_id, request_id, phone_number, channel, sender, locale,
                      template, provider, pin_type, pin_length, pin_key_id, generation, ttl_seconds, expires_at"#,
         otp.id.as_uuid(),
         job.app_id.as_str(),

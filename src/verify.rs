@@ -53,7 +53,8 @@ pub enum VerifyError {
 const MAX_CODE_LEN: usize = 32;
 
 /// Checks `code` against OTP `otp_id`, visible to `app` (`None`: any app). `Ok(None)`: no such OTP.
-#[tracing::instrument(skip_all, fields(otp_id = %OtpId::from_uuid(otp_id)))]
+#[tracing::instrument(skip_all, fields(otp_id = %OtpId::from_uuid(otp_id), app_id = tracing::field::Empty,
+    request_id = tracing::field::Empty))]
 pub async fn verify(
     pool: &PgPool,
     keys: &PinKeys,
@@ -63,7 +64,8 @@ pub async fn verify(
 ) -> Result<Option<Verification>, VerifyError> {
     let mut tx = pool.begin().await?;
     let Some(otp) = sqlx::query!(
-        "select status, expires_at, attempts, max_attempts, pin_type, pin_length, pin_key_id, generation
+        "select app_id, request_id, status, expires_at, attempts, max_attempts, pin_type, pin_length, pin_key_id,
+                generation
          from otps where id = $1 and ($2::text is null or app_id = $2)
          for update",
         otp_id,
@@ -74,6 +76,9 @@ pub async fn verify(
     else {
         return Ok(None);
     };
+    let span = tracing::Span::current();
+    span.record("app_id", otp.app_id.as_str());
+    span.record("request_id", otp.request_id.as_str());
     let verification = match otp.status.as_str() {
         "pending" if OffsetDateTime::now_utc() >= otp.expires_at => {
             set_status(&mut tx, otp_id, "expired").await?;
@@ -120,6 +125,7 @@ pub async fn verify(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
+    tracing::info!(outcome = verification.outcome(), "code checked");
     let app = app.map(str::to_string).unwrap_or_else(|| "operator".into());
     metrics::counter!(observability::VERIFICATIONS, "app" => app, "outcome" => verification.outcome()).increment(1);
     Ok(Some(verification))

@@ -15,9 +15,11 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let (key_id, secret) = credentials(&parts.headers).ok_or(ApiError::Unauthorized)?;
-        keys::authenticate(&state.pool, &key_id, &secret)
+        let caller = keys::authenticate(&state.pool, &key_id, &secret)
             .await?
-            .ok_or(ApiError::Unauthorized)
+            .ok_or(ApiError::Unauthorized)?;
+        super::trace::record(caller.app_filter(), None, None);
+        Ok(caller)
     }
 }
 

@@ -11,6 +11,7 @@ mod ops;
 mod otp;
 mod query;
 mod reports;
+mod trace;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -111,6 +112,7 @@ pub fn router(state: AppState) -> Router {
             axum::http::StatusCode::REQUEST_TIMEOUT,
             timeout,
         ))
+        .layer(axum::middleware::from_fn(trace::span))
         .with_state(state)
 }
 

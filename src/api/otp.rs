@@ -51,7 +51,9 @@ pub async fn send(
         allow_http_callbacks: config.callbacks.allow_http,
     })?;
     let request_id = job.request_id.as_str().to_string();
+    super::trace::record(None, Some(&request_id), None);
     if let Some(existing) = existing_otp(&state, job.app_id.as_str(), &request_id).await? {
+        super::trace::record(None, None, Some(&OtpId::from_uuid(existing)));
         let accepted = SendAccepted {
             otp_id: OtpId::from_uuid(existing).to_string(),
             request_id,
@@ -76,6 +78,7 @@ pub async fn send(
     } else {
         OtpId::for_request(app.id.as_str(), &request_id)
     };
+    super::trace::record(None, None, Some(&otp_id));
     let mut amqp_headers = FieldTable::default();
     amqp_headers.insert(
         OTP_ID_HEADER.into(),
@@ -270,9 +273,9 @@ pub async fn cancel(
 
 /// An id from a path or body; anything unparseable names no OTP.
 pub fn parse_id(id: &str) -> Result<Uuid, ApiError> {
-    id.parse::<OtpId>()
-        .map(|id| id.as_uuid())
-        .map_err(|_| ApiError::NotFound)
+    let id = id.parse::<OtpId>().map_err(|_| ApiError::NotFound)?;
+    super::trace::record(None, None, Some(&id));
+    Ok(id.as_uuid())
 }
 
 async fn resolve_ref(state: &AppState, caller: &Caller, otp: &OtpRef) -> Result<Uuid, ApiError> {
@@ -302,6 +305,7 @@ async fn resolve_ref(state: &AppState, caller: &Caller, otp: &OtpRef) -> Result<
     .fetch_optional(&state.pool)
     .await?
     .ok_or(ApiError::NotFound)
+    .inspect(|id| super::trace::record(None, Some(request_id), Some(&OtpId::from_uuid(*id))))
 }
 
 async fn owner_app(state: &AppState, caller: &Caller, id: Uuid) -> Result<String, ApiError> {

@@ -51,6 +51,13 @@ pub struct Claimed {
     pub secrets: Vec<String>,
 }
 
+impl Claimed {
+    /// A text field of the event's `data` object, for log spans.
+    fn data(&self, field: &str) -> Option<&str> {
+        self.payload.get("data")?.get(field)?.as_str()
+    }
+}
+
 impl std::fmt::Debug for Claimed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Claimed")
@@ -290,7 +297,8 @@ impl Dispatcher {
     }
 
     /// Sends one claimed event and records the attempt and the event's new state.
-    #[tracing::instrument(skip_all, fields(webhook_id = %EventId::from_uuid(event.id), attempt = event.attempts))]
+    #[tracing::instrument(skip_all, fields(webhook_id = %EventId::from_uuid(event.id), attempt = event.attempts,
+        otp_id = event.data("otpId"), app_id = event.data("appId"), request_id = event.data("requestId")))]
     pub async fn deliver(&self, event: &Claimed, recorder: &Recorder) -> Result<State, NotRecorded> {
         let id = EventId::from_uuid(event.id).to_string();
         let body = serde_json::to_vec(&event.payload).unwrap_or_default();

@@ -20,6 +20,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::Channel;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::amqp;
 use crate::api::OTP_ID_HEADER;
@@ -177,6 +178,19 @@ impl Worker {
     /// Handles one delivery and settles it: ack when the database holds the result,
     /// nack with requeue (after a pause, so a database outage is not a hot loop) otherwise.
     async fn handle(&self, delivery: Delivery, publisher: &Channel) {
+        // Filled in once the job is parsed, so every line about it, the rejection included,
+        // names it.
+        let span = tracing::info_span!(
+            "job",
+            delivery_tag = delivery.delivery_tag,
+            app_id = tracing::field::Empty,
+            request_id = tracing::field::Empty,
+            otp_id = tracing::field::Empty,
+        );
+        self.settle(delivery, publisher).instrument(span).await
+    }
+
+    async fn settle(&self, delivery: Delivery, publisher: &Channel) {
         let settled = match self.process(&delivery).await {
             Ok(Settled::Accepted) => Ok(()),
             Ok(Settled::Rejected(rejection)) => {
@@ -231,6 +245,9 @@ impl Worker {
             Ok(job) => job,
             Err(error) => return Ok(Settled::Rejected(error.into())),
         };
+        let span = tracing::Span::current();
+        span.record("app_id", job.app_id.as_str());
+        span.record("request_id", job.request_id.as_str());
         let app = match intake::load_app(self.deliverer.pool(), &job).await? {
             Ok(app) => app,
             Err(rejection) => return Ok(Settled::Rejected(rejection)),
@@ -252,6 +269,7 @@ impl Worker {
         if let Some(id) = header_text(properties.headers().as_ref(), OTP_ID_HEADER).and_then(|id| id.parse().ok()) {
             otp.id = id;
         }
+        span.record("otp_id", tracing::field::display(&otp.id));
         match intake::insert(self.deliverer.pool(), &otp, key, self.deliverer.lease()).await? {
             Some(claim) => {
                 count_job("accepted", "");

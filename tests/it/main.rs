@@ -6,6 +6,7 @@ mod callbacks;
 mod crash;
 mod dead_letters;
 mod harness;
+mod logs;
 mod metrics;
 mod ops;
 mod pipeline;

@@ -195,3 +195,96 @@ async fn an_identical_body_after_its_otp_expired_makes_a_new_otp(pool: PgPool) {
     assert!(harness.events().await.contains(&"otp.expired".to_string()));
     harness.finish().await;
 }
+
+/// With `amqp.queue_type = "quorum"` the worker declares both queues as quorum queues (a
+/// classic redeclaration is refused as inequivalent) and jobs flow through them.
+#[sqlx::test]
+async fn quorum_queues_are_declared_and_carry_jobs(pool: PgPool) {
+    use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+    use lapin::types::{AMQPValue, FieldTable};
+
+    let mut harness = Harness::new(pool).await;
+    let suffix = uuid::Uuid::now_v7().simple().to_string();
+    let (queue, dlq) = (format!("test.quorum.{suffix}"), format!("test.quorum.dlq.{suffix}"));
+    harness.set("amqp.queue_type", json!("quorum"));
+    harness.set("amqp.send_queue", json!(queue));
+    harness.set("amqp.dead_letter_queue", json!(dlq));
+    harness.provider_accepts().await;
+    harness.create_app("shop", json!({"": "Code {{pin}}"})).await;
+    harness.start_worker();
+
+    let connection = lapin::Connection::connect(&crate::harness::amqp_url(), Default::default())
+        .await
+        .expect("connect");
+    // Redeclares `name` with `arguments` on a channel of its own (a refusal closes it).
+    let declare = |name: String, arguments: FieldTable| {
+        let connection = &connection;
+        async move {
+            let channel = connection.create_channel().await.expect("channel");
+            channel
+                .queue_declare(name.as_str().into(), QueueDeclareOptions::durable(), arguments)
+                .await
+                .map(|_| ())
+        }
+    };
+    let of_type = |kind: &str| {
+        let mut arguments = FieldTable::default();
+        arguments.insert("x-queue-type".into(), AMQPValue::LongString(kind.into()));
+        arguments
+    };
+    wait_until("the worker declared its queues", Duration::from_secs(20), || async {
+        declare(queue.clone(), of_type("quorum")).await.is_ok() && declare(dlq.clone(), of_type("quorum")).await.is_ok()
+    })
+    .await;
+    for name in [&queue, &dlq] {
+        let refused = declare(name.clone(), of_type("classic")).await;
+        assert!(refused.is_err(), "{name} is not a quorum queue");
+    }
+
+    let channel = connection.create_channel().await.expect("channel");
+    let job = json!({"appId": "shop", "phoneNumber": "+14155550141"}).to_string();
+    channel
+        .basic_publish(
+            "".into(),
+            queue.as_str().into(),
+            Default::default(),
+            job.as_bytes(),
+            BasicProperties::default(),
+        )
+        .await
+        .expect("publish");
+    channel
+        .basic_publish(
+            "".into(),
+            queue.as_str().into(),
+            Default::default(),
+            b"{not json",
+            BasicProperties::default(),
+        )
+        .await
+        .expect("publish");
+    wait_until("one sent, one dead-lettered", Duration::from_secs(20), || async {
+        let rows = harness.otp_rows().await;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let dead = connection
+            .create_channel()
+            .await
+            .expect("channel")
+            .queue_declare(dlq.as_str().into(), passive, FieldTable::default())
+            .await
+            .is_ok_and(|q| q.message_count() == 1);
+        rows.len() == 1 && rows[0].delivery == "sent" && dead
+    })
+    .await;
+    harness.stop_worker().await;
+    for name in [&queue, &dlq] {
+        channel
+            .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+            .await
+            .expect("delete");
+    }
+    harness.finish().await;
+}
