@@ -121,6 +121,15 @@ async fn an_otp_sent_callback_is_signed_so_the_standard_webhooks_library_accepts
         assert!(!data[field].is_null(), "{field} is in the callback");
     }
 
+    // The outcome is written after the receiver answers: wait for it.
+    wait_until("the callback recorded as delivered", LONG, || async {
+        api.harness
+            .callbacks()
+            .await
+            .first()
+            .is_some_and(|(_, state, _)| state == "delivered")
+    })
+    .await;
     let (status, events) = api.get(&format!("/v1/otp/{otp_id}/events")).await;
     assert_eq!(status, StatusCode::OK);
     let callback = &events[0]["callback"];
