@@ -240,43 +240,47 @@ impl Dispatcher {
         let config = &self.inner.config;
         let (destinations, in_flight) = busy.snapshot();
         let cap = i32::try_from(config.per_destination).unwrap_or(i32::MAX);
-        let full: Vec<String> = destinations
-            .iter()
-            .zip(&in_flight)
-            .filter(|(_, n)| **n >= cap)
-            .map(|(d, _)| d.clone())
-            .collect();
         sqlx::query_as!(
             Claimed,
-            r#"with candidates as (
-                   select o.id, o.destination, o.next_attempt_at, o.seq
-                   from outbox o
-                   where o.state = 'pending' and o.next_attempt_at <= now()
-                     and o.destination <> all($4::text[])
-                     -- In order: wait while an earlier event of the OTP is pending, up to a point.
-                     and (o.created_at <= now() - make_interval(secs => $7)
-                          or not exists (
-                              select 1 from outbox earlier
-                              where earlier.otp_id = o.otp_id and earlier.state = 'pending' and earlier.seq < o.seq))
-                   order by o.next_attempt_at
-                   limit $1 * 4
+            r#"with recursive destinations as (
+                   -- Each destination with pending events, by a walk of the index.
+                   (select o.destination from outbox o where o.state = 'pending' order by o.destination limit 1)
+                   union all
+                   select (select o.destination from outbox o
+                           where o.state = 'pending' and o.destination > d.destination
+                           order by o.destination limit 1)
+                   from destinations d
+                   where d.destination is not null
                ),
-               ranked as (
-                   select c.id, c.next_attempt_at,
-                          row_number() over (partition by c.destination order by c.next_attempt_at, c.seq)
-                              + coalesce(b.n, 0) as load
-                   from candidates c
-                   left join unnest($2::text[], $3::int[]) as b(destination, n) on b.destination = c.destination
+               candidates as (
+                   -- Per destination, its earliest due events up to its free share of the cap,
+                   -- so one at its cap costs a probe, not a scan of its backlog.
+                   select c.id, c.next_attempt_at
+                   from destinations d
+                   left join unnest($2::text[], $3::int[]) as b(destination, n) on b.destination = d.destination
+                   cross join lateral (
+                       select o.id, o.next_attempt_at
+                       from outbox o
+                       where o.state = 'pending' and o.destination = d.destination and o.next_attempt_at <= now()
+                         -- In order: wait while an earlier event of the OTP is pending, up to a point.
+                         and (o.created_at <= now() - make_interval(secs => $6)
+                              or not exists (
+                                  select 1 from outbox earlier
+                                  where earlier.otp_id = o.otp_id and earlier.state = 'pending'
+                                    and earlier.seq < o.seq))
+                       order by o.next_attempt_at
+                       limit greatest($4 - coalesce(b.n, 0), 0)
+                   ) c
+                   where d.destination is not null
                ),
                picked as (
-                   select o.id from outbox o join ranked r on r.id = o.id
-                   where r.load <= $5
-                   order by r.next_attempt_at
+                   select o.id from outbox o join candidates c on c.id = o.id
+                   order by c.next_attempt_at
                    limit $1
                    for update of o skip locked
                )
                update outbox o
-               set attempts = o.attempts + 1, next_attempt_at = now() + make_interval(secs => $6)
+               set attempts = o.attempts + 1, next_attempt_at = now() + make_interval(secs => $5)
                from picked
                where o.id = picked.id and o.state = 'pending' and o.next_attempt_at <= now()
                returning o.id, o.attempts, o.retry_base, o.callback_url as "callback_url!", o.destination,
@@ -284,11 +288,10 @@ impl Dispatcher {
                          array(select w.secret from webhook_secrets w
                                where w.app_id = o.app_id and (w.expires_at is null or w.expires_at > now())
                                order by w.id desc) as "secrets!""#,
-            i32::try_from(limit).unwrap_or(i32::MAX),
+            i64::try_from(limit).unwrap_or(i64::MAX),
             &destinations,
             &in_flight,
-            &full,
-            i64::from(cap),
+            cap,
             config.lease().as_secs_f64(),
             config.order_wait_seconds as f64,
         )
