@@ -1,0 +1,692 @@
+//! End to end against the machine's own ceilings, in one run: `cargo bench --bench e2e`.
+//!
+//! 1. RabbitMQ ceiling: persistent publishes with confirms of a real job's bytes, then a
+//!    consumer acking each one (the worker's prefetch), on a scratch queue.
+//! 2. PostgreSQL ceiling: one transaction of an insert into an otp-like table and one into
+//!    an outbox-like table, at the client count (of 8, 16, 32, 64) that gives the most.
+//! 3. otp-courier: the real binary (`otp-courier serve`: worker, dispatcher, API, sweeper),
+//!    fed jobs through RabbitMQ. A fake provider on loopback answers 200 at once; a receiver
+//!    on loopback checks every callback's Standard Webhooks signature. An OTP counts once
+//!    the provider has its request and the receiver its signed `otp.sent`. First all jobs as
+//!    fast as the publishers go (the maximum rate), then paced runs at 25%, 50% and 100% of
+//!    it for latency from publish to provider request and from publish to callback.
+//!
+//! `BENCH_SOAK_SECONDS=600` adds a soak at 50% that samples RSS, queue depth and outbox
+//! backlog every 10 s. Results go to target/bench/e2e.json. The publishers, the fake
+//! provider, the receiver, RabbitMQ and PostgreSQL all share the machine's cores.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use futures_util::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use common::{drive, env_or, Run};
+
+const DATABASE: &str = "otp_courier_bench_e2e";
+const CEILING_DATABASE: &str = "otp_courier_bench_ceiling";
+const PIN_KEY: &str = "62656e63682d6b65792d62656e63682d6b65792d62656e63682d6b65792d3332";
+/// Jobs go to +1 415 2xx xxxx, one number each, so no per-phone limit is reached and the
+/// provider's `to` names the job.
+const FIRST_NUMBER: u64 = 14_152_000_000;
+/// Publishes in flight (each waits for its confirm), for the ceiling and for our jobs alike.
+const PUBLISHERS: usize = 64;
+
+fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// A send job as producers write it; `n` picks its phone number.
+fn job(n: u64) -> Vec<u8> {
+    json!({"appId": "bench", "phoneNumber": format!("+{}", FIRST_NUMBER + n), "requestId": format!("bench-{n}"),
+           "pinLength": 6, "ttl": 300, "metadata": {"userId": format!("u-{n}"), "flow": "login"}})
+    .to_string()
+    .into_bytes()
+}
+
+/// Where each job's milestones were seen, by job number, as time since the bench began.
+#[derive(Default)]
+struct Tracker {
+    published: Mutex<HashMap<u64, Duration>>,
+    provider: Mutex<HashMap<u64, Duration>>,
+    callback: Mutex<HashMap<u64, Duration>>,
+    provider_requests: AtomicUsize,
+    sent_callbacks: AtomicUsize,
+    bad_signatures: AtomicUsize,
+}
+
+struct Shared {
+    tracker: Tracker,
+    epoch: Instant,
+    webhook: standardwebhooks::Webhook,
+}
+
+fn job_number(phone: &str) -> Option<u64> {
+    phone
+        .trim_start_matches('+')
+        .parse::<u64>()
+        .ok()?
+        .checked_sub(FIRST_NUMBER)
+}
+
+async fn provider(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> (StatusCode, &'static str) {
+    let at = shared.epoch.elapsed();
+    shared.tracker.provider_requests.fetch_add(1, Ordering::Relaxed);
+    let to = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v["to"].as_str().and_then(job_number));
+    if let Some(n) = to {
+        shared.tracker.provider.lock().expect("lock").entry(n).or_insert(at);
+    }
+    (StatusCode::OK, r#"{"id":"bench-message"}"#)
+}
+
+async fn receiver(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: axum::body::Bytes) -> StatusCode {
+    let at = shared.epoch.elapsed();
+    if shared.webhook.verify(&body, &headers).is_err() {
+        shared.tracker.bad_signatures.fetch_add(1, Ordering::Relaxed);
+        return StatusCode::UNAUTHORIZED;
+    }
+    let event: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if event["type"] == "otp.sent" {
+        shared.tracker.sent_callbacks.fetch_add(1, Ordering::Relaxed);
+        if let Some(n) = event["data"]["phoneNumber"].as_str().and_then(job_number) {
+            shared.tracker.callback.lock().expect("lock").entry(n).or_insert(at);
+        }
+    }
+    StatusCode::NO_CONTENT
+}
+
+async fn serve(router: axum::Router) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    Ok(format!("http://{address}"))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let jobs = env_or("BENCH_JOBS", 20_000);
+    let seconds = env_or("BENCH_SECONDS", 20);
+    let soak_seconds = env_or("BENCH_SOAK_SECONDS", 0);
+    let ceiling_seconds = env_or("BENCH_CEILING_SECONDS", 5);
+    anyhow::ensure!(
+        otp_courier::domain::PhoneNumber::parse(&format!("+{FIRST_NUMBER}")).is_ok()
+            && otp_courier::domain::PhoneNumber::parse(&format!("+{}", FIRST_NUMBER + 7_000_000)).is_ok(),
+        "the bench's phone numbers must be valid"
+    );
+    let amqp = Connection::connect(&amqp_url(), Default::default()).await?;
+
+    println!(
+        "RabbitMQ ceiling: {jobs} persistent publishes with confirms ({PUBLISHERS} in flight), then consume + ack"
+    );
+    let (publish_ceiling, consume_ceiling) = amqp_ceiling(&amqp, jobs).await?;
+    println!(
+        "  publish {:.0}/s, consume + ack {:.0}/s",
+        publish_ceiling, consume_ceiling
+    );
+
+    println!("PostgreSQL ceiling: otp insert + outbox insert per transaction, {ceiling_seconds} s per client count");
+    let (database_ceiling, best_clients) = database_ceiling(Duration::from_secs(ceiling_seconds)).await?;
+    println!("  {database_ceiling:.0}/s with {best_clients} clients");
+
+    let (admin, url, pool) = common::scratch_database(DATABASE, 4).await?;
+    otp_courier::apps::create(
+        &pool,
+        &otp_courier::apps::NewApp {
+            id: "bench".into(),
+            name: "bench".into(),
+            templates: [(
+                String::new(),
+                "Your code is {{pin}}. It expires in 5 minutes.".to_string(),
+            )]
+            .into(),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let app = otp_courier::domain::AppId::parse("bench").map_err(anyhow::Error::msg)?;
+    let secret = otp_courier::keys::rotate_webhook_secret(&mut *pool.acquire().await?, &app, None).await?;
+    let shared = Arc::new(Shared {
+        tracker: Tracker::default(),
+        epoch: Instant::now(),
+        webhook: standardwebhooks::Webhook::new(&secret)?,
+    });
+    let provider_url = serve(
+        axum::Router::new()
+            .route("/sms", post(provider))
+            .with_state(shared.clone()),
+    )
+    .await?;
+    let receiver_url = serve(
+        axum::Router::new()
+            .route("/hook", post(receiver))
+            .with_state(shared.clone()),
+    )
+    .await?;
+    sqlx::query("update apps set callback_url = $1 where id = 'bench'")
+        .bind(format!("{receiver_url}/hook"))
+        .execute(&pool)
+        .await?;
+
+    let suffix = Uuid::now_v7().simple().to_string();
+    let queue = format!("bench.otp.send.{suffix}");
+    let dlq = format!("bench.otp.send.dlq.{suffix}");
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("otp-courier.toml");
+    std::fs::write(&config, config_file(&url, &queue, &dlq, &provider_url)?)?;
+    let log = std::fs::File::create(dir.path().join("serve.log"))?;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_otp-courier"))
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child
+        .id()
+        .ok_or_else(|| anyhow::anyhow!("otp-courier exited at once"))?;
+    let channel = amqp.create_channel().await?;
+    channel.confirm_select(Default::default()).await?;
+    let started = Instant::now();
+    while channel.status().connected() && !queue_exists(&amqp, &queue).await {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "otp-courier did not declare its queue"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut next = 0u64;
+    let warm = run_paced(&shared, &channel, &queue, &mut next, 200.0, Duration::from_secs(2)).await?;
+    println!(
+        "otp-courier warmed up: {} OTPs, RSS {:.0} MiB",
+        warm.count,
+        rss_mib(pid, "VmRSS")
+    );
+
+    println!("otp-courier maximum rate: {jobs} jobs published as fast as {PUBLISHERS} publishers go");
+    let max = run_burst(&shared, &channel, &queue, &mut next, jobs).await?;
+    let peak_rss_at_max = rss_mib(pid, "VmHWM");
+    println!(
+        "  {:.0} OTPs/s (sent and called back) over {:.1} s; peak RSS {peak_rss_at_max:.0} MiB",
+        max.rate, max.seconds
+    );
+
+    let mut paced = Vec::new();
+    for share in [0.25, 0.5, 1.0] {
+        let rate = max.rate * share;
+        println!(
+            "otp-courier at {:.0}% ({rate:.0} jobs/s) for {seconds} s",
+            share * 100.0
+        );
+        let run = run_paced(&shared, &channel, &queue, &mut next, rate, Duration::from_secs(seconds)).await?;
+        println!(
+            "  {:.0} OTPs/s; publish -> provider p50 {:.1} / p95 {:.1} / p99 {:.1} ms; publish -> callback p50 {:.1} / p95 {:.1} / p99 {:.1} ms",
+            run.rate, run.provider[0], run.provider[1], run.provider[2], run.callback[0], run.callback[1], run.callback[2]
+        );
+        paced.push((share, rate, run));
+    }
+    let peak_rss = rss_mib(pid, "VmHWM");
+
+    let soak = if soak_seconds > 0 {
+        Some(
+            soak(
+                &shared,
+                &channel,
+                &queue,
+                &pool,
+                pid,
+                &mut next,
+                max.rate * 0.5,
+                Duration::from_secs(soak_seconds),
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+
+    let tracker = &shared.tracker;
+    let provider_requests = tracker.provider_requests.load(Ordering::Relaxed);
+    let sent_callbacks = tracker.sent_callbacks.load(Ordering::Relaxed);
+    let bad_signatures = tracker.bad_signatures.load(Ordering::Relaxed);
+    child.kill().await?;
+    anyhow::ensure!(bad_signatures == 0, "{bad_signatures} callbacks had a bad signature");
+
+    let ceiling = consume_ceiling.min(database_ceiling);
+    let ratio = max.rate / ceiling;
+    println!();
+    println!("| measure | per second |");
+    println!("|---|---|");
+    println!("| RabbitMQ publish with confirm | {publish_ceiling:.0} |");
+    println!("| RabbitMQ consume + ack | {consume_ceiling:.0} |");
+    println!("| PostgreSQL otp + outbox transaction ({best_clients} clients) | {database_ceiling:.0} |");
+    println!(
+        "| otp-courier end to end (sent + signed callback received) | {:.0} |",
+        max.rate
+    );
+    println!();
+    println!("| load | jobs/s | OTPs/s | provider p50 / p95 / p99 ms | callback p50 / p95 / p99 ms |");
+    println!("|---|---|---|---|---|");
+    for (share, rate, run) in &paced {
+        println!(
+            "| {:.0}% | {rate:.0} | {:.0} | {:.1} / {:.1} / {:.1} | {:.1} / {:.1} / {:.1} |",
+            share * 100.0,
+            run.rate,
+            run.provider[0],
+            run.provider[1],
+            run.provider[2],
+            run.callback[0],
+            run.callback[1],
+            run.callback[2]
+        );
+    }
+    println!();
+    println!(
+        "ratio end to end / min(consume + ack, PostgreSQL) = {:.0} / {ceiling:.0} = {ratio:.2}",
+        max.rate
+    );
+    println!("peak RSS of otp-courier: {peak_rss:.0} MiB (after the maximum-rate run: {peak_rss_at_max:.0} MiB)");
+    println!(
+        "provider requests {provider_requests} for {next} jobs; otp.sent callbacks {sent_callbacks}; bad signatures {bad_signatures}"
+    );
+
+    let result = json!({
+        "jobs": jobs, "paced_seconds": seconds,
+        "amqp_publish_per_second": publish_ceiling, "amqp_consume_ack_per_second": consume_ceiling,
+        "postgres_transactions_per_second": database_ceiling, "postgres_clients": best_clients,
+        "end_to_end_per_second": max.rate, "ratio": ratio,
+        "paced": paced.iter().map(|(share, rate, run)| json!({
+            "share": share, "jobs_per_second": rate, "otps_per_second": run.rate,
+            "publish_to_provider_ms": {"p50": run.provider[0], "p95": run.provider[1], "p99": run.provider[2]},
+            "publish_to_callback_ms": {"p50": run.callback[0], "p95": run.callback[1], "p99": run.callback[2]},
+        })).collect::<Vec<_>>(),
+        "peak_rss_mib": peak_rss, "peak_rss_mib_after_max": peak_rss_at_max,
+        "provider_requests": provider_requests, "jobs_published": next, "sent_callbacks": sent_callbacks,
+        "bad_signatures": bad_signatures, "soak": soak,
+    });
+    std::fs::create_dir_all("target/bench")?;
+    std::fs::write("target/bench/e2e.json", serde_json::to_vec_pretty(&result)?)?;
+    println!("written to target/bench/e2e.json");
+    for name in [&queue, &dlq] {
+        channel
+            .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+            .await?;
+    }
+    common::drop_database(&admin, pool, DATABASE).await
+}
+
+fn config_file(url: &url::Url, queue: &str, dlq: &str, provider_url: &str) -> anyhow::Result<String> {
+    let api = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let config = json!({
+        "database": {"url": url.as_str()},
+        "amqp": {"url": amqp_url(), "send_queue": queue, "dead_letter_queue": dlq},
+        "api": {"listen": api.to_string()},
+        "pin": {"active_key": "bench", "keys": {"bench": PIN_KEY}},
+        "callbacks": {"allow_http": true, "allow_networks": ["127.0.0.1/32"]},
+        "limits": {
+            "send_per_app": {"max": 1_000_000, "window_seconds": 1},
+            "send_per_country": {"max": 1_000_000, "window_seconds": 1},
+        },
+        "log": {"format": "json", "filter": "warn"},
+        "routing": {"sms": "fake", "whatsapp": "fake"},
+        "providers": {"fake": {"kind": "http-json", "url": format!("{provider_url}/sms"),
+            "message_id_pointer": "/id", "body": {"to": "{{to}}", "text": "{{message}}"}}},
+    });
+    Ok(toml::to_string(&config)?)
+}
+
+/// `VmRSS` (now) or `VmHWM` (peak) of a process, in MiB.
+fn rss_mib(pid: u32, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with(field))?.to_string();
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+async fn queue_exists(amqp: &Connection, queue: &str) -> bool {
+    queue_depth(amqp, queue).await.is_some()
+}
+
+/// Messages ready in `queue`, looked at on a channel of its own (a refusal closes it).
+async fn queue_depth(amqp: &Connection, queue: &str) -> Option<u32> {
+    let channel = amqp.create_channel().await.ok()?;
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let depth = channel
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+        .ok()
+        .map(|q| q.message_count());
+    let _ = channel.close(200, "done".into()).await;
+    depth
+}
+
+async fn publish(channel: &Channel, queue: &str, n: u64) -> anyhow::Result<()> {
+    let properties = BasicProperties::default().with_content_type("application/json".into());
+    otp_courier::amqp::publish_confirmed(channel, queue, &job(n), properties).await?;
+    Ok(())
+}
+
+async fn amqp_ceiling(amqp: &Connection, jobs: u64) -> anyhow::Result<(f64, f64)> {
+    let queue = format!("bench.ceiling.{}", Uuid::now_v7().simple());
+    let channel = amqp.create_channel().await?;
+    channel.confirm_select(Default::default()).await?;
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions::durable(),
+            FieldTable::default(),
+        )
+        .await?;
+    let started = Instant::now();
+    let cursor = Arc::new(AtomicU64::new(0));
+    let mut publishers = tokio::task::JoinSet::new();
+    for _ in 0..PUBLISHERS {
+        let (channel, queue, cursor) = (channel.clone(), queue.clone(), cursor.clone());
+        publishers.spawn(async move {
+            while cursor.fetch_add(1, Ordering::Relaxed) < jobs {
+                publish(&channel, &queue, 0).await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = publishers.join_next().await {
+        done??;
+    }
+    let publish_rate = jobs as f64 / started.elapsed().as_secs_f64();
+
+    let consumer_channel = amqp.create_channel().await?;
+    // The worker's default prefetch.
+    let defaults: toml::Value = toml::from_str(otp_courier::config::DEFAULTS)?;
+    let prefetch = defaults["amqp"]["prefetch"].as_integer().unwrap_or(64) as u16;
+    consumer_channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
+    let mut consumer = consumer_channel
+        .basic_consume(
+            queue.as_str().into(),
+            "bench-ceiling".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let started = Instant::now();
+    let mut consumed = 0;
+    while consumed < jobs {
+        let delivery = consumer
+            .next()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("consumer ended"))??;
+        delivery.ack(BasicAckOptions::default()).await?;
+        consumed += 1;
+    }
+    let consume = consumed as f64 / started.elapsed().as_secs_f64();
+    channel
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await?;
+    Ok((publish_rate, consume))
+}
+
+/// The most transactions per second of the client counts tried, and that count.
+async fn database_ceiling(each: Duration) -> anyhow::Result<(f64, usize)> {
+    let (admin, _, pool) = common::scratch_database(CEILING_DATABASE, 64).await?;
+    sqlx::raw_sql(
+        "create table raw_otps (
+             id uuid primary key, app_id text not null, request_id text not null, phone_number text not null,
+             channel text not null, locale text not null, template text not null, provider text not null,
+             pin_type text not null, pin_length smallint not null, pin_key_id text not null,
+             max_attempts smallint not null, ttl_seconds int not null, expires_at timestamptz not null,
+             callback_url text, metadata jsonb, status text not null default 'pending',
+             created_at timestamptz not null default now(), unique (app_id, request_id));
+         create table raw_outbox (
+             id uuid primary key, otp_id uuid not null, app_id text not null, event_type text not null,
+             callback_url text, payload jsonb not null, created_at timestamptz not null default now());",
+    )
+    .execute(&pool)
+    .await?;
+    let payload = json!({"type": "otp.sent", "timestamp": "2026-11-22T10:00:00Z", "data": {
+        "otpId": "otp_0193b1c4a5e67f0a8b9c0d1e2f3a4b5c", "appId": "bench", "requestId": "bench-1",
+        "phoneNumber": "+14152000001", "channel": "sms", "status": "pending", "delivery": "sent",
+        "locale": "en", "parts": 1, "attempts": 0, "maxAttempts": 5, "expiresAt": "2026-11-22T10:05:00Z",
+        "metadata": {"userId": "u-1", "flow": "login"}}});
+    let mut best = (0.0, 0);
+    for clients in [8, 16, 32, 64] {
+        let (pool, payload) = (pool.clone(), payload.clone());
+        let run = drive(clients, each, usize::MAX, move |_| {
+            let (pool, payload) = (pool.clone(), payload.clone());
+            async move { raw_transaction(&pool, &payload).await }
+        })
+        .await?;
+        println!("  {clients} clients: {:.0}/s", run.rate());
+        if run.rate() > best.0 {
+            best = (run.rate(), clients);
+        }
+    }
+    common::drop_database(&admin, pool, CEILING_DATABASE).await?;
+    Ok(best)
+}
+
+async fn raw_transaction(pool: &PgPool, payload: &Value) -> anyhow::Result<()> {
+    let id = Uuid::now_v7();
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "insert into raw_otps (id, app_id, request_id, phone_number, channel, locale, template, provider, pin_type,
+                               pin_length, pin_key_id, max_attempts, ttl_seconds, expires_at, callback_url, metadata)
+         values ($1, 'bench', $2, '+14152000001', 'sms', 'en', 'Your code is {{pin}}.', 'fake', 'numeric',
+                 6, 'bench', 5, 300, now() + interval '5 minutes', 'http://127.0.0.1:9/hook', '{\"flow\": \"login\"}')",
+    )
+    .bind(id)
+    .bind(id.to_string())
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "insert into raw_outbox (id, otp_id, app_id, event_type, callback_url, payload)
+         values ($1, $2, 'bench', 'otp.sent', 'http://127.0.0.1:9/hook', $3)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(id)
+    .bind(payload)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// What one run of jobs `first..first + count` gave.
+struct Outcome {
+    count: u64,
+    seconds: f64,
+    /// OTPs per second: from the first publish to the last callback.
+    rate: f64,
+    /// p50, p95, p99 in ms.
+    provider: [f64; 3],
+    callback: [f64; 3],
+}
+
+/// Publishes `count` jobs from `PUBLISHERS` concurrent publishers, as fast as they go.
+async fn run_burst(
+    shared: &Arc<Shared>,
+    channel: &Channel,
+    queue: &str,
+    next: &mut u64,
+    count: u64,
+) -> anyhow::Result<Outcome> {
+    let first = *next;
+    *next += count;
+    let cursor = Arc::new(AtomicU64::new(first));
+    let mut publishers = tokio::task::JoinSet::new();
+    for _ in 0..PUBLISHERS {
+        let (shared, channel, queue, cursor) = (shared.clone(), channel.clone(), queue.to_string(), cursor.clone());
+        publishers.spawn(async move {
+            loop {
+                let n = cursor.fetch_add(1, Ordering::Relaxed);
+                if n >= first + count {
+                    return anyhow::Ok(());
+                }
+                let at = shared.epoch.elapsed();
+                shared.tracker.published.lock().expect("lock").insert(n, at);
+                publish(&channel, &queue, n).await?;
+            }
+        });
+    }
+    while let Some(done) = publishers.join_next().await {
+        done??;
+    }
+    settle(shared, first, count).await
+}
+
+/// Publishes jobs at `rate` per second for `duration`, each on time whatever the ones before
+/// it are waiting for (an open loop, as independent producers behave).
+async fn run_paced(
+    shared: &Arc<Shared>,
+    channel: &Channel,
+    queue: &str,
+    next: &mut u64,
+    rate: f64,
+    duration: Duration,
+) -> anyhow::Result<Outcome> {
+    let first = *next;
+    let count = (rate * duration.as_secs_f64()).round().max(1.0) as u64;
+    *next += count;
+    let start = tokio::time::Instant::now();
+    let mut publishes = tokio::task::JoinSet::new();
+    for i in 0..count {
+        tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / rate)).await;
+        let n = first + i;
+        let (shared, channel, queue) = (shared.clone(), channel.clone(), queue.to_string());
+        publishes.spawn(async move {
+            let at = shared.epoch.elapsed();
+            shared.tracker.published.lock().expect("lock").insert(n, at);
+            publish(&channel, &queue, n).await
+        });
+        while let Some(done) = publishes.try_join_next() {
+            done??;
+        }
+    }
+    while let Some(done) = publishes.join_next().await {
+        done??;
+    }
+    settle(shared, first, count).await
+}
+
+/// Waits until every job of the run has reached the provider and been called back, then
+/// measures it.
+async fn settle(shared: &Arc<Shared>, first: u64, count: u64) -> anyhow::Result<Outcome> {
+    let tracker = &shared.tracker;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let done = |map: &Mutex<HashMap<u64, Duration>>| {
+        let map = map.lock().expect("lock");
+        (first..first + count).filter(|n| map.contains_key(n)).count() as u64
+    };
+    let mut report = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (sent, called) = (done(&tracker.provider), done(&tracker.callback));
+        if sent == count && called == count {
+            break;
+        }
+        if Instant::now() >= report {
+            println!("  ... {sent} sent, {called} called back of {count}");
+            report += Duration::from_secs(5);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "after 10 minutes {sent} of {count} jobs reached the provider and {called} were called back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let published = tracker.published.lock().expect("lock");
+    let latencies = |map: &Mutex<HashMap<u64, Duration>>| {
+        let map = map.lock().expect("lock");
+        Run {
+            completed: 0,
+            seconds: 0.0,
+            latencies: (first..first + count)
+                .map(|n| map[&n].saturating_sub(published[&n]))
+                .collect(),
+        }
+    };
+    let (provider, callback) = (latencies(&tracker.provider), latencies(&tracker.callback));
+    let begun = (first..first + count).map(|n| published[&n]).min().unwrap_or_default();
+    let ended = {
+        let map = tracker.callback.lock().expect("lock");
+        (first..first + count).map(|n| map[&n]).max().unwrap_or_default()
+    };
+    let seconds = (ended - begun).as_secs_f64();
+    let percentiles = |run: &Run| [run.percentile(0.50), run.percentile(0.95), run.percentile(0.99)];
+    Ok(Outcome {
+        count,
+        seconds,
+        rate: count as f64 / seconds,
+        provider: percentiles(&provider),
+        callback: percentiles(&callback),
+    })
+}
+
+/// Runs at `rate` for `duration` in 10 s slices, sampling what should stay flat.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site; a struct would only rename them"
+)]
+async fn soak(
+    shared: &Arc<Shared>,
+    channel: &Channel,
+    queue: &str,
+    pool: &PgPool,
+    pid: u32,
+    next: &mut u64,
+    rate: f64,
+    duration: Duration,
+) -> anyhow::Result<Value> {
+    let slice = Duration::from_secs(10);
+    let slices = (duration.as_secs() / slice.as_secs()).max(1);
+    println!("soak at {rate:.0} jobs/s for {} s", slices * slice.as_secs());
+    println!("| t (s) | RSS MiB | queue depth | outbox pending | OTPs/s | provider p99 ms |");
+    println!("|---|---|---|---|---|---|");
+    let mut samples = Vec::new();
+    for i in 1..=slices {
+        let run = run_paced(shared, channel, queue, next, rate, slice).await?;
+        let amqp = Connection::connect(&amqp_url(), Default::default()).await?;
+        let depth = queue_depth(&amqp, queue).await.unwrap_or(0);
+        let _ = amqp.close(200, "done".into()).await;
+        let pending: i64 = sqlx::query_scalar("select count(*) from outbox where state = 'pending'")
+            .fetch_one(pool)
+            .await?;
+        let rss = rss_mib(pid, "VmRSS");
+        println!(
+            "| {} | {rss:.1} | {depth} | {pending} | {:.0} | {:.1} |",
+            i * slice.as_secs(),
+            run.rate,
+            run.provider[2]
+        );
+        std::io::stdout().flush()?;
+        samples.push(json!({"t": i * slice.as_secs(), "rss_mib": rss, "queue_depth": depth,
+            "outbox_pending": pending, "otps_per_second": run.rate, "provider_p99_ms": run.provider[2]}));
+        // Forget what was measured, so the bench's own memory stays flat too.
+        for map in [
+            &shared.tracker.published,
+            &shared.tracker.provider,
+            &shared.tracker.callback,
+        ] {
+            map.lock().expect("lock").clear();
+        }
+    }
+    Ok(json!({"jobs_per_second": rate, "samples": samples}))
+}
