@@ -203,7 +203,7 @@ async fn main() -> anyhow::Result<()> {
     let channel = amqp.create_channel().await?;
     channel.confirm_select(Default::default()).await?;
     let started = Instant::now();
-    while channel.status().connected() && !queue_exists(&amqp, &queue).await {
+    while channel.status().connected() && queue_depth(&amqp, &queue).await.is_none() {
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(60),
             "otp-courier did not declare its queue"
@@ -359,10 +359,6 @@ fn rss_mib(pid: u32, field: &str) -> f64 {
             line.split_whitespace().nth(1)?.parse::<f64>().ok()
         })
         .map_or(0.0, |kib| kib / 1024.0)
-}
-
-async fn queue_exists(amqp: &Connection, queue: &str) -> bool {
-    queue_depth(amqp, queue).await.is_some()
 }
 
 /// Messages ready in `queue`, looked at on a channel of its own (a refusal closes it).

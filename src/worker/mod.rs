@@ -275,19 +275,16 @@ impl Worker {
                 count_job("accepted", "");
                 // Counted only once the OTP exists, so a duplicate or a redelivery never counts twice.
                 if let Some(limit) = intake::over_limit(&self.counters, &otp, &self.config).await? {
-                    tracing::warn!(otp_id = %otp.id, limit, "job over its rate limit; rejected");
+                    tracing::warn!(limit, "job over its rate limit; rejected");
                     intake::reject_claimed(self.deliverer.pool(), &claim, "rate_limited").await?;
                     return Ok(Settled::Accepted);
                 }
                 let outcome = self.deliverer.deliver(&claim).await?;
-                tracing::info!(otp_id = %otp.id, ?outcome, "job processed");
+                tracing::info!(?outcome, "job processed");
             }
             None => {
                 count_job("duplicate", "");
-                tracing::info!(
-                    request_id = otp.job.request_id.as_str(),
-                    "duplicate job: its OTP exists already"
-                )
+                tracing::info!("duplicate job: its OTP exists already")
             }
         }
         Ok(Settled::Accepted)

@@ -138,6 +138,24 @@ impl Harness {
         path
     }
 
+    /// Runs `otp-courier serve` as its own process, its API on a free loopback port and its
+    /// output in `log`; returns it, once the API answers, with the API's base URL.
+    pub async fn spawn_serve(&mut self, dir: &std::path::Path, log: &std::path::Path) -> (RoleProcess, String) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        self.set("api.listen", json!(format!("127.0.0.1:{port}")));
+        let serve = RoleProcess::spawn("serve", &self.config_file(dir), log);
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        wait_until("the API answers", Duration::from_secs(30), || async {
+            http.get(format!("{base}/healthz")).send().await.is_ok()
+        })
+        .await;
+        (serve, base)
+    }
+
     /// The fake provider accepts every request.
     pub async fn provider_accepts(&self) {
         Mock::given(method("POST"))

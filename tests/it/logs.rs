@@ -8,7 +8,7 @@ use sqlx::PgPool;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::harness::{wait_until, Harness, RoleProcess};
+use crate::harness::{wait_until, Harness};
 
 /// The spans (outermost first) of each of our JSON log lines whose spans mention `otp_id`.
 /// (A library's line inside a span, such as a query logged before the OTP's app was read,
@@ -23,12 +23,7 @@ fn lines_about(logs: &[Value], otp_id: &str) -> Vec<Vec<Value>> {
 
 #[sqlx::test]
 async fn log_lines_name_the_otp_its_app_and_request_and_never_the_pin(pool: PgPool) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
     let mut harness = Harness::new(pool).await;
-    harness.set("api.listen", json!(format!("127.0.0.1:{port}")));
     harness.provider_accepts().await;
     let receiver = MockServer::start().await;
     Mock::given(method("POST"))
@@ -39,13 +34,8 @@ async fn log_lines_name_the_otp_its_app_and_request_and_never_the_pin(pool: PgPo
     harness.webhook_secret("shop", None).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("serve.log");
-    let mut serve = RoleProcess::spawn("serve", &harness.config_file(dir.path()), &log);
-    let base = format!("http://127.0.0.1:{port}");
+    let (mut serve, base) = harness.spawn_serve(dir.path(), &log).await;
     let http = reqwest::Client::new();
-    wait_until("the API answers", Duration::from_secs(30), || async {
-        http.get(format!("{base}/healthz")).send().await.is_ok()
-    })
-    .await;
 
     let send = http
         .post(format!("{base}/v1/otp/send"))

@@ -6,7 +6,7 @@ use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::harness::{wait_until, Harness, RoleProcess};
+use crate::harness::{wait_until, Harness};
 
 /// The value of the sample `name{labels...}` in a Prometheus text page.
 fn sample(page: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
@@ -23,22 +23,12 @@ fn sample(page: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 
 #[sqlx::test]
 async fn metrics_count_what_a_run_did(pool: PgPool) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
     let mut harness = Harness::new(pool).await;
-    harness.set("api.listen", json!(format!("127.0.0.1:{port}")));
     harness.provider_accepts().await;
     let (key, secret) = harness.create_app_with_key("shop").await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut serve = RoleProcess::spawn("serve", &harness.config_file(dir.path()), &dir.path().join("serve.log"));
-    let base = format!("http://127.0.0.1:{port}");
+    let (mut serve, base) = harness.spawn_serve(dir.path(), &dir.path().join("serve.log")).await;
     let http = reqwest::Client::new();
-    wait_until("the API answers", Duration::from_secs(30), || async {
-        http.get(format!("{base}/healthz")).send().await.is_ok()
-    })
-    .await;
 
     let jobs: Vec<String> = (0..3)
         .map(|i| {
