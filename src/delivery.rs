@@ -2,12 +2,14 @@
 //! call the provider outside any transaction (with quick backon retries), then record the
 //! outcome in one transaction that only lands if the claim is still ours. A delivery whose
 //! process died is taken over when its lease lapses; a transient failure is rescheduled in
-//! PostgreSQL, so retries survive restarts.
+//! PostgreSQL, so retries survive restarts. When the database is away at the moment of
+//! recording, the outcome is held and recorded once it is back (within the lease), so a
+//! database restart does not make the provider send the message twice.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use rand::Rng;
 use serde_json::{json, Value};
 use sqlx::{PgConnection, PgPool};
@@ -149,7 +151,7 @@ impl Deliverer {
         let attempts = Mutex::new(Vec::new());
         let result = self.send(claim, &attempts).await;
         let attempts = attempts.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let outcome = self.record(claim, result, attempts).await?;
+        let outcome = self.record_within_lease(claim, &result, &attempts).await?;
         let label = match outcome {
             Outcome::Sent => "sent",
             Outcome::Rescheduled(_) => "rescheduled",
@@ -238,14 +240,42 @@ impl Deliverer {
         ))
     }
 
+    /// Records the round, retrying a failed recording until the lease lapses. The provider
+    /// has had its request by now: giving up here would leave the OTP `sending`, and whoever
+    /// takes the lease over would send it again. The claim fence keeps a late retry harmless.
+    async fn record_within_lease(
+        &self,
+        claim: &Claim,
+        result: &Result<Accepted, Failure>,
+        attempts: &[Attempt],
+    ) -> Result<Outcome, sqlx::Error> {
+        let deadline = Instant::now() + self.inner.lease;
+        let mut pauses = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(2))
+            .without_max_times()
+            .with_jitter()
+            .build();
+        loop {
+            match self.record(claim, result, attempts).await {
+                Err(error) if !crate::worker::is_permanent_database_error(&error) && Instant::now() < deadline => {
+                    let pause = pauses.next().unwrap_or(Duration::from_secs(2));
+                    tracing::warn!(%error, retry_in = ?pause, "could not record the delivery round; retrying");
+                    tokio::time::sleep(pause).await;
+                }
+                recorded => return recorded,
+            }
+        }
+    }
+
     async fn record(
         &self,
         claim: &Claim,
-        result: Result<Accepted, Failure>,
-        attempts: Vec<Attempt>,
+        result: &Result<Accepted, Failure>,
+        attempts: &[Attempt],
     ) -> Result<Outcome, sqlx::Error> {
         let mut tx = self.inner.pool.begin().await?;
-        insert_attempts(&mut tx, claim, &attempts).await?;
+        insert_attempts(&mut tx, claim, attempts).await?;
         let outcome = match result {
             Ok(accepted) => {
                 tracing::info!(message_id = ?accepted.message_id, "sent");
@@ -270,14 +300,14 @@ impl Deliverer {
         &self,
         conn: &mut PgConnection,
         claim: &Claim,
-        failure: Failure,
+        failure: &Failure,
     ) -> Result<Outcome, sqlx::Error> {
         let error = json!({
             "class": failure.class(),
             "message": failure.to_string(),
-            "httpStatus": match &failure { Failure::Provider(e) => e.http_status(), _ => None },
+            "httpStatus": match failure { Failure::Provider(e) => e.http_status(), _ => None },
         });
-        if let Some(due) = self.next_round(claim, &failure) {
+        if let Some(due) = self.next_round(claim, failure) {
             tracing::warn!(error = %failure, next_attempt_at = %due, "delivery round failed; rescheduled");
             return Ok(match reschedule(conn, claim, due, &error).await? {
                 true => Outcome::Rescheduled(due),
