@@ -26,9 +26,9 @@ pub enum AmqpError {
 /// (topology, QoS and consumers replayed); the caller rebuilds the connection when
 /// recovery gives up.
 pub async fn connect(config: &AmqpConfig, name: &str) -> Result<Connection, lapin::Error> {
-    let properties = ConnectionProperties::default()
-        .with_connection_name(name.to_string().into())
-        .enable_auto_recover();
+    // No auto-recovery: every user of a connection rebuilds it itself, which the chaos run
+    // shows works, where lapin's recovery once left a consumer silent after a broker restart.
+    let properties = ConnectionProperties::default().with_connection_name(name.to_string().into());
     Connection::connect(config.url.expose(), properties).await
 }
 

@@ -106,7 +106,7 @@ impl Worker {
             match self.session(&shutdown).await {
                 Ok(()) => break,
                 Err(error) => {
-                    let pause = pauses.next().unwrap_or(Duration::from_secs(30));
+                    let pause = pauses.next().unwrap_or(Duration::from_secs(5));
                     tracing::error!(%error, retry_in = ?pause, "broker session ended; reconnecting");
                     tokio::select! {
                         () = shutdown.cancelled() => break,
@@ -150,12 +150,7 @@ impl Worker {
                         let (worker, publisher) = (self.clone(), publisher.clone());
                         in_flight.spawn(async move { worker.handle(delivery, &publisher).await });
                     }
-                    Some(Err(error)) => {
-                        if let Err(error) = channel.wait_for_recovery(error).await {
-                            break Err(SessionError::Broker(error));
-                        }
-                        tracing::warn!("broker connection recovered");
-                    }
+                    Some(Err(error)) => break Err(SessionError::Broker(error)),
                     None => break Err(SessionError::ConsumerCancelled),
                 },
             }
@@ -312,11 +307,12 @@ fn truncated(s: &str) -> String {
     s.chars().take(64).collect()
 }
 
-/// Reconnection pauses: exponential from 100 ms to 30 s, with jitter, for ever.
+/// Reconnection pauses: exponential from 100 ms to 5 s, with jitter, for ever. A reconnect
+/// costs the broker little; a user waiting for a code notices every second.
 fn reconnect_backoff() -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(30))
+        .with_max_delay(Duration::from_secs(5))
         .without_max_times()
         .with_jitter()
         .build()
