@@ -80,6 +80,7 @@ pub struct AmqpConfig {
     pub dead_letter_queue: String,
     pub prefetch: u16,
     pub max_body_bytes: usize,
+    pub max_header_bytes: usize,
     pub queue_type: QueueType,
 }
 
@@ -363,6 +364,7 @@ impl Config {
         in_range("database.max_connections", self.database.max_connections, 1..=200)?;
         in_range("amqp.prefetch", self.amqp.prefetch, 1..=10_000)?;
         in_range("amqp.max_body_bytes", self.amqp.max_body_bytes, 1024..=1_048_576)?;
+        in_range("amqp.max_header_bytes", self.amqp.max_header_bytes, 1024..=1_048_576)?;
         not_blank("amqp.send_queue", &self.amqp.send_queue)?;
         not_blank("amqp.dead_letter_queue", &self.amqp.dead_letter_queue)?;
         in_range("worker.lease_seconds", self.worker.lease_seconds, 5..=3600)?;

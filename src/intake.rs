@@ -32,6 +32,8 @@ pub enum Rejection {
     NoTemplate,
     #[error("the database cannot store this job: {0}")]
     Unstorable(String),
+    #[error("message headers are {size} bytes; the limit is {limit} (amqp.max_header_bytes)")]
+    HeadersTooLarge { size: usize, limit: usize },
 }
 
 impl Rejection {
@@ -44,6 +46,7 @@ impl Rejection {
             Rejection::NotRouted(_) => "channel_not_routed",
             Rejection::NoTemplate => "no_template",
             Rejection::Unstorable(_) => "unstorable",
+            Rejection::HeadersTooLarge { .. } => "headers_too_large",
         }
     }
 }

@@ -160,3 +160,57 @@ mod tests {
         assert_eq!(template.render_shape(8, 5, ""), "Code: 00000000");
     }
 }
+
+/// Property tests: any text parses to a template or a reason, and a template's message
+/// holds its PIN exactly where `{{pin}}` stood, within a bounded length.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    /// Text built from the pieces templates are made of, well-formed or not.
+    fn template_like() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            "[^{}]{0,30}",
+            Just("{{pin}}".to_string()),
+            Just("{{ pin }}".to_string()),
+            Just("{{ttl_minutes}}".to_string()),
+            Just("{{from}}".to_string()),
+            Just("{{".to_string()),
+            Just("}}".to_string()),
+            Just("{".to_string()),
+            "\\{\\{[a-z_ ]{0,12}\\}\\}",
+            "[\\x00-\\x1f]",
+        ];
+        vec(piece, 0..24).prop_map(|pieces| pieces.concat())
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_is_a_template_or_a_reason(source in ".{0,1600}") {
+            if let Err(error) = Template::parse(&source) {
+                prop_assert!(!error.to_string().is_empty());
+            }
+        }
+
+        #[test]
+        fn a_message_holds_the_pin_once_per_placeholder(
+            source in template_like(),
+            pin in "[0-9A-Z]{4,10}",
+            ttl_minutes in 1u32..=30,
+            from in "[A-Za-z0-9]{0,11}",
+        ) {
+            let Ok(template) = Template::parse(&source) else { return Ok(()) };
+            let marked = format!("\u{1F511}{pin}\u{1F511}");
+            let text = template.render_with(&marked, ttl_minutes, &from);
+            let placeholders = template.parts.iter().filter(|p| **p == Part::Pin).count();
+            prop_assert!(placeholders >= 1);
+            prop_assert_eq!(text.matches(&marked).count(), placeholders);
+            // Each placeholder is at least 7 bytes and becomes at most 11 (plus the marks).
+            prop_assert!(text.len() <= 2 * source.len() + placeholders * 8);
+            let shape = template.render_shape(pin.len() as u8, ttl_minutes, &from);
+            prop_assert_eq!(shape.chars().count(), template.render_with(&pin, ttl_minutes, &from).chars().count());
+        }
+    }
+}

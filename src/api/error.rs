@@ -42,6 +42,8 @@ pub enum ApiError {
     DeliveryInProgress,
     #[error("rate limit `{name}` exceeded")]
     RateLimited { name: &'static str, decision: Decision },
+    #[error("the request took longer than {0} s (api.request_timeout_seconds); a body must arrive within it")]
+    Timeout(u64),
     #[error("{0} is unavailable; try again shortly")]
     Unavailable(&'static str),
     #[error("internal error")]
@@ -67,6 +69,10 @@ impl From<sqlx::Error> for ApiError {
 
 impl From<crate::domain::JobError> for ApiError {
     fn from(error: crate::domain::JobError) -> Self {
+        // A body that is not JSON at all is a malformed request, as on every other route.
+        if let crate::domain::JobError::Malformed(detail) = &error {
+            return ApiError::Malformed(format!("body is not a JSON object: {detail}"));
+        }
         ApiError::Rejected {
             reason: error.reason(),
             detail: error.to_string(),
@@ -118,6 +124,7 @@ impl ApiError {
             ResendLimit(_) => (StatusCode::CONFLICT, "resend-limit-reached", "Resend limit reached"),
             DeliveryInProgress => (StatusCode::CONFLICT, "delivery-in-progress", "Delivery in progress"),
             RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Rate limited"),
+            Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "request-timeout", "Request timeout"),
             Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
         }

@@ -26,7 +26,6 @@ use serde::de::DeserializeOwned;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::timeout::TimeoutLayer;
 
 use crate::amqp::Publisher;
 use crate::config::Config;
@@ -108,12 +107,21 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .fallback(|| async { ApiError::NotFound })
         .layer(DefaultBodyLimit::max(limit))
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            timeout,
+        .layer(axum::middleware::from_fn(
+            move |request: Request, next: axum::middleware::Next| deadline(timeout, request, next),
         ))
         .layer(axum::middleware::from_fn(trace::span))
         .with_state(state)
+}
+
+/// Answers 408 (as a problem) when a request, its body's arrival included, outlasts `limit`:
+/// a client trickling a body cannot hold a connection and a handler for ever.
+async fn deadline(limit: Duration, request: Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout(limit.as_secs()).into_response(),
+    }
 }
 
 /// Binds the configured address (port 0 picks a free one); returns the listener and address.

@@ -35,6 +35,7 @@ pub struct SendAccepted {
 /// the credentials. Answers once the broker has confirmed the job.
 #[utoipa::path(post, path = "/v1/otp/send", request_body(content = Object, description = "A send job"),
     responses((status = 202, body = SendAccepted), (status = 200, body = SendAccepted, description = "Duplicate request id"),
+              (status = 400, body = Problem, content_type = "application/problem+json", description = "The body is not JSON (malformed-request)"),
               (status = 422, body = Problem, content_type = "application/problem+json"), (status = 429, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn send(

@@ -350,3 +350,112 @@ mod tests {
         assert_eq!(error.reason(), "invalid_field");
     }
 }
+
+/// Property tests: whatever a producer publishes, parsing ends in a job or a reasoned
+/// refusal, never a panic, and looks at no more than the size limit allows.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::collection::{btree_map, vec};
+    use proptest::prelude::*;
+
+    const LIMIT: usize = 4096;
+
+    fn parse(body: &[u8]) -> Result<SendJob, JobError> {
+        SendJob::parse(&RawJob {
+            body,
+            max_body_bytes: LIMIT,
+            allow_http_callbacks: true,
+            ..RawJob::default()
+        })
+    }
+
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            ".{0,40}".prop_map(Value::from),
+            "\\+[0-9]{1,16}".prop_map(Value::from),
+            "[^{}]{0,10}\\{\\{ ?(pin|from|ttl_minutes|x)? ?\\}?\\}?.{0,10}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                vec(inner.clone(), 0..6).prop_map(Value::Array),
+                btree_map(".{0,12}", inner, 0..6).prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Objects made of the job's own field names (and a few others), holding anything.
+    fn job_shaped() -> impl Strategy<Value = Value> {
+        let name = prop_oneof![
+            Just("appId".to_string()),
+            Just("appid".to_string()),
+            Just("phoneNumber".to_string()),
+            Just("recipient".to_string()),
+            Just("requestId".to_string()),
+            Just("channel".to_string()),
+            Just("from".to_string()),
+            Just("language".to_string()),
+            Just("template".to_string()),
+            "template_[a-zA-Z_?]{0,6}",
+            Just("ttl".to_string()),
+            Just("maxAttempts".to_string()),
+            Just("pinType".to_string()),
+            Just("pinLength".to_string()),
+            Just("otpCallbackUrl".to_string()),
+            Just("metadata".to_string()),
+            "[a-z]{1,8}",
+        ];
+        btree_map(name, any_json(), 0..12).prop_map(|m| Value::Object(m.into_iter().collect()))
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_end_in_a_job_or_a_reason(body in vec(any::<u8>(), 0..2 * LIMIT)) {
+            match parse(&body) {
+                Ok(_) => prop_assert!(body.len() <= LIMIT),
+                Err(error) => prop_assert!(!error.reason().is_empty() && !error.to_string().is_empty()),
+            }
+        }
+
+        #[test]
+        fn job_shaped_objects_end_in_a_job_or_a_reason(job in job_shaped()) {
+            let body = serde_json::to_vec(&job).expect("json");
+            match parse(&body) {
+                Ok(parsed) => {
+                    prop_assert!(body.len() <= LIMIT);
+                    prop_assert!(parsed.request_id.as_str().len() <= RequestId::MAX_LEN);
+                    let templates = parsed.templates.default.iter().chain(parsed.templates.localized.values());
+                    for template in templates {
+                        prop_assert!(template.source().contains("pin"));
+                    }
+                }
+                Err(error) => prop_assert!(!error.reason().is_empty()),
+            }
+        }
+
+        #[test]
+        fn a_body_over_the_limit_is_refused_unread(extra in 1usize..LIMIT, byte in any::<u8>()) {
+            let body = vec![byte; LIMIT + extra];
+            let error = parse(&body).expect_err("too large");
+            prop_assert_eq!(error.reason(), "body_too_large");
+        }
+
+        #[test]
+        fn nesting_at_any_depth_is_refused_not_a_stack_overflow(depth in 129usize..LIMIT / 2, object in any::<bool>()) {
+            let (open, close) = if object { (r#"{"a":"#, "}") } else { ("[", "]") };
+            let nested = format!("{}1{}", open.repeat(depth), close.repeat(depth));
+            let body = format!(r#"{{"appId":"shop","phoneNumber":"+33612345678","metadata":{nested}}}"#);
+            if let Err(error) = parse(body.as_bytes()) {
+                prop_assert!(["malformed_json", "body_too_large"].contains(&error.reason()), "{}", error);
+            } else {
+                prop_assert!(false, "a {depth}-deep body parsed");
+            }
+        }
+    }
+}

@@ -40,7 +40,7 @@ pub(super) async fn reject(
 ) -> Result<(), Retry> {
     let salvaged = salvage(worker, delivery);
     tracing::warn!(app_id = ?salvaged.app_id, request_id = ?salvaged.request_id, detail = %rejection, "job rejected");
-    match record(worker, &salvaged, rejection, delivery.data.len()).await {
+    match record(worker, &salvaged, rejection, delivery).await {
         // The record itself cannot be stored: the dead letter still carries the reason.
         Err(Retry::Database(error)) if super::is_permanent_database_error(&error) => {
             tracing::error!(%error, "could not record the rejection; dead-lettering it anyway");
@@ -58,8 +58,28 @@ pub(super) async fn reject(
     Ok(())
 }
 
-async fn record(worker: &Worker, salvaged: &Salvaged, rejection: &Rejection, body_bytes: usize) -> Result<(), Retry> {
+async fn record(worker: &Worker, salvaged: &Salvaged, rejection: &Rejection, delivery: &Delivery) -> Result<(), Retry> {
     let pool = worker.deliverer.pool();
+    // A redelivery of a job refused before its ack was lost (a worker killed, a broker
+    // restarted): the refusal and its callback exist already and are not made twice.
+    if delivery.redelivered {
+        if let Some(request_id) = &salvaged.request_id {
+            let recorded = sqlx::query_scalar!(
+                r#"select exists(select 1 from otp_rejections
+                                 where app_id is not distinct from $1 and request_id = $2 and reason = $3) as "recorded!""#,
+                salvaged.app_id,
+                request_id,
+                rejection.reason(),
+            )
+            .fetch_one(pool)
+            .await?;
+            if recorded {
+                tracing::info!("a redelivered job whose rejection is recorded already");
+                return Ok(());
+            }
+        }
+    }
+    let body_bytes = delivery.data.len();
     let app = match salvaged.app_id.as_deref().map(AppId::parse) {
         Some(Ok(id)) if !matches!(rejection, Rejection::UnknownApp(_)) => apps::load(pool, &id).await?,
         _ => None,
@@ -146,7 +166,11 @@ fn salvage(worker: &Worker, delivery: &Delivery) -> Salvaged {
 
 /// The original properties and headers, plus the reason, detail, time and source queue.
 fn dead_letter_properties(original: &BasicProperties, rejection: &Rejection, source_queue: &str) -> BasicProperties {
-    let mut table = original.headers().clone().unwrap_or_default();
+    // Headers over the limit are what was wrong: the dead letter keeps the body, not them.
+    let mut table = match rejection {
+        Rejection::HeadersTooLarge { .. } => FieldTable::default(),
+        _ => original.headers().clone().unwrap_or_default(),
+    };
     let mut put = |name: &str, value: String| {
         table.insert(name.into(), AMQPValue::LongString(LongString::from(value)));
     };

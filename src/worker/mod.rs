@@ -221,6 +221,13 @@ impl Worker {
 
     async fn process(&self, delivery: &Delivery) -> Result<Settled, Retry> {
         let properties = &delivery.properties;
+        let header_bytes = properties.headers().as_ref().map_or(0, table_bytes);
+        if header_bytes > self.config.amqp.max_header_bytes {
+            return Ok(Settled::Rejected(Rejection::HeadersTooLarge {
+                size: header_bytes,
+                limit: self.config.amqp.max_header_bytes,
+            }));
+        }
         if let Some(content_type) = properties.content_type() {
             if !is_json(content_type.as_str()) {
                 return Ok(Settled::Rejected(Rejection::Job(crate::domain::JobError::Invalid {
@@ -295,6 +302,27 @@ fn header_text(headers: Option<&FieldTable>, name: &str) -> Option<String> {
         AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
         AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
         _ => None,
+    }
+}
+
+/// The encoded size of an AMQP field table: each name with its length byte, each value with
+/// its type byte and length prefix.
+fn table_bytes(table: &FieldTable) -> usize {
+    table
+        .inner()
+        .iter()
+        .map(|(name, value)| 1 + name.as_str().len() + value_bytes(value))
+        .sum()
+}
+
+fn value_bytes(value: &AMQPValue) -> usize {
+    1 + match value {
+        AMQPValue::LongString(s) => 4 + s.as_bytes().len(),
+        AMQPValue::ShortString(s) => 1 + s.as_str().len(),
+        AMQPValue::ByteArray(b) => 4 + b.as_slice().len(),
+        AMQPValue::FieldTable(t) => 4 + table_bytes(t),
+        AMQPValue::FieldArray(a) => 4 + a.as_slice().iter().map(value_bytes).sum::<usize>(),
+        _ => 8,
     }
 }
 
