@@ -9,7 +9,7 @@ mod harness;
 use std::process::Command;
 use std::time::Duration;
 
-use harness::{wait_until, Harness};
+use harness::{postgres_version, wait_until, Harness};
 use serde_json::json;
 use sqlx::PgPool;
 
@@ -19,15 +19,6 @@ fn run(program: &str, args: &[&str]) {
         .status()
         .unwrap_or_else(|e| panic!("{program}: {e}"));
     assert!(status.success(), "{program} {args:?} failed: {status}");
-}
-
-fn postgres_version() -> String {
-    let mut versions: Vec<String> = std::fs::read_dir("/etc/postgresql")
-        .expect("a Debian PostgreSQL cluster")
-        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-        .collect();
-    versions.sort_by_key(|v| v.parse::<u32>().unwrap_or(0));
-    versions.pop().expect("a cluster version")
 }
 
 async fn harness(pool: PgPool) -> Harness {

@@ -1,5 +1,6 @@
 use std::time::Duration;
 
+use lapin::options::{BasicGetOptions, BasicNackOptions};
 use lapin::types::AMQPValue;
 use lapin::BasicProperties;
 use serde_json::json;
@@ -128,6 +129,54 @@ async fn a_rejected_job_of_a_known_app_writes_an_otp_rejected_event(pool: PgPool
     assert_eq!(payload["data"]["status"], "rejected");
     assert_eq!(payload["data"]["error"]["reason"], "invalid_field");
     assert_eq!(payload["data"]["metadata"], json!({"user": 7}));
+    harness.finish().await;
+}
+
+#[sqlx::test]
+async fn a_redelivered_rejection_is_dead_lettered_again_but_not_recorded_or_called_back_twice(pool: PgPool) {
+    let mut harness = Harness::new(pool).await;
+    harness.create_app("shop", json!({"": "Code {{pin}}"})).await;
+    let body = json!({"appId": "shop", "phoneNumber": "+1415", "requestId": "bad-1",
+                      "otpCallbackUrl": "http://127.0.0.1:9/hook"})
+    .to_string();
+    let dlq = harness.dlq.clone();
+    harness.start_worker();
+    harness.publish(body.as_bytes()).await;
+    wait_until("the first rejection", Duration::from_secs(10), || async {
+        harness.ready(&dlq).await == 1
+    })
+    .await;
+    harness.stop_worker().await;
+
+    // The same message again, as the broker redelivers it when an ack was lost: taken,
+    // returned unacknowledged, and so marked redelivered.
+    harness.publish(body.as_bytes()).await;
+    let taken = harness
+        .channel
+        .basic_get(harness.queue.as_str().into(), BasicGetOptions { no_ack: false })
+        .await
+        .expect("get")
+        .expect("the message");
+    taken
+        .delivery
+        .nack(BasicNackOptions {
+            requeue: true,
+            ..BasicNackOptions::default()
+        })
+        .await
+        .expect("returned");
+    harness.start_worker();
+    wait_until("the redelivery dead-lettered", Duration::from_secs(10), || async {
+        harness.ready(&dlq).await == 2
+    })
+    .await;
+
+    let recorded: i64 = sqlx::query_scalar("select count(*) from otp_rejections")
+        .fetch_one(&harness.pool)
+        .await
+        .expect("rejections");
+    assert_eq!(recorded, 1, "one rejection record");
+    assert_eq!(harness.events().await, ["otp.rejected"], "one callback");
     harness.finish().await;
 }
 

@@ -435,6 +435,20 @@ fn database_url(pool: &PgPool) -> String {
     url.to_string()
 }
 
+/// The version of the Debian PostgreSQL cluster, for `pg_ctlcluster`.
+#[allow(
+    dead_code,
+    reason = "used by tests/restarts.rs and tests/chaos.rs, which share this file"
+)]
+pub fn postgres_version() -> String {
+    let mut versions: Vec<String> = std::fs::read_dir("/etc/postgresql")
+        .expect("a Debian PostgreSQL cluster")
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    versions.sort_by_key(|v| v.parse::<u32>().unwrap_or(0));
+    versions.pop().expect("a cluster version")
+}
+
 pub fn amqp_url() -> String {
     std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
@@ -446,6 +460,11 @@ pub struct RoleProcess {
 
 impl RoleProcess {
     pub fn spawn(role: &str, config: &std::path::Path, log: &std::path::Path) -> Self {
+        Self::spawn_logging(role, config, log, "debug")
+    }
+
+    /// As `spawn`, logging what `rust_log` (a `RUST_LOG` filter) lets through.
+    pub fn spawn_logging(role: &str, config: &std::path::Path, log: &std::path::Path, rust_log: &str) -> Self {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -455,7 +474,7 @@ impl RoleProcess {
             .arg("--config")
             .arg(config)
             .arg(role)
-            .env("RUST_LOG", "debug")
+            .env("RUST_LOG", rust_log)
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
             .kill_on_drop(true)
