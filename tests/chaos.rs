@@ -100,8 +100,7 @@ impl Profile {
 
 /// How a job must end. Every 50th is refused by the provider for good; every 100th has a
 /// phone number the worker rejects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Expect {
     Sent,
     Failed,
