@@ -1,4 +1,4 @@
-//! RabbitMQ plumbing shared by the roles: connecting with auto-recovery, declaring the
+//! RabbitMQ plumbing shared by the roles: connecting, declaring the
 //! queues, and publishing with a publisher confirm.
 
 use std::time::Duration;
@@ -22,12 +22,10 @@ pub enum AmqpError {
     NotConfirming,
 }
 
-/// Connects with lapin's automatic recovery: brief broker outages are healed in place
-/// (topology, QoS and consumers replayed); the caller rebuilds the connection when
-/// recovery gives up.
+/// Connects, without lapin's automatic recovery: every user of a connection rebuilds it
+/// when it breaks. (In the chaos run, lapin's recovery once left a consumer silent after a
+/// broker restart, with no error to act on.)
 pub async fn connect(config: &AmqpConfig, name: &str) -> Result<Connection, lapin::Error> {
-    // No auto-recovery: every user of a connection rebuilds it itself, which the chaos run
-    // shows works, where lapin's recovery once left a consumer silent after a broker restart.
     let properties = ConnectionProperties::default().with_connection_name(name.to_string().into());
     Connection::connect(config.url.expose(), properties).await
 }

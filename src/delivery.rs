@@ -9,7 +9,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
+use backon::{ExponentialBuilder, Retryable};
 use rand::Rng;
 use serde_json::{json, Value};
 use sqlx::{PgConnection, PgPool};
@@ -250,22 +250,20 @@ impl Deliverer {
         attempts: &[Attempt],
     ) -> Result<Outcome, sqlx::Error> {
         let deadline = Instant::now() + self.inner.lease;
-        let mut pauses = ExponentialBuilder::default()
+        let pauses = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(100))
             .with_max_delay(Duration::from_secs(2))
             .without_max_times()
-            .with_jitter()
-            .build();
-        loop {
-            match self.record(claim, result, attempts).await {
-                Err(error) if !crate::worker::is_permanent_database_error(&error) && Instant::now() < deadline => {
-                    let pause = pauses.next().unwrap_or(Duration::from_secs(2));
-                    tracing::warn!(%error, retry_in = ?pause, "could not record the delivery round; retrying");
-                    tokio::time::sleep(pause).await;
-                }
-                recorded => return recorded,
-            }
-        }
+            .with_jitter();
+        (|| self.record(claim, result, attempts))
+            .retry(pauses)
+            .when(|error: &sqlx::Error| {
+                !crate::worker::is_permanent_database_error(error) && Instant::now() < deadline
+            })
+            .notify(|error: &sqlx::Error, pause| {
+                tracing::warn!(%error, retry_in = ?pause, "could not record the delivery round; retrying")
+            })
+            .await
     }
 
     async fn record(

@@ -23,10 +23,9 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use harness::{amqp_url, postgres_version, Harness, RoleProcess, PIN_KEY};
-use lapin::options::ConfirmSelectOptions;
-use lapin::types::AMQPValue;
+use harness::{amqp_url, postgres_version, text_header, Harness, RoleProcess, PIN_KEY};
 use lapin::{BasicProperties, Channel, Connection};
+use otp_courier::amqp;
 use otp_courier::domain::{EventId, OtpId};
 use otp_courier::pin::{self, PinKey, PinLength, PinType};
 use serde::Serialize;
@@ -326,8 +325,7 @@ struct Producer {
 impl Producer {
     async fn connect() -> Result<(Connection, Channel), lapin::Error> {
         let connection = Connection::connect(&amqp_url(), Default::default()).await?;
-        let channel = connection.create_channel().await?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        let channel = amqp::confirm_channel(&connection).await?;
         Ok((connection, channel))
     }
 
@@ -339,22 +337,10 @@ impl Producer {
                 self.connection = Self::connect().await.ok();
             }
             if let Some((_, channel)) = &self.connection {
-                let properties = BasicProperties::default()
-                    .with_delivery_mode(2)
-                    .with_content_type("application/json".into());
-                let confirmed = match channel
-                    .basic_publish(
-                        "".into(),
-                        self.queue.as_str().into(),
-                        Default::default(),
-                        body,
-                        properties,
-                    )
+                let properties = BasicProperties::default().with_content_type("application/json".into());
+                let confirmed = amqp::publish_confirmed(channel, &self.queue, body, properties)
                     .await
-                {
-                    Ok(confirm) => confirm.await.is_ok_and(|c| c.is_ack()),
-                    Err(_) => false,
-                };
+                    .is_ok();
                 if confirmed {
                     self.republished += usize::from(tries > 0);
                     return;
@@ -461,6 +447,11 @@ struct Stage {
 
 const RUST_LOG: &str = "otp_courier=debug,info";
 
+/// Starts the `number`th process of `role`, logging to `<role>-<number>.log` in `logs`.
+fn spawn_role(role: &str, number: usize, config: &Path, logs: &Path) -> RoleProcess {
+    RoleProcess::spawn_logging(role, config, &logs.join(format!("{role}-{number}.log")), RUST_LOG)
+}
+
 impl Stage {
     fn spawn(&mut self, role: &str) -> RoleProcess {
         let count = match role {
@@ -468,8 +459,7 @@ impl Stage {
             _ => &mut self.dispatchers_started,
         };
         *count += 1;
-        let log = self.logs.join(format!("{role}-{count}.log"));
-        RoleProcess::spawn_logging(role, &self.config, &log, RUST_LOG)
+        spawn_role(role, *count, &self.config, &self.logs)
     }
 
     async fn inflict(&mut self, fault: Fault, epoch: Instant) {
@@ -717,13 +707,7 @@ async fn check(
     }
     let dead: HashSet<String> = dead_letters
         .iter()
-        .filter(|(_, properties)| {
-            properties
-                .headers()
-                .as_ref()
-                .and_then(|h| h.inner().get(otp_courier::worker::dead_letter::REASON_HEADER).cloned())
-                .is_some_and(|reason| matches!(reason, AMQPValue::LongString(_)))
-        })
+        .filter(|(_, properties)| text_header(properties, otp_courier::worker::dead_letter::REASON_HEADER).is_some())
         .filter_map(|(body, _)| serde_json::from_slice::<Value>(body).ok())
         .filter_map(|job| job["requestId"].as_str().map(str::to_string))
         .collect();
@@ -901,9 +885,9 @@ async fn no_job_is_lost_and_none_is_sent_twice_beyond_the_kills_that_hit_it(pool
     eprintln!("chaos run `{}`: logs in {}", profile.name, logs.display());
 
     let mut stage = Stage {
-        worker: RoleProcess::spawn_logging("worker", &config, &logs.join("worker-1.log"), RUST_LOG),
+        worker: spawn_role("worker", 1, &config, &logs),
         workers_started: 1,
-        dispatcher: RoleProcess::spawn_logging("dispatcher", &config, &logs.join("dispatcher-1.log"), RUST_LOG),
+        dispatcher: spawn_role("dispatcher", 1, &config, &logs),
         dispatchers_started: 1,
         config,
         logs,

@@ -305,8 +305,8 @@ fn header_text(headers: Option<&FieldTable>, name: &str) -> Option<String> {
     }
 }
 
-/// The encoded size of an AMQP field table: each name with its length byte, each value with
-/// its type byte and length prefix.
+/// The encoded size of an AMQP field table's entries: each name with its length byte, each
+/// value with its type byte and length prefix, every scalar counted as 8 bytes (its most).
 fn table_bytes(table: &FieldTable) -> usize {
     table
         .inner()

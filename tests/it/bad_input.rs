@@ -11,19 +11,12 @@ use sqlx::PgPool;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::api::Api;
-use crate::harness::{wait_until, Harness};
+use crate::harness::{text_header, wait_until, Harness};
 
 fn job(request_id: &str) -> Vec<u8> {
     json!({"appId": "shop", "phoneNumber": "+14155550123", "requestId": request_id})
         .to_string()
         .into_bytes()
-}
-
-fn header(properties: &BasicProperties, name: &str) -> Option<String> {
-    match properties.headers().as_ref()?.inner().get(name)? {
-        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        _ => None,
-    }
 }
 
 #[sqlx::test]
@@ -84,7 +77,7 @@ async fn hostile_amqp_messages_are_dead_lettered_with_a_reason_and_the_worker_ke
     let dead = harness.drain_dlq().await;
     let mut reasons: Vec<String> = dead
         .iter()
-        .map(|(_, p)| header(p, "x-otp-rejection-reason").expect("a reason"))
+        .map(|(_, p)| text_header(p, "x-otp-rejection-reason").expect("a reason"))
         .collect();
     reasons.sort();
     assert_eq!(
@@ -97,8 +90,8 @@ async fn hostile_amqp_messages_are_dead_lettered_with_a_reason_and_the_worker_ke
         ]
     );
     for (body, properties) in &dead {
-        let detail = header(properties, "x-otp-rejection-detail").expect("a detail");
-        if header(properties, "x-otp-rejection-reason").as_deref() == Some("headers_too_large") {
+        let detail = text_header(properties, "x-otp-rejection-detail").expect("a detail");
+        if text_header(properties, "x-otp-rejection-reason").as_deref() == Some("headers_too_large") {
             assert!(detail.contains("amqp.max_header_bytes"), "{detail}");
             let names: Vec<String> = properties
                 .headers()

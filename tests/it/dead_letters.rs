@@ -1,18 +1,14 @@
 use std::time::Duration;
 
 use lapin::options::{BasicGetOptions, BasicNackOptions};
-use lapin::types::AMQPValue;
 use lapin::BasicProperties;
 use serde_json::json;
 use sqlx::PgPool;
 
-use crate::harness::{wait_until, Harness};
+use crate::harness::{text_header, wait_until, Harness};
 
 fn header(properties: &BasicProperties, name: &str) -> String {
-    match properties.headers().as_ref().and_then(|h| h.inner().get(name)) {
-        Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-        other => panic!("header {name} missing or not a string: {other:?}"),
-    }
+    text_header(properties, name).unwrap_or_else(|| panic!("header {name} missing or not a string"))
 }
 
 #[sqlx::test]

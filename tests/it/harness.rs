@@ -435,6 +435,14 @@ fn database_url(pool: &PgPool) -> String {
     url.to_string()
 }
 
+/// A text header of a message, as the worker writes them on a dead letter.
+pub fn text_header(properties: &BasicProperties, name: &str) -> Option<String> {
+    match properties.headers().as_ref()?.inner().get(name)? {
+        lapin::types::AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        _ => None,
+    }
+}
+
 /// The version of the Debian PostgreSQL cluster, for `pg_ctlcluster`.
 #[allow(
     dead_code,
