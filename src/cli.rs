@@ -234,7 +234,7 @@ impl Resources {
         config.require_pin_key()?;
         Ok(Self {
             pool: db::pool(&config.database)?,
-            counters: Counters::new(&config.database)?,
+            counters: Counters::new(&config.database, &config.limits)?,
             providers: Arc::new(Providers::from_config(&config.providers, config.delivery.timeout())?),
             keys: PinKeys::from_config(&config.pin)?,
             metrics: None,

@@ -44,3 +44,10 @@ fn lazy_pool(
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await
 }
+
+/// Whether the database refused a statement for the data it was given: SQLSTATE class 22
+/// (data exception) or 23 (integrity constraint violation). The same statement would fail
+/// the same way again, so retrying it is pointless.
+pub fn is_data_error(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("22") || c.starts_with("23")))
+}

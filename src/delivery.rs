@@ -6,6 +6,7 @@
 //! recording, the outcome is held and recorded once it is back (within the lease), so a
 //! database restart does not make the provider send the message twice.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,7 @@ use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::batch::{Batch, BatchError, Batcher};
 use crate::config::DeliveryConfig;
 use crate::domain::{Channel, OtpId};
 use crate::observability;
@@ -86,7 +88,7 @@ impl Failure {
 }
 
 /// One provider request, as recorded in `delivery_attempts`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Attempt {
     started_at: OffsetDateTime,
     latency_ms: i32,
@@ -103,6 +105,8 @@ pub struct Deliverer {
 
 struct Inner {
     pool: PgPool,
+    /// Records the rounds that ended `sent`, many per transaction.
+    sent: Batcher<SentRounds>,
     providers: Arc<Providers>,
     pin_keys: pin::PinKeys,
     config: DeliveryConfig,
@@ -117,9 +121,11 @@ impl Deliverer {
         config: DeliveryConfig,
         lease: Duration,
     ) -> Self {
+        let (sent, _) = Batcher::spawn(SentRounds { pool: pool.clone() }, SENT_BATCH);
         Self {
             inner: Arc::new(Inner {
                 pool,
+                sent,
                 providers,
                 pin_keys,
                 config,
@@ -147,7 +153,7 @@ impl Deliverer {
     /// Runs one delivery round for a claim and records how it ended.
     #[tracing::instrument(skip_all, fields(otp_id = %claim.otp_id(), app_id = %claim.app_id,
         request_id = claim.request_id.as_str(), claim = claim.claim))]
-    pub async fn deliver(&self, claim: &Claim) -> Result<Outcome, sqlx::Error> {
+    pub async fn deliver(&self, claim: &Claim) -> Result<Outcome, BatchError> {
         let attempts = Mutex::new(Vec::new());
         let result = self.send(claim, &attempts).await;
         let attempts = attempts.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -248,7 +254,7 @@ impl Deliverer {
         claim: &Claim,
         result: &Result<Accepted, Failure>,
         attempts: &[Attempt],
-    ) -> Result<Outcome, sqlx::Error> {
+    ) -> Result<Outcome, BatchError> {
         let deadline = Instant::now() + self.inner.lease;
         let pauses = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(100))
@@ -257,10 +263,8 @@ impl Deliverer {
             .with_jitter();
         (|| self.record(claim, result, attempts))
             .retry(pauses)
-            .when(|error: &sqlx::Error| {
-                !crate::worker::is_permanent_database_error(error) && Instant::now() < deadline
-            })
-            .notify(|error: &sqlx::Error, pause| {
+            .when(|error: &BatchError| !error.is_permanent() && Instant::now() < deadline)
+            .notify(|error: &BatchError, pause| {
                 tracing::warn!(%error, retry_in = ?pause, "could not record the delivery round; retrying")
             })
             .await
@@ -271,23 +275,28 @@ impl Deliverer {
         claim: &Claim,
         result: &Result<Accepted, Failure>,
         attempts: &[Attempt],
-    ) -> Result<Outcome, sqlx::Error> {
-        let mut tx = self.inner.pool.begin().await?;
-        insert_attempts(&mut tx, claim, attempts).await?;
+    ) -> Result<Outcome, BatchError> {
         let outcome = match result {
             Ok(accepted) => {
                 tracing::info!(message_id = ?accepted.message_id, "sent");
-                match mark_sent(&mut tx, claim, accepted.message_id.as_deref()).await? {
-                    Some(row) => {
-                        outbox::record(&mut tx, EventType::Sent, &row.into_snapshot(None)).await?;
-                        Outcome::Sent
-                    }
-                    None => Outcome::Superseded,
+                let round = SentRound {
+                    claim: claim.clone(),
+                    message_id: accepted.message_id.clone(),
+                    attempts: attempts.to_vec(),
+                };
+                match self.inner.sent.submit(round).await? {
+                    true => Outcome::Sent,
+                    false => Outcome::Superseded,
                 }
             }
-            Err(failure) => self.record_failure(&mut tx, claim, failure).await?,
+            Err(failure) => {
+                let mut tx = self.inner.pool.begin().await?;
+                insert_attempts(&mut tx, &[(claim, attempts)]).await?;
+                let outcome = self.record_failure(&mut tx, claim, failure).await?;
+                tx.commit().await?;
+                outcome
+            }
         };
-        tx.commit().await?;
         if outcome == Outcome::Superseded {
             tracing::warn!("the delivery lease lapsed before the result was recorded; another process owns it");
         }
@@ -392,21 +401,64 @@ fn attempt_record(
     }
 }
 
-async fn insert_attempts(conn: &mut PgConnection, claim: &Claim, attempts: &[Attempt]) -> Result<(), sqlx::Error> {
-    if attempts.is_empty() {
+/// Rounds recorded per transaction at most.
+const SENT_BATCH: usize = 256;
+
+/// A round the provider accepted, waiting to be recorded.
+struct SentRound {
+    claim: Claim,
+    message_id: Option<String>,
+    attempts: Vec<Attempt>,
+}
+
+/// Records accepted rounds in one transaction: their attempts, each OTP's move to `sent`
+/// under its claim fence, and an `otp.sent` event for each that moved. Answers whether each
+/// round landed (`false`: the lease lapsed and another process owns the delivery).
+struct SentRounds {
+    pool: PgPool,
+}
+
+impl Batch for SentRounds {
+    type Item = SentRound;
+    type Output = bool;
+
+    async fn run(&self, rounds: &[SentRound]) -> Result<Vec<bool>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let attempts: Vec<(&Claim, &[Attempt])> = rounds.iter().map(|r| (&r.claim, r.attempts.as_slice())).collect();
+        insert_attempts(&mut tx, &attempts).await?;
+        let rows = mark_sent(&mut tx, rounds).await?;
+        let landed: HashSet<Uuid> = rows.iter().map(|row| row.id).collect();
+        let snapshots: Vec<_> = rows.into_iter().map(|row| row.into_snapshot(None)).collect();
+        outbox::record_many(&mut tx, EventType::Sent, &snapshots).await?;
+        tx.commit().await?;
+        Ok(rounds.iter().map(|r| landed.contains(&r.claim.id)).collect())
+    }
+}
+
+/// Writes the provider requests of one or more rounds, each under its claim's number.
+async fn insert_attempts(conn: &mut PgConnection, rounds: &[(&Claim, &[Attempt])]) -> Result<(), sqlx::Error> {
+    let rows: Vec<(&Claim, &Attempt)> = rounds
+        .iter()
+        .flat_map(|(claim, attempts)| attempts.iter().map(move |a| (*claim, a)))
+        .collect();
+    if rows.is_empty() {
         return Ok(());
     }
-    let started: Vec<OffsetDateTime> = attempts.iter().map(|a| a.started_at).collect();
-    let latency: Vec<i32> = attempts.iter().map(|a| a.latency_ms).collect();
-    let outcome: Vec<String> = attempts.iter().map(|a| a.outcome.to_string()).collect();
-    let status: Vec<Option<i32>> = attempts.iter().map(|a| a.http_status).collect();
-    let error: Vec<Option<String>> = attempts.iter().map(|a| a.error.clone()).collect();
+    let otp_ids: Vec<Uuid> = rows.iter().map(|(c, _)| c.id).collect();
+    let claims: Vec<i32> = rows.iter().map(|(c, _)| c.claim).collect();
+    let providers: Vec<String> = rows.iter().map(|(c, _)| c.provider.clone()).collect();
+    let started: Vec<OffsetDateTime> = rows.iter().map(|(_, a)| a.started_at).collect();
+    let latency: Vec<i32> = rows.iter().map(|(_, a)| a.latency_ms).collect();
+    let outcome: Vec<String> = rows.iter().map(|(_, a)| a.outcome.to_string()).collect();
+    let status: Vec<Option<i32>> = rows.iter().map(|(_, a)| a.http_status).collect();
+    let error: Vec<Option<String>> = rows.iter().map(|(_, a)| a.error.clone()).collect();
     sqlx::query!(
         r#"insert into delivery_attempts (otp_id, claim, provider, started_at, latency_ms, outcome, http_status, error)
-           select $1, $2, $3, * from unnest($4::timestamptz[], $5::int[], $6::text[], $7::int[], $8::text[])"#,
-        claim.id,
-        claim.claim,
-        claim.provider,
+           select * from unnest($1::uuid[], $2::int[], $3::text[], $4::timestamptz[], $5::int[], $6::text[],
+                                $7::int[], $8::text[])"#,
+        &otp_ids,
+        &claims,
+        &providers,
         &started,
         &latency,
         &outcome,
@@ -418,23 +470,24 @@ async fn insert_attempts(conn: &mut PgConnection, claim: &Claim, attempts: &[Att
     Ok(())
 }
 
-async fn mark_sent(
-    conn: &mut PgConnection,
-    claim: &Claim,
-    message_id: Option<&str>,
-) -> Result<Option<OtpRow>, sqlx::Error> {
+/// Moves each round's OTP to `sent` where its claim is still the current one.
+async fn mark_sent(conn: &mut PgConnection, rounds: &[SentRound]) -> Result<Vec<OtpRow>, sqlx::Error> {
+    let ids: Vec<Uuid> = rounds.iter().map(|r| r.claim.id).collect();
+    let claims: Vec<i32> = rounds.iter().map(|r| r.claim.claim).collect();
+    let message_ids: Vec<Option<String>> = rounds.iter().map(|r| r.message_id.clone()).collect();
     sqlx::query_as!(
         OtpRow,
-        "update otps set delivery = 'sent', sent_at = now(), provider_message_id = $3,
-                next_attempt_at = null, last_error = null, updated_at = now()
-         where id = $1 and delivery_claims = $2 and delivery = 'sending'
-         returning id, app_id, request_id, phone_number, channel, status, delivery, locale, parts,
-                   attempts, max_attempts, expires_at, metadata, callback_url",
-        claim.id,
-        claim.claim,
-        message_id,
+        r#"update otps o set delivery = 'sent', sent_at = now(), provider_message_id = t.message_id,
+                  next_attempt_at = null, last_error = null, updated_at = now()
+           from unnest($1::uuid[], $2::int[], $3::text[]) as t(id, claim, message_id)
+           where o.id = t.id and o.delivery_claims = t.claim and o.delivery = 'sending'
+           returning o.id, o.app_id, o.request_id, o.phone_number, o.channel, o.status, o.delivery, o.locale,
+                     o.parts, o.attempts, o.max_attempts, o.expires_at, o.metadata, o.callback_url"#,
+        &ids,
+        &claims,
+        &message_ids as &[Option<String>],
     )
-    .fetch_optional(conn)
+    .fetch_all(conn)
     .await
 }
 

@@ -2,10 +2,16 @@
 //! and locale, and the insert that deduplicates on the request id. Shared by the worker
 //! and (for validation) the HTTP API.
 
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::Value;
 use sqlx::PgPool;
 use time::OffsetDateTime;
+use uuid::Uuid;
 
 use crate::apps::{self, App, AppError};
+use crate::batch::{Batch, BatchError, Batcher};
 use crate::config::Config;
 use crate::delivery::Claim;
 use crate::domain::{Channel, JobError, OtpId, SendJob, Ttl};
@@ -155,26 +161,23 @@ fn choose_template(job: &SendJob, app: &App) -> Option<(Locale, Template)> {
         .or_else(|| app.templates.default.clone().map(|t| (app.default_locale.clone(), t)))
 }
 
-/// Counts a broker job against the send limits; `Some(limit name)` when one is exceeded.
-pub async fn over_limit(
-    counters: &crate::ratelimit::Counters,
-    otp: &NewOtp,
-    config: &Config,
-) -> Result<Option<&'static str>, sqlx::Error> {
-    let job = &otp.job;
-    let verdict = counters
-        .hit_send(
-            &config.limits,
-            job.app_id.as_str(),
-            job.phone.as_str(),
-            job.phone.region(),
-        )
-        .await?;
+/// Counts a job against the send limits; `Some(limit name)` when one is exceeded.
+pub async fn over_limit(counters: &crate::ratelimit::Counters, otp: &NewOtp) -> Result<Option<&'static str>, BatchError> {
+    let verdict = counters.hit_send(send_key(&otp.job)).await?;
     let over = verdict.err().map(|(name, _)| name);
     if let Some(name) = over {
         metrics::counter!(crate::observability::RATE_LIMITED, "limit" => name).increment(1);
     }
     Ok(over)
+}
+
+/// What a job's send is counted against.
+pub fn send_key(job: &SendJob) -> crate::ratelimit::SendKey {
+    crate::ratelimit::SendKey {
+        app: job.app_id.to_string(),
+        phone: job.phone.as_str().to_string(),
+        region: job.phone.region().map(str::to_string),
+    }
 }
 
 /// Turns a just-inserted OTP into a rejection that leaves a valid OTP behind (a rate limit):
@@ -197,80 +200,150 @@ pub async fn reject_claimed(pool: &PgPool, claim: &Claim, reason: &str) -> Resul
     tx.commit().await
 }
 
-/// Inserts the OTP already claimed for delivery by this process, so the common path needs
-/// no second round trip. `None` when the request id names an OTP that exists already.
-#[tracing::instrument(skip_all, fields(otp_id = %otp.id, app_id = %otp.job.app_id, request_id = otp.job.request_id.as_str()))]
-pub async fn insert(
-    pool: &PgPool,
-    otp: &NewOtp,
-    pin_key_id: &str,
-    lease: std::time::Duration,
-) -> Result<Option<Claim>, sqlx::Error> {
-    if !otp.job.request_id.is_derived() {
-        return insert_row(&mut *pool.acquire().await?, otp, pin_key_id, lease).await;
-    }
-    // A key derived from the body deduplicates only while its OTP is pending. One whose OTP
-    // ran out unnoticed must not swallow a new request: expire it first, with its event.
-    let mut tx = pool.begin().await?;
-    let stale = sqlx::query_as!(
-        crate::outbox::OtpRow,
-        "update otps set status = 'expired', status_changed_at = now(), updated_at = now()
-         where app_id = $1 and request_id = $2 and request_id_derived and status = 'pending' and expires_at <= now()
-         returning id, app_id, request_id, phone_number, channel, status, delivery, locale, parts,
-                   attempts, max_attempts, expires_at, metadata, callback_url",
-        otp.job.app_id.as_str(),
-        otp.job.request_id.as_str(),
-    )
-    .fetch_all(&mut *tx)
-    .await?;
-    for row in stale {
-        crate::outbox::record(&mut tx, crate::outbox::EventType::Expired, &row.into_snapshot(None)).await?;
-    }
-    let claim = insert_row(&mut tx, otp, pin_key_id, lease).await?;
-    tx.commit().await?;
-    Ok(claim)
+/// Writes new OTPs, each already claimed for delivery by this process so the common path
+/// needs no second round trip. Jobs with their own request id go through one batch writer
+/// (one insert for all the jobs in flight); a derived request id takes its own transaction.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Inserter {
+    pool: PgPool,
+    batch: Batcher<Inserts>,
+    pin_key_id: String,
+    lease: Duration,
 }
 
-async fn insert_row(
+impl Inserter {
+    pub fn spawn(pool: PgPool, pin_key_id: &str, lease: Duration) -> Self {
+        let inserts = Inserts {
+            pool: pool.clone(),
+            pin_key_id: pin_key_id.to_string(),
+            lease,
+        };
+        let (batch, _) = Batcher::spawn(inserts, INSERT_BATCH);
+        Self {
+            pool,
+            batch,
+            pin_key_id: pin_key_id.to_string(),
+            lease,
+        }
+    }
+
+    /// Inserts the OTP; `None` when the request id names an OTP that exists already.
+    #[tracing::instrument(skip_all, fields(otp_id = %otp.id, app_id = %otp.job.app_id, request_id = otp.job.request_id.as_str()))]
+    pub async fn insert(&self, otp: NewOtp) -> Result<Option<Claim>, BatchError> {
+        if !otp.job.request_id.is_derived() {
+            return self.batch.submit(otp).await;
+        }
+        Ok(self.insert_derived(&otp).await?)
+    }
+
+    /// A key derived from the body deduplicates only while its OTP is pending. One whose OTP
+    /// ran out unnoticed must not swallow a new request: expire it first, with its event.
+    async fn insert_derived(&self, otp: &NewOtp) -> Result<Option<Claim>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let stale = sqlx::query_as!(
+            crate::outbox::OtpRow,
+            "update otps set status = 'expired', status_changed_at = now(), updated_at = now()
+             where app_id = $1 and request_id = $2 and request_id_derived and status = 'pending' and expires_at <= now()
+             returning id, app_id, request_id, phone_number, channel, status, delivery, locale, parts,
+                       attempts, max_attempts, expires_at, metadata, callback_url",
+            otp.job.app_id.as_str(),
+            otp.job.request_id.as_str(),
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in stale {
+            crate::outbox::record(&mut tx, crate::outbox::EventType::Expired, &row.into_snapshot(None)).await?;
+        }
+        let claim = insert_rows(&mut tx, std::slice::from_ref(otp), &self.pin_key_id, self.lease).await?;
+        tx.commit().await?;
+        Ok(claim.into_iter().next().flatten())
+    }
+}
+
+/// Jobs inserted per statement at most.
+const INSERT_BATCH: usize = 256;
+
+/// The batched insert behind [`Inserter`].
+struct Inserts {
+    pool: PgPool,
+    pin_key_id: String,
+    lease: Duration,
+}
+
+impl Batch for Inserts {
+    type Item = NewOtp;
+    type Output = Option<Claim>;
+
+    async fn run(&self, otps: &[NewOtp]) -> Result<Vec<Option<Claim>>, sqlx::Error> {
+        insert_rows(&mut *self.pool.acquire().await?, otps, &self.pin_key_id, self.lease).await
+    }
+}
+
+/// Inserts the OTPs in one statement; each answer is its claim, or `None` where the
+/// request id (or, from a producer choosing ids, the OTP id) exists already. Of two jobs
+/// with one request id in the same statement, the first is inserted.
+async fn insert_rows(
     conn: &mut sqlx::PgConnection,
-    otp: &NewOtp,
+    otps: &[NewOtp],
     pin_key_id: &str,
-    lease: std::time::Duration,
-) -> Result<Option<Claim>, sqlx::Error> {
-    let job = &otp.job;
-    let expires_at = OffsetDateTime::now_utc() + otp.ttl.duration();
-    sqlx::query_as!(
+    lease: Duration,
+) -> Result<Vec<Option<Claim>>, sqlx::Error> {
+    let now = OffsetDateTime::now_utc();
+    let column = |f: fn(&NewOtp) -> String| otps.iter().map(f).collect::<Vec<_>>();
+    let ids: Vec<Uuid> = otps.iter().map(|o| o.id.as_uuid()).collect();
+    let derived: Vec<bool> = otps.iter().map(|o| o.job.request_id.is_derived()).collect();
+    let senders: Vec<Option<String>> = otps.iter().map(|o| o.sender.clone()).collect();
+    let parts: Vec<i32> = otps.iter().map(|o| o.parts as i32).collect();
+    let pin_lengths: Vec<i16> = otps.iter().map(|o| i16::from(o.job.pin_length.get())).collect();
+    let max_attempts: Vec<i16> = otps.iter().map(|o| i16::from(o.job.max_attempts.get())).collect();
+    let ttls: Vec<i32> = otps.iter().map(|o| o.ttl.seconds() as i32).collect();
+    let expires: Vec<OffsetDateTime> = otps.iter().map(|o| now + o.ttl.duration()).collect();
+    let callbacks: Vec<Option<String>> = otps.iter().map(|o| o.callback_url.clone()).collect();
+    let metadata: Vec<Option<Value>> = otps
+        .iter()
+        .map(|o| o.job.metadata.clone().map(|m| m.into_value()))
+        .collect();
+    let claims = sqlx::query_as!(
         Claim,
         r#"insert into otps (id, app_id, request_id, request_id_derived, phone_number, channel, sender, locale,
                              template, parts, provider, pin_type, pin_length, pin_key_id, max_attempts,
                              ttl_seconds, expires_at, callback_url, metadata, delivery, delivery_claims,
                              next_attempt_at)
-           values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
-                   'sending', 1, now() + make_interval(secs => $20))
+           select t.id, t.app_id, t.request_id, t.derived, t.phone, t.channel, t.sender, t.locale, t.template,
+                  t.parts, t.provider, t.pin_type, t.pin_length, $14, t.max_attempts, t.ttl, t.expires_at,
+                  t.callback_url, t.metadata, 'sending', 1, now() + make_interval(secs => $20)
+           from unnest($1::uuid[], $2::text[], $3::text[], $4::bool[], $5::text[], $6::text[], $7::text[],
+                       $8::text[], $9::text[], $10::int[], $11::text[], $12::text[], $13::smallint[],
+                       $15::smallint[], $16::int[], $17::timestamptz[], $18::text[], $19::jsonb[])
+                as t(id, app_id, request_id, derived, phone, channel, sender, locale, template, parts, provider,
+                     pin_type, pin_length, max_attempts, ttl, expires_at, callback_url, metadata)
            on conflict do nothing
            returning id, delivery_claims as claim, claims_base, app_id, request_id, phone_number, channel, sender, locale,
                      template, provider, pin_type, pin_length, pin_key_id, generation, ttl_seconds, expires_at"#,
-        otp.id.as_uuid(),
-        job.app_id.as_str(),
-        job.request_id.as_str(),
-        job.request_id.is_derived(),
-        job.phone.as_str(),
-        job.channel.as_str(),
-        otp.sender,
-        otp.locale.as_str(),
-        otp.template.source(),
-        otp.parts as i32,
-        otp.provider,
-        job.pin_type.as_str(),
-        i16::from(job.pin_length.get()),
+        &ids,
+        &column(|o| o.job.app_id.to_string()),
+        &column(|o| o.job.request_id.as_str().to_string()),
+        &derived,
+        &column(|o| o.job.phone.as_str().to_string()),
+        &column(|o| o.job.channel.as_str().to_string()),
+        &senders as &[Option<String>],
+        &column(|o| o.locale.as_str().to_string()),
+        &column(|o| o.template.source().to_string()),
+        &parts,
+        &column(|o| o.provider.clone()),
+        &column(|o| o.job.pin_type.as_str().to_string()),
+        &pin_lengths,
         pin_key_id,
-        i16::from(job.max_attempts.get()),
-        otp.ttl.seconds() as i32,
-        expires_at,
-        otp.callback_url,
-        job.metadata.clone().map(|m| m.into_value()),
+        &max_attempts,
+        &ttls,
+        &expires,
+        &callbacks as &[Option<String>],
+        &metadata as &[Option<Value>],
         lease.as_secs_f64(),
     )
-    .fetch_optional(conn)
-    .await
+    .fetch_all(conn)
+    .await?;
+    let mut inserted: HashMap<Uuid, Claim> = claims.into_iter().map(|c| (c.id, c)).collect();
+    Ok(ids.iter().map(|id| inserted.remove(id)).collect())
 }

@@ -4,6 +4,7 @@
 pub mod amqp;
 pub mod api;
 pub mod apps;
+pub mod batch;
 pub mod cli;
 pub mod config;
 pub mod db;

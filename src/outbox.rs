@@ -72,27 +72,40 @@ pub struct OtpSnapshot {
 
 /// Writes one event inside the caller's transaction.
 pub async fn record(conn: &mut PgConnection, event: EventType, otp: &OtpSnapshot) -> sqlx::Result<EventId> {
-    let id = EventId::new();
+    let ids = record_many(conn, event, std::slice::from_ref(otp)).await?;
+    Ok(ids[0])
+}
+
+/// Writes one event per OTP inside the caller's transaction, in one statement.
+pub async fn record_many(conn: &mut PgConnection, event: EventType, otps: &[OtpSnapshot]) -> sqlx::Result<Vec<EventId>> {
+    let ids: Vec<EventId> = otps.iter().map(|_| EventId::new()).collect();
     let now = OffsetDateTime::now_utc();
-    let payload = json!({
-        "type": event.as_str(),
-        "timestamp": now.format(&Rfc3339).unwrap_or_default(),
-        "data": otp,
-    });
+    let timestamp = now.format(&Rfc3339).unwrap_or_default();
+    let payloads: Vec<Value> = otps
+        .iter()
+        .map(|otp| json!({"type": event.as_str(), "timestamp": timestamp, "data": otp}))
+        .collect();
+    let event_ids: Vec<Uuid> = ids.iter().map(|id| id.as_uuid()).collect();
+    let otp_ids: Vec<Option<Uuid>> = otps.iter().map(|o| o.otp_id.map(|id| id.as_uuid())).collect();
+    let app_ids: Vec<String> = otps.iter().map(|o| o.app_id.clone()).collect();
+    let callback_urls: Vec<Option<String>> = otps.iter().map(|o| o.callback_url.clone()).collect();
     sqlx::query!(
         "insert into outbox (id, otp_id, app_id, event_type, callback_url, payload, created_at, state)
-         values ($1, $2, $3, $4, $5, $6, $7, case when $5::text is null then 'none' else 'pending' end)",
-        id.as_uuid(),
-        otp.otp_id.map(|id| id.as_uuid()) as Option<Uuid>,
-        otp.app_id,
+         select t.id, t.otp_id, t.app_id, $4, t.callback_url, t.payload, $7,
+                case when t.callback_url is null then 'none' else 'pending' end
+         from unnest($1::uuid[], $2::uuid[], $3::text[], $5::text[], $6::jsonb[])
+              as t(id, otp_id, app_id, callback_url, payload)",
+        &event_ids,
+        &otp_ids as &[Option<Uuid>],
+        &app_ids,
         event.as_str(),
-        otp.callback_url,
-        payload,
+        &callback_urls as &[Option<String>],
+        &payloads,
         now,
     )
     .execute(conn)
     .await?;
-    Ok(id)
+    Ok(ids)
 }
 
 /// The columns of `otps` a callback describes, as `RETURNING` gives them.

@@ -1,5 +1,5 @@
-//! Rate limits that hold across every process: fixed windows counted in PostgreSQL with one
-//! atomic upsert per hit, so two workers can never both take the last slot.
+//! Rate limits that hold across every process: fixed windows counted in PostgreSQL with
+//! atomic upserts, so two workers can never both take the last slot.
 //!
 //! The counters commit without waiting for the WAL flush: a crash may lose the last counts,
 //! which loosens a limit for the rest of one window, and in exchange a counted request does
@@ -7,9 +7,12 @@
 
 use std::time::Duration;
 
+use std::collections::{BTreeMap, HashMap};
+
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 
+use crate::batch::{Batch, BatchError, Batcher};
 use crate::config::{DatabaseConfig, Limit, LimitsConfig};
 
 /// The answer for one hit.
@@ -38,12 +41,20 @@ fn window_start(limit: Limit, now: OffsetDateTime) -> OffsetDateTime {
 #[derive(Debug, Clone)]
 pub struct Counters {
     pool: PgPool,
+    sends: Batcher<SendHits>,
 }
 
 impl Counters {
-    pub fn new(config: &DatabaseConfig) -> Result<Self, sqlx::Error> {
+    /// Starts the batch writer that counts sends; needs a Tokio runtime.
+    pub fn new(config: &DatabaseConfig, limits: &LimitsConfig) -> Result<Self, sqlx::Error> {
+        let pool = crate::db::relaxed_pool(config)?;
+        let hits = SendHits {
+            pool: pool.clone(),
+            limits: limits.clone(),
+        };
         Ok(Self {
-            pool: crate::db::relaxed_pool(config)?,
+            pool,
+            sends: Batcher::spawn(hits, SEND_BATCH).0,
         })
     }
 
@@ -57,15 +68,134 @@ impl Counters {
         peek(&mut *self.pool.acquire().await?, key, limit).await
     }
 
-    /// Counts one send against every send limit; see [`check_send`].
-    pub async fn hit_send(&self, limits: &LimitsConfig, app: &str, phone: &str, region: Option<&str>) -> SendVerdict {
-        check_send(&mut *self.pool.acquire().await?, limits, app, phone, region, true).await
+    /// Counts one send against every send limit, per phone number first, then per app, then
+    /// per app and country, each only while the ones before allow it: a send refused for its
+    /// phone number does not use up the app's allowance. Sends in flight together are
+    /// counted in one batch, in the order they arrived.
+    pub async fn hit_send(&self, send: SendKey) -> Result<Verdict, BatchError> {
+        self.sends.submit(send).await
     }
 
     /// Whether a send would still be within every send limit, without counting it.
-    pub async fn peek_send(&self, limits: &LimitsConfig, app: &str, phone: &str, region: Option<&str>) -> SendVerdict {
-        check_send(&mut *self.pool.acquire().await?, limits, app, phone, region, false).await
+    pub async fn peek_send(&self, limits: &LimitsConfig, send: &SendKey) -> Result<Verdict, sqlx::Error> {
+        let conn = &mut *self.pool.acquire().await?;
+        let mut decisions = Vec::new();
+        for (name, key, limit) in send.limits(limits) {
+            let decision = peek(conn, &key, limit).await?;
+            decisions.push((name, decision));
+            if !decision.allowed {
+                break;
+            }
+        }
+        Ok(verdict(&decisions))
     }
+}
+
+/// What a send is counted against.
+#[derive(Debug, Clone)]
+pub struct SendKey {
+    pub app: String,
+    pub phone: String,
+    pub region: Option<String>,
+}
+
+impl SendKey {
+    /// (name, counter key, limit) of each send limit, in the order they are counted.
+    fn limits(&self, limits: &LimitsConfig) -> [(&'static str, String, Limit); 3] {
+        let (app, region) = (&self.app, self.region.as_deref().unwrap_or("unknown"));
+        [
+            ("send_per_phone", format!("send:phone:{app}:{}", self.phone), limits.send_per_phone),
+            ("send_per_app", send_app_key(app), limits.send_per_app),
+            ("send_per_country", format!("send:country:{app}:{region}"), limits.send_per_country),
+        ]
+    }
+}
+
+/// `Ok(tightest)` when every send limit allows the send (the tightest: fewest hits left);
+/// `Err((limit name, decision))` for the first exceeded.
+pub type Verdict = Result<Option<Decision>, (&'static str, Decision)>;
+
+fn verdict(decisions: &[(&'static str, Decision)]) -> Verdict {
+    if let Some((name, refused)) = decisions.iter().find(|(_, d)| !d.allowed) {
+        return Err((name, *refused));
+    }
+    Ok(decisions.iter().map(|(_, d)| *d).min_by_key(|d| d.remaining))
+}
+
+/// Sends counted per batch at most.
+const SEND_BATCH: usize = 256;
+
+/// Counts a batch of sends: one statement per limit, over the sends the limits before it
+/// allowed, so the batch counts exactly what one-by-one counting in arrival order would.
+#[derive(Debug)]
+struct SendHits {
+    pool: PgPool,
+    limits: LimitsConfig,
+}
+
+impl Batch for SendHits {
+    type Item = SendKey;
+    type Output = Verdict;
+
+    async fn run(&self, sends: &[SendKey]) -> Result<Vec<Verdict>, sqlx::Error> {
+        let conn = &mut *self.pool.acquire().await?;
+        let all_limits: Vec<_> = sends.iter().map(|s| s.limits(&self.limits)).collect();
+        let mut decisions: Vec<Vec<(&'static str, Decision)>> = vec![Vec::new(); sends.len()];
+        for stage in 0..3 {
+            // Only the sends every earlier limit allowed are counted against this one.
+            let open: Vec<usize> = (0..sends.len())
+                .filter(|&i| decisions[i].last().is_none_or(|(_, d)| d.allowed))
+                .collect();
+            if open.is_empty() {
+                break;
+            }
+            let limit = all_limits[open[0]][stage].2;
+            let keys: Vec<&str> = open.iter().map(|&i| all_limits[i][stage].1.as_str()).collect();
+            for (&i, decision) in open.iter().zip(hit_many(conn, &keys, limit).await?) {
+                decisions[i].push((all_limits[i][stage].0, decision));
+            }
+        }
+        Ok(decisions.iter().map(|d| verdict(d)).collect())
+    }
+}
+
+/// Counts one hit per entry of `keys` (a key may repeat) in one upsert, and gives each hit
+/// the decision it would have had counted alone, in order.
+async fn hit_many(conn: &mut PgConnection, keys: &[&str], limit: Limit) -> Result<Vec<Decision>, sqlx::Error> {
+    let start = window_start(limit, OffsetDateTime::now_utc());
+    // Sorted, so concurrent batches lock shared counters in the same order.
+    let mut counts: BTreeMap<&str, i32> = BTreeMap::new();
+    for key in keys {
+        *counts.entry(key).or_default() += 1;
+    }
+    let (names, adds): (Vec<String>, Vec<i32>) = counts.iter().map(|(k, n)| (k.to_string(), *n)).unzip();
+    let totals = sqlx::query!(
+        "insert into rate_limit_windows (key, window_start, hits)
+         select t.key, $2, t.n from unnest($1::text[], $3::int[]) as t(key, n)
+         on conflict (key, window_start) do update set hits = rate_limit_windows.hits + excluded.hits
+         returning key, hits",
+        &names,
+        start,
+        &adds,
+    )
+    .fetch_all(conn)
+    .await?;
+    // Hits before this batch, per key; each hit then takes the next number.
+    let mut counted: HashMap<String, i32> = totals
+        .into_iter()
+        .map(|row| {
+            let before = row.hits - counts.get(row.key.as_str()).copied().unwrap_or(0);
+            (row.key, before)
+        })
+        .collect();
+    Ok(keys
+        .iter()
+        .map(|key| {
+            let hits = counted.entry(key.to_string()).or_default();
+            *hits += 1;
+            decision(limit, start, *hits)
+        })
+        .collect())
 }
 
 /// Counts one hit against `key` and says whether it is within the limit.
@@ -117,50 +247,6 @@ pub fn send_app_key(app: &str) -> String {
 /// The counter of an app's verifications.
 pub fn verify_app_key(app: &str) -> String {
     format!("verify:app:{app}")
-}
-
-/// `Ok(tightest)` when every send limit allows the send (the tightest: fewest hits left);
-/// `Err((limit name, decision))` for the first exceeded.
-pub type SendVerdict = Result<Result<Option<Decision>, (&'static str, Decision)>, sqlx::Error>;
-
-/// Checks a send against every send limit: per phone number, per app, per app and country;
-/// with `count`, the send is counted.
-async fn check_send(
-    conn: &mut PgConnection,
-    limits: &LimitsConfig,
-    app: &str,
-    phone: &str,
-    region: Option<&str>,
-    count: bool,
-) -> SendVerdict {
-    let checks = [
-        (
-            format!("send:phone:{app}:{phone}"),
-            "send_per_phone",
-            limits.send_per_phone,
-        ),
-        (send_app_key(app), "send_per_app", limits.send_per_app),
-        (
-            format!("send:country:{app}:{}", region.unwrap_or("unknown")),
-            "send_per_country",
-            limits.send_per_country,
-        ),
-    ];
-    let mut tightest: Option<Decision> = None;
-    for (key, name, limit) in checks {
-        let decision = if count {
-            hit(conn, &key, limit).await?
-        } else {
-            peek(conn, &key, limit).await?
-        };
-        if !decision.allowed {
-            return Ok(Err((name, decision)));
-        }
-        if tightest.is_none_or(|t| decision.remaining < t.remaining) {
-            tightest = Some(decision);
-        }
-    }
-    Ok(Ok(tightest))
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use super::error::{rate_limit_headers, ApiError, Problem};
 use super::{AppState, JsonBody, RawJson};
 use crate::domain::{OtpId, RawJob, SendJob};
 use crate::intake::{self, Source};
+use crate::ratelimit::SendKey;
 use crate::keys::Caller;
 use crate::lifecycle::{self, Cancel, Resend};
 use crate::ratelimit;
@@ -65,10 +66,9 @@ pub async fn send(
     let app = intake::load_app(&state.pool, &job)
         .await
         .map_err(|e| ApiError::Internal(Box::new(e)))??;
-    let region = job.phone.region().map(str::to_string);
-    let phone = job.phone.as_str().to_string();
+    let send = intake::send_key(&job);
     let otp = intake::resolve(job, &app, Source::Api, config, &state.providers)?;
-    let headers = check_send_limits(&state, app.id.as_str(), &phone, region.as_deref()).await?;
+    let headers = check_send_limits(&state, &send).await?;
     // A producer's request id names one OTP for good, so its id can be derived from it:
     // concurrent sends of the same request then answer with the same id. A key derived from
     // the body deduplicates only while its OTP is pending, so its OTP gets a fresh id, and the
@@ -117,15 +117,10 @@ async fn existing_otp(state: &AppState, app: &str, request_id: &str) -> Result<O
 /// Refuses the send when a send limit is already used up; the tightest limit decides the
 /// headers. The worker counts the send when it takes the job, so an app's HTTP and broker
 /// sends share one count, and no header of a broker message can skip it.
-async fn check_send_limits(
-    state: &AppState,
-    app: &str,
-    phone: &str,
-    region: Option<&str>,
-) -> Result<HeaderMap, ApiError> {
+async fn check_send_limits(state: &AppState, send: &SendKey) -> Result<HeaderMap, ApiError> {
     let tightest = state
         .counters
-        .peek_send(&state.config.limits, app, phone, region)
+        .peek_send(&state.config.limits, send)
         .await?
         .map_err(|(name, decision)| ApiError::RateLimited { name, decision })?;
     let mut headers = HeaderMap::new();

@@ -42,7 +42,7 @@ pub(super) async fn reject(
     tracing::warn!(app_id = ?salvaged.app_id, request_id = ?salvaged.request_id, detail = %rejection, "job rejected");
     match record(worker, &salvaged, rejection, delivery).await {
         // The record itself cannot be stored: the dead letter still carries the reason.
-        Err(Retry::Database(error)) if super::is_permanent_database_error(&error) => {
+        Err(Retry::Database(error)) if crate::db::is_data_error(&error) => {
             tracing::error!(%error, "could not record the rejection; dead-lettering it anyway");
         }
         other => other?,

@@ -27,7 +27,7 @@ use crate::api::OTP_ID_HEADER;
 use crate::config::Config;
 use crate::delivery::Deliverer;
 use crate::domain::{RawJob, SendJob};
-use crate::intake::{self, Rejection, Source};
+use crate::intake::{self, Inserter, Rejection, Source};
 use crate::ratelimit::Counters;
 
 pub use scheduler::run as run_scheduler;
@@ -50,24 +50,21 @@ enum Retry {
     App(#[from] crate::apps::AppError),
     #[error(transparent)]
     Broker(#[from] amqp::AmqpError),
+    #[error(transparent)]
+    Batch(#[from] crate::batch::BatchError),
 }
 
 impl Retry {
     /// A database error that no retry can cure: a value it cannot store (SQLSTATE class 22)
     /// or a broken constraint (class 23).
     fn is_permanent(&self) -> bool {
-        let database = match self {
-            Retry::Database(e) | Retry::App(crate::apps::AppError::Database(e)) => e,
-            Retry::App(crate::apps::AppError::Corrupt { .. }) => return true,
-            _ => return false,
-        };
-        is_permanent_database_error(database)
+        match self {
+            Retry::Database(e) | Retry::App(crate::apps::AppError::Database(e)) => crate::db::is_data_error(e),
+            Retry::App(crate::apps::AppError::Corrupt { .. }) => true,
+            Retry::Batch(e) => e.is_permanent(),
+            _ => false,
+        }
     }
-}
-
-/// SQLSTATE classes 22 (data exception) and 23 (integrity constraint violation).
-pub(crate) fn is_permanent_database_error(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("22") || c.starts_with("23")))
 }
 
 /// What a processed message came to.
@@ -82,14 +79,22 @@ pub struct Worker {
     config: Arc<Config>,
     deliverer: Deliverer,
     counters: Counters,
+    inserter: Inserter,
 }
 
 impl Worker {
+    /// Starts the worker's batch writers; needs a Tokio runtime.
     pub fn new(config: Arc<Config>, deliverer: Deliverer, counters: Counters) -> Self {
+        let inserter = Inserter::spawn(
+            deliverer.pool().clone(),
+            deliverer.pin_keys().active_id(),
+            deliverer.lease(),
+        );
         Self {
             config,
             deliverer,
             counters,
+            inserter,
         }
     }
 
@@ -265,18 +270,17 @@ impl Worker {
             Ok(otp) => otp,
             Err(rejection) => return Ok(Settled::Rejected(rejection)),
         };
-        let key = self.deliverer.pin_keys().active_id();
         // Jobs from the HTTP API carry the id it answered with. (Any other producer setting it
         // only chooses the id of its own OTP; a clash with an existing id inserts nothing.)
         if let Some(id) = header_text(properties.headers().as_ref(), OTP_ID_HEADER).and_then(|id| id.parse().ok()) {
             otp.id = id;
         }
         span.record("otp_id", tracing::field::display(&otp.id));
-        match intake::insert(self.deliverer.pool(), &otp, key, self.deliverer.lease()).await? {
+        match self.inserter.insert(otp.clone()).await? {
             Some(claim) => {
                 count_job("accepted", "");
                 // Counted only once the OTP exists, so a duplicate or a redelivery never counts twice.
-                if let Some(limit) = intake::over_limit(&self.counters, &otp, &self.config).await? {
+                if let Some(limit) = intake::over_limit(&self.counters, &otp).await? {
                     tracing::warn!(limit, "job over its rate limit; rejected");
                     intake::reject_claimed(self.deliverer.pool(), &claim, "rate_limited").await?;
                     return Ok(Settled::Accepted);
