@@ -222,6 +222,8 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
 #[derive(Clone)]
 pub struct Resources {
     pool: sqlx::PgPool,
+    /// For batch writes and claims (`db::batch_pool`).
+    batch_pool: sqlx::PgPool,
     counters: Counters,
     providers: Arc<Providers>,
     keys: PinKeys,
@@ -234,6 +236,7 @@ impl Resources {
         config.require_pin_key()?;
         Ok(Self {
             pool: db::pool(&config.database)?,
+            batch_pool: db::batch_pool(&config.database)?,
             counters: Counters::new(&config.database, &config.limits)?,
             providers: Arc::new(Providers::from_config(&config.providers, config.delivery.timeout())?),
             keys: PinKeys::from_config(&config.pin)?,
@@ -246,6 +249,7 @@ impl Resources {
 pub fn build_worker(config: Arc<Config>, shared: &Resources) -> Worker {
     let deliverer = Deliverer::new(
         shared.pool.clone(),
+        shared.batch_pool.clone(),
         shared.providers.clone(),
         shared.keys.clone(),
         config.delivery.clone(),
@@ -262,6 +266,7 @@ pub fn build_api(config: Arc<Config>, shared: &Resources) -> api::AppState {
         providers,
         keys,
         metrics,
+        ..
     } = shared.clone();
     api::AppState::new(pool, counters, config, keys, providers, metrics)
 }
@@ -269,7 +274,7 @@ pub fn build_api(config: Arc<Config>, shared: &Resources) -> api::AppState {
 /// Builds the dispatcher.
 pub fn build_dispatcher(config: &Config, shared: &Resources) -> anyhow::Result<Dispatcher> {
     let sender = webhook::Sender::new(&config.callbacks).context("building the callback HTTP client")?;
-    Ok(Dispatcher::new(shared.pool.clone(), sender, config.callbacks.clone()))
+    Ok(Dispatcher::new(shared.batch_pool.clone(), sender, config.callbacks.clone()))
 }
 
 /// A role a process can run.

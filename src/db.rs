@@ -29,6 +29,22 @@ pub fn relaxed_pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
     })
 }
 
+/// A pool for the statements whose best plan depends on how many rows are in play right
+/// now: the batch writes keyed by id and the dispatcher's claims. It sets
+/// `plan_cache_mode = force_custom_plan`, so PostgreSQL plans each execution for the table
+/// as it stands. A cached generic plan, made while a table was small or its statistics
+/// old, reached the rows of a batch through a partial index of every pending event (or
+/// every OTP being sent), so each batch cost as much as the whole backlog; planning afresh
+/// costs a fraction of a millisecond per batch instead. Half of `database.max_connections`
+/// serves it: each writer holds one connection at a time.
+pub fn batch_pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
+    lazy_pool(config, (config.max_connections / 2).max(2), |options| {
+        options
+            .application_name("otp-courier batches")
+            .options([("plan_cache_mode", "force_custom_plan")])
+    })
+}
+
 fn lazy_pool(
     config: &DatabaseConfig,
     size: u32,

@@ -114,14 +114,16 @@ struct Inner {
 }
 
 impl Deliverer {
+    /// `batch_pool` records the rounds that ended `sent` (see `db::batch_pool`).
     pub fn new(
         pool: PgPool,
+        batch_pool: PgPool,
         providers: Arc<Providers>,
         pin_keys: pin::PinKeys,
         config: DeliveryConfig,
         lease: Duration,
     ) -> Self {
-        let (sent, _) = Batcher::spawn(SentRounds { pool: pool.clone() }, SENT_BATCH);
+        let (sent, _) = Batcher::spawn(SentRounds { pool: batch_pool }, SENT_BATCH);
         Self {
             inner: Arc::new(Inner {
                 pool,
@@ -477,10 +479,17 @@ async fn mark_sent(conn: &mut PgConnection, rounds: &[SentRound]) -> Result<Vec<
     let message_ids: Vec<Option<String>> = rounds.iter().map(|r| r.message_id.clone()).collect();
     sqlx::query_as!(
         OtpRow,
-        r#"update otps o set delivery = 'sent', sent_at = now(), provider_message_id = t.message_id,
+        r#"with rounds as materialized (
+               -- `from_delivery` is a column of a materialized row set, not a literal the
+               -- planner can see through: it cannot then reach these rows through the
+               -- index of every OTP being sent (see `db::batch_pool`).
+               select t.*, 'sending' as from_delivery
+               from unnest($1::uuid[], $2::int[], $3::text[]) as t(id, claim, message_id)
+           )
+           update otps o set delivery = 'sent', sent_at = now(), provider_message_id = t.message_id,
                   next_attempt_at = null, last_error = null, updated_at = now()
-           from unnest($1::uuid[], $2::int[], $3::text[]) as t(id, claim, message_id)
-           where o.id = t.id and o.delivery_claims = t.claim and o.delivery = 'sending'
+           from rounds t
+           where o.id = t.id and o.delivery_claims = t.claim and o.delivery = t.from_delivery
            returning o.id, o.app_id, o.request_id, o.phone_number, o.channel, o.status, o.delivery, o.locale,
                      o.parts, o.attempts, o.max_attempts, o.expires_at, o.metadata, o.callback_url"#,
         &ids,

@@ -33,6 +33,9 @@ mod record;
 
 pub use record::{NotRecorded, Outcome, Recorder};
 
+/// How long the loop lets wake-ups gather before it claims again after a partial claim.
+const CLAIM_GATHER: Duration = Duration::from_millis(10);
+
 /// The channel the outbox trigger notifies.
 pub const CHANNEL: &str = "otp_courier_outbox";
 
@@ -171,6 +174,13 @@ impl Dispatcher {
                 () = freed.notified(), if claimed > 0 || !running.is_empty() => {}
                 () = tokio::time::sleep(config.poll_interval()) => {}
             }
+            // Under load every commit and every finished callback wakes the loop; a short
+            // pause lets one claim take what a burst of them made due, instead of one claim
+            // (a scan of the pending destinations) per wake-up.
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(CLAIM_GATHER) => {}
+            }
         }
         running.close();
         if tokio::time::timeout(grace, running.wait()).await.is_err() {
@@ -255,11 +265,11 @@ impl Dispatcher {
                candidates as (
                    -- Per destination, its earliest due events up to its free share of the cap,
                    -- so one at its cap costs a probe, not a scan of its backlog.
-                   select c.id, c.next_attempt_at
+                   select c.id, c.next_attempt_at, c.attempts, c.state
                    from destinations d
                    left join unnest($2::text[], $3::int[]) as b(destination, n) on b.destination = d.destination
                    cross join lateral (
-                       select o.id, o.next_attempt_at
+                       select o.id, o.next_attempt_at, o.attempts, o.state
                        from outbox o
                        where o.state = 'pending' and o.destination = d.destination and o.next_attempt_at <= now()
                          -- In order: wait while an earlier event of the OTP is pending, up to a point.
@@ -274,7 +284,14 @@ impl Dispatcher {
                    where d.destination is not null
                ),
                picked as (
-                   select o.id from outbox o join candidates c on c.id = o.id
+                   -- Locking re-reads a row another dispatcher changed since this statement's
+                   -- snapshot and re-checks these conditions on it: a claim bumps `attempts`, a
+                   -- recorded outcome changes `state`, so an event claimed meanwhile is passed
+                   -- over. Both compare with the candidate's columns rather than literals, so
+                   -- no plan can reach these few rows through a partial index of the whole
+                   -- pending backlog.
+                   select o.id from outbox o
+                   join candidates c on c.id = o.id and o.attempts = c.attempts and o.state = c.state
                    order by c.next_attempt_at
                    limit $1
                    for update of o skip locked
@@ -282,7 +299,7 @@ impl Dispatcher {
                update outbox o
                set attempts = o.attempts + 1, next_attempt_at = now() + make_interval(secs => $5)
                from picked
-               where o.id = picked.id and o.state = 'pending' and o.next_attempt_at <= now()
+               where o.id = picked.id
                returning o.id, o.attempts, o.retry_base, o.callback_url as "callback_url!", o.destination,
                          o.payload,
                          array(select w.secret from webhook_secrets w

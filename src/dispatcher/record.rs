@@ -134,9 +134,10 @@ async fn write_once(pool: &PgPool, batch: &[Pending]) -> Result<Vec<Uuid>, sqlx:
     let started: Vec<OffsetDateTime> = batch.iter().map(|(o, _)| o.started_at).collect();
     let latencies: Vec<i32> = batch.iter().map(|(o, _)| o.latency_ms).collect();
     sqlx::query_scalar!(
-        r#"with input as (
-               select * from unnest($1::uuid[], $2::int[], $3::text[], $4::timestamptz[], $5::int[], $6::text[],
-                                    $7::timestamptz[], $8::int[])
+        r#"with input as materialized (
+               select t.*, 'pending' as from_state
+               from unnest($1::uuid[], $2::int[], $3::text[], $4::timestamptz[], $5::int[], $6::text[],
+                           $7::timestamptz[], $8::int[])
                    as t(id, attempt, state, next_attempt_at, status, error, started_at, latency_ms)
            ),
            landed as (
@@ -145,7 +146,10 @@ async fn write_once(pool: &PgPool, batch: &[Pending]) -> Result<Vec<Uuid>, sqlx:
                    last_status = i.status, last_error = i.error,
                    delivered_at = case when i.state = 'delivered' then now() end
                from input i
-               where o.id = i.id and o.attempts = i.attempt and o.state = 'pending'
+               -- `from_state` is a column of a materialized row set, not a literal the planner
+               -- can see through: it cannot then reach these rows through a partial index of
+               -- every pending event (see `db::batch_pool`).
+               where o.id = i.id and o.attempts = i.attempt and o.state = i.from_state
                returning o.id
            ),
            recorded as (
