@@ -1,10 +1,11 @@
 //! Apps (tenants): who may send, and the defaults their jobs fall back on.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::Value;
 use sqlx::PgPool;
 
+use crate::batch::Batch;
 use crate::domain::{AppId, CallbackUrl, Channel, Sender, TemplateSet, Ttl};
 use crate::locale::Locale;
 use crate::template::Template;
@@ -122,46 +123,99 @@ pub async fn create(pool: &PgPool, new: &NewApp) -> Result<(), AppError> {
 /// Loads an app; `None` when there is no such app.
 #[tracing::instrument(skip_all, fields(app_id = %id))]
 pub async fn load(pool: &PgPool, id: &AppId) -> Result<Option<App>, AppError> {
-    let Some(row) = sqlx::query!(
+    let rows = fetch(pool, &[id.as_str().to_string()]).await?;
+    rows.into_iter().next().map(AppRow::into_app).transpose()
+}
+
+/// Loads the apps of the jobs in flight, one query for many (see [`crate::batch`]). Each
+/// answer is the app, `None` where there is no such app, or why the stored app is unreadable.
+pub struct Loads {
+    pub pool: PgPool,
+}
+
+impl Batch for Loads {
+    type Item = AppId;
+    type Output = Result<Option<App>, AppError>;
+
+    async fn run(&self, ids: &[AppId]) -> Result<Vec<Self::Output>, sqlx::Error> {
+        let distinct: BTreeSet<String> = ids.iter().map(|id| id.as_str().to_string()).collect();
+        let rows = fetch(&self.pool, &distinct.into_iter().collect::<Vec<_>>()).await?;
+        let apps: HashMap<String, Result<App, String>> = rows
+            .into_iter()
+            .map(|row| (row.id.clone(), row.into_app().map_err(|e| e.to_string())))
+            .collect();
+        Ok(ids
+            .iter()
+            .map(|id| match apps.get(id.as_str()) {
+                None => Ok(None),
+                Some(Ok(app)) => Ok(Some(app.clone())),
+                Some(Err(reason)) => Err(AppError::Corrupt {
+                    id: id.to_string(),
+                    reason: reason.clone(),
+                }),
+            })
+            .collect())
+    }
+}
+
+/// An `apps` row as stored.
+struct AppRow {
+    id: String,
+    name: String,
+    default_from: Option<String>,
+    templates: Value,
+    default_locale: String,
+    default_ttl_seconds: Option<i32>,
+    callback_url: Option<String>,
+    routing: Value,
+    broker_user: Option<String>,
+    country_allowlist: Option<Vec<String>>,
+}
+
+async fn fetch(pool: &PgPool, ids: &[String]) -> Result<Vec<AppRow>, sqlx::Error> {
+    sqlx::query_as!(
+        AppRow,
         "select id, name, default_from, templates, default_locale, default_ttl_seconds, callback_url,
                 routing, broker_user, country_allowlist
-         from apps where id = $1",
-        id.as_str()
+         from apps where id = any($1)",
+        ids
     )
-    .fetch_optional(pool)
-    .await?
-    else {
-        return Ok(None);
-    };
-    let corrupt = |reason: String| AppError::Corrupt {
-        id: row.id.clone(),
-        reason,
-    };
-    let templates: BTreeMap<String, String> =
-        serde_json::from_value(row.templates.clone()).map_err(|e| corrupt(e.to_string()))?;
-    let routing: BTreeMap<Channel, String> =
-        serde_json::from_value(row.routing.clone()).map_err(|e| corrupt(e.to_string()))?;
-    Ok(Some(App {
-        id: id.clone(),
-        name: row.name.clone(),
-        default_from: row
-            .default_from
-            .as_deref()
-            .map(Sender::parse)
-            .transpose()
-            .map_err(|e| corrupt(e.into()))?,
-        templates: template_set(&templates).map_err(|(key, reason)| corrupt(format!("template {key}: {reason}")))?,
-        default_locale: Locale::parse(&row.default_locale).map_err(|e| corrupt(e.into()))?,
-        default_ttl: row
-            .default_ttl_seconds
-            .map(|t| Ttl::parse(t.into()))
-            .transpose()
-            .map_err(|e| corrupt(e.into()))?,
-        callback_url: row.callback_url,
-        routing,
-        broker_user: row.broker_user,
-        country_allowlist: row.country_allowlist,
-    }))
+    .fetch_all(pool)
+    .await
+}
+
+impl AppRow {
+    fn into_app(self) -> Result<App, AppError> {
+        let corrupt = |reason: String| AppError::Corrupt {
+            id: self.id.clone(),
+            reason,
+        };
+        let templates: BTreeMap<String, String> =
+            serde_json::from_value(self.templates.clone()).map_err(|e| corrupt(e.to_string()))?;
+        let routing: BTreeMap<Channel, String> =
+            serde_json::from_value(self.routing.clone()).map_err(|e| corrupt(e.to_string()))?;
+        Ok(App {
+            id: AppId::parse(&self.id).map_err(|e| corrupt(e.into()))?,
+            name: self.name.clone(),
+            default_from: self
+                .default_from
+                .as_deref()
+                .map(Sender::parse)
+                .transpose()
+                .map_err(|e| corrupt(e.into()))?,
+            templates: template_set(&templates).map_err(|(key, reason)| corrupt(format!("template {key}: {reason}")))?,
+            default_locale: Locale::parse(&self.default_locale).map_err(|e| corrupt(e.into()))?,
+            default_ttl: self
+                .default_ttl_seconds
+                .map(|t| Ttl::parse(t.into()))
+                .transpose()
+                .map_err(|e| corrupt(e.into()))?,
+            callback_url: self.callback_url.clone(),
+            routing,
+            broker_user: self.broker_user.clone(),
+            country_allowlist: self.country_allowlist.clone(),
+        })
+    }
 }
 
 /// Summaries of every app, for `apps list`.

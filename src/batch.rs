@@ -62,11 +62,15 @@ impl<B: Batch> std::fmt::Debug for Batcher<B> {
     }
 }
 
+/// Requests written per batch at most: a broker prefetch's worth of jobs and more, while
+/// one statement's arrays stay small.
+pub const MAX_BATCH: usize = 512;
+
 impl<B: Batch> Batcher<B> {
-    /// Starts the writer, which takes at most `max` requests per batch.
-    pub fn spawn(batch: B, max: usize) -> (Self, JoinHandle<()>) {
-        let (queue, incoming) = mpsc::channel(max * 4);
-        (Self { queue }, tokio::spawn(write(batch, incoming, max)))
+    /// Starts the writer, which takes at most [`MAX_BATCH`] requests per batch.
+    pub fn spawn(batch: B) -> (Self, JoinHandle<()>) {
+        let (queue, incoming) = mpsc::channel(MAX_BATCH * 4);
+        (Self { queue }, tokio::spawn(write(batch, incoming, MAX_BATCH)))
     }
 
     /// Submits one request and waits for its batch to be written.

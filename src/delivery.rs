@@ -123,7 +123,7 @@ impl Deliverer {
         config: DeliveryConfig,
         lease: Duration,
     ) -> Self {
-        let (sent, _) = Batcher::spawn(SentRounds { pool: batch_pool }, SENT_BATCH);
+        let (sent, _) = Batcher::spawn(SentRounds { pool: batch_pool });
         Self {
             inner: Arc::new(Inner {
                 pool,
@@ -402,9 +402,6 @@ fn attempt_record(
         error,
     }
 }
-
-/// Rounds recorded per transaction at most.
-const SENT_BATCH: usize = 256;
 
 /// A round the provider accepted, waiting to be recorded.
 struct SentRound {

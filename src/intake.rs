@@ -219,7 +219,7 @@ impl Inserter {
             pin_key_id: pin_key_id.to_string(),
             lease,
         };
-        let (batch, _) = Batcher::spawn(inserts, INSERT_BATCH);
+        let (batch, _) = Batcher::spawn(inserts);
         Self {
             pool,
             batch,
@@ -260,9 +260,6 @@ impl Inserter {
         Ok(claim.into_iter().next().flatten())
     }
 }
-
-/// Jobs inserted per statement at most.
-const INSERT_BATCH: usize = 256;
 
 /// The batched insert behind [`Inserter`].
 struct Inserts {

@@ -54,7 +54,7 @@ impl Counters {
         };
         Ok(Self {
             pool,
-            sends: Batcher::spawn(hits, SEND_BATCH).0,
+            sends: Batcher::spawn(hits).0,
         })
     }
 
@@ -121,9 +121,6 @@ fn verdict(decisions: &[(&'static str, Decision)]) -> Verdict {
     }
     Ok(decisions.iter().map(|(_, d)| *d).min_by_key(|d| d.remaining))
 }
-
-/// Sends counted per batch at most.
-const SEND_BATCH: usize = 256;
 
 /// Counts a batch of sends: one statement per limit, over the sends the limits before it
 /// allowed, so the batch counts exactly what one-by-one counting in arrival order would.

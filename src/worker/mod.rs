@@ -23,6 +23,8 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::amqp;
+use crate::apps;
+use crate::batch::Batcher;
 use crate::api::OTP_ID_HEADER;
 use crate::config::Config;
 use crate::delivery::Deliverer;
@@ -80,6 +82,7 @@ pub struct Worker {
     deliverer: Deliverer,
     counters: Counters,
     inserter: Inserter,
+    apps: Batcher<apps::Loads>,
 }
 
 impl Worker {
@@ -90,11 +93,16 @@ impl Worker {
             deliverer.pin_keys().active_id(),
             deliverer.lease(),
         );
+        let loads = apps::Loads {
+            pool: deliverer.pool().clone(),
+        };
+        let apps = Batcher::spawn(loads).0;
         Self {
             config,
             deliverer,
             counters,
             inserter,
+            apps,
         }
     }
 
@@ -255,9 +263,8 @@ impl Worker {
         let span = tracing::Span::current();
         span.record("app_id", job.app_id.as_str());
         span.record("request_id", job.request_id.as_str());
-        let app = match intake::load_app(self.deliverer.pool(), &job).await? {
-            Ok(app) => app,
-            Err(rejection) => return Ok(Settled::Rejected(rejection)),
+        let Some(app) = self.apps.submit(job.app_id.clone()).await?? else {
+            return Ok(Settled::Rejected(Rejection::UnknownApp(job.app_id.to_string())));
         };
         // RabbitMQ validates `user-id` against the publishing connection's user, so a job
         // carrying our own broker user was published by our API, which authenticated the app.
