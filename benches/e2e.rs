@@ -334,7 +334,7 @@ fn config_file(url: &url::Url, queue: &str, dlq: &str, provider_url: &str) -> an
     let api = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let config = json!({
         "database": {"url": url.as_str()},
-        "amqp": {"url": amqp_url(), "send_queue": queue, "dead_letter_queue": dlq, "prefetch": 256},
+        "amqp": {"url": amqp_url(), "send_queue": queue, "dead_letter_queue": dlq},
         "api": {"listen": api.to_string()},
         "pin": {"active_key": "bench", "keys": {"bench": PIN_KEY}},
         "callbacks": {"allow_http": true, "allow_networks": ["127.0.0.1/32"]},

@@ -20,7 +20,7 @@ use serde_json::Value;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use time::OffsetDateTime;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
@@ -121,6 +121,23 @@ impl Busy {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, i32>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One request in flight: a process slot and a place in its destination's share. Given
+/// back on drop, which wakes the claim loop.
+struct Slot {
+    permit: Option<OwnedSemaphorePermit>,
+    busy: Busy,
+    destination: String,
+    freed: Arc<Notify>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        drop(self.permit.take());
+        self.busy.finish(&self.destination);
+        self.freed.notify_one();
     }
 }
 
@@ -226,19 +243,22 @@ impl Dispatcher {
         };
         let count = events.len();
         for event in events {
-            let Ok(slot) = slots.clone().acquire_owned().await else {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
                 break;
             };
             busy.start(&event.destination);
-            let (dispatcher, busy, freed, recorder) = (self.clone(), busy.clone(), freed.clone(), recorder.clone());
+            let slot = Slot {
+                permit: Some(permit),
+                busy: busy.clone(),
+                destination: event.destination.clone(),
+                freed: freed.clone(),
+            };
+            let (dispatcher, recorder) = (self.clone(), recorder.clone());
             running.spawn(async move {
-                if let Err(error) = dispatcher.deliver(&event, &recorder).await {
+                if let Err(error) = dispatcher.deliver(&event, &recorder, slot).await {
                     tracing::warn!(webhook_id = %EventId::from_uuid(event.id), %error,
                         "could not record a callback attempt; its lease will lapse and it will be retried");
                 }
-                busy.finish(&event.destination);
-                drop(slot);
-                freed.notify_one();
             });
         }
         (free, count)
@@ -316,10 +336,12 @@ impl Dispatcher {
         .await
     }
 
-    /// Sends one claimed event and records the attempt and the event's new state.
+    /// Sends one claimed event and records the attempt and the event's new state. `slot`
+    /// is given back as soon as the receiver has answered: the lease keeps the event from
+    /// being claimed again while its outcome is written.
     #[tracing::instrument(skip_all, fields(webhook_id = %EventId::from_uuid(event.id), attempt = event.attempts,
         otp_id = event.data("otpId"), app_id = event.data("appId"), request_id = event.data("requestId")))]
-    pub async fn deliver(&self, event: &Claimed, recorder: &Recorder) -> Result<State, NotRecorded> {
+    async fn deliver(&self, event: &Claimed, recorder: &Recorder, slot: Slot) -> Result<State, NotRecorded> {
         let id = EventId::from_uuid(event.id).to_string();
         let body = serde_json::to_vec(&event.payload).unwrap_or_default();
         let started_at = OffsetDateTime::now_utc();
@@ -334,6 +356,7 @@ impl Dispatcher {
                 secrets: &event.secrets,
             })
             .await;
+        drop(slot);
         let latency_ms = webhook::elapsed_ms(clock);
         let (state, next_attempt_at) = self.judge(event.attempts - event.retry_base, &answer);
         let outcome = match state {

@@ -1,21 +1,18 @@
 //! Recording attempts in batches: every finished callback hands its outcome to one writer
-//! task, which lands whatever has gathered in a single statement, so a burst of callbacks
-//! costs one commit instead of one each. Each outcome still lands only under its own fence.
-//! A failed batch is tried again a few times; if it still fails, its events' leases lapse
-//! and they are sent again (same `webhook-id`).
+//! ([`crate::batch`]), which lands whatever has gathered in a single statement, so a burst
+//! of callbacks costs one commit instead of one each. Each outcome still lands only under
+//! its own fence. A failed batch is tried again a few times; if it still fails, its events'
+//! leases lapse and they are sent again (same `webhook-id`).
 
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use sqlx::PgPool;
 use time::OffsetDateTime;
-use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::State;
-
-/// Outcomes written per statement at most.
-const BATCH: usize = 512;
+use crate::batch::{Batch, Batcher};
 
 /// One attempt's outcome, waiting to be written.
 #[derive(Debug)]
@@ -36,50 +33,46 @@ pub struct Outcome {
 #[error("the attempt could not be recorded")]
 pub struct NotRecorded;
 
-type Pending = (Outcome, oneshot::Sender<bool>);
-
 /// The handle deliveries give their outcomes to.
 #[derive(Debug, Clone)]
 pub struct Recorder {
-    queue: mpsc::Sender<Pending>,
+    batch: Batcher<Outcomes>,
 }
 
 impl Recorder {
     /// Starts the writer; it ends once every handle is dropped and the queue is drained.
     pub fn spawn(pool: PgPool) -> (Self, tokio::task::JoinHandle<()>) {
-        let (queue, incoming) = mpsc::channel(BATCH * 4);
-        (Self { queue }, tokio::spawn(write_batches(pool, incoming)))
+        let (batch, writer) = Batcher::spawn(Outcomes { pool });
+        (Self { batch }, writer)
     }
 
     /// Writes `outcome`; `true` when it landed, `false` when the fence no longer matched
     /// (the lease lapsed and another dispatcher owns the event).
     pub async fn record(&self, outcome: Outcome) -> Result<bool, NotRecorded> {
-        let (landed, answer) = oneshot::channel();
-        self.queue.send((outcome, landed)).await.map_err(|_| NotRecorded)?;
-        answer.await.map_err(|_| NotRecorded)
+        self.batch.submit(outcome).await.map_err(|_| NotRecorded)
     }
 }
 
-async fn write_batches(pool: PgPool, mut incoming: mpsc::Receiver<Pending>) {
-    let mut batch = Vec::with_capacity(BATCH);
-    while incoming.recv_many(&mut batch, BATCH).await > 0 {
-        match write(&pool, &batch).await {
-            Ok(landed) => {
-                for (outcome, answer) in batch.drain(..) {
-                    let _ = answer.send(landed.contains(&outcome.id));
-                }
-            }
-            Err(error) => {
-                tracing::error!(%error, count = batch.len(), "could not record callback attempts; their leases will lapse and they will be retried");
-                batch.clear();
-            }
-        }
+/// The batch behind [`Recorder`]: answers whether each outcome landed.
+struct Outcomes {
+    pool: PgPool,
+}
+
+impl Batch for Outcomes {
+    type Item = Outcome;
+    type Output = bool;
+
+    async fn run(&self, outcomes: &[Outcome]) -> Result<Vec<bool>, sqlx::Error> {
+        let landed = write(&self.pool, outcomes).await.inspect_err(|error| {
+            tracing::error!(%error, count = outcomes.len(), "could not record callback attempts; their leases will lapse and they will be retried");
+        })?;
+        Ok(outcomes.iter().map(|o| landed.contains(&o.id)).collect())
     }
 }
 
 /// Writes a batch, trying again after a failure (a deadlock, a connection lost) before
 /// giving up on it; then stops the URLs that answered 410.
-async fn write(pool: &PgPool, batch: &[Pending]) -> Result<Vec<Uuid>, sqlx::Error> {
+async fn write(pool: &PgPool, batch: &[Outcome]) -> Result<Vec<Uuid>, sqlx::Error> {
     let landed = (|| write_once(pool, batch))
         .retry(
             ExponentialBuilder::default()
@@ -90,8 +83,8 @@ async fn write(pool: &PgPool, batch: &[Pending]) -> Result<Vec<Uuid>, sqlx::Erro
         .await?;
     let gone: Vec<Uuid> = batch
         .iter()
-        .filter(|(o, _)| o.state == State::Gone && landed.contains(&o.id))
-        .map(|(o, _)| o.id)
+        .filter(|o| o.state == State::Gone && landed.contains(&o.id))
+        .map(|o| o.id)
         .collect();
     // The outcomes have landed; failing to stop the URL must not undo that (each other
     // event to it will meet its own 410).
@@ -124,15 +117,15 @@ async fn stop_gone_urls(pool: &PgPool, gone: &[Uuid]) -> Result<(), sqlx::Error>
 
 /// One statement: every attempt row and each fenced state change. Returns the ids whose
 /// state change landed.
-async fn write_once(pool: &PgPool, batch: &[Pending]) -> Result<Vec<Uuid>, sqlx::Error> {
-    let ids: Vec<Uuid> = batch.iter().map(|(o, _)| o.id).collect();
-    let attempts: Vec<i32> = batch.iter().map(|(o, _)| o.attempt).collect();
-    let states: Vec<String> = batch.iter().map(|(o, _)| o.state.as_str().to_string()).collect();
-    let next: Vec<Option<OffsetDateTime>> = batch.iter().map(|(o, _)| o.next_attempt_at).collect();
-    let statuses: Vec<Option<i32>> = batch.iter().map(|(o, _)| o.status).collect();
-    let errors: Vec<Option<String>> = batch.iter().map(|(o, _)| o.error.clone()).collect();
-    let started: Vec<OffsetDateTime> = batch.iter().map(|(o, _)| o.started_at).collect();
-    let latencies: Vec<i32> = batch.iter().map(|(o, _)| o.latency_ms).collect();
+async fn write_once(pool: &PgPool, batch: &[Outcome]) -> Result<Vec<Uuid>, sqlx::Error> {
+    let ids: Vec<Uuid> = batch.iter().map(|o| o.id).collect();
+    let attempts: Vec<i32> = batch.iter().map(|o| o.attempt).collect();
+    let states: Vec<String> = batch.iter().map(|o| o.state.as_str().to_string()).collect();
+    let next: Vec<Option<OffsetDateTime>> = batch.iter().map(|o| o.next_attempt_at).collect();
+    let statuses: Vec<Option<i32>> = batch.iter().map(|o| o.status).collect();
+    let errors: Vec<Option<String>> = batch.iter().map(|o| o.error.clone()).collect();
+    let started: Vec<OffsetDateTime> = batch.iter().map(|o| o.started_at).collect();
+    let latencies: Vec<i32> = batch.iter().map(|o| o.latency_ms).collect();
     sqlx::query_scalar!(
         r#"with input as materialized (
                select t.*, 'pending' as from_state
