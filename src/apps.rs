@@ -203,7 +203,8 @@ impl AppRow {
                 .map(Sender::parse)
                 .transpose()
                 .map_err(|e| corrupt(e.into()))?,
-            templates: template_set(&templates).map_err(|(key, reason)| corrupt(format!("template {key}: {reason}")))?,
+            templates: template_set(&templates)
+                .map_err(|(key, reason)| corrupt(format!("template {key}: {reason}")))?,
             default_locale: Locale::parse(&self.default_locale).map_err(|e| corrupt(e.into()))?,
             default_ttl: self
                 .default_ttl_seconds

@@ -274,7 +274,11 @@ pub fn build_api(config: Arc<Config>, shared: &Resources) -> api::AppState {
 /// Builds the dispatcher.
 pub fn build_dispatcher(config: &Config, shared: &Resources) -> anyhow::Result<Dispatcher> {
     let sender = webhook::Sender::new(&config.callbacks).context("building the callback HTTP client")?;
-    Ok(Dispatcher::new(shared.batch_pool.clone(), sender, config.callbacks.clone()))
+    Ok(Dispatcher::new(
+        shared.batch_pool.clone(),
+        sender,
+        config.callbacks.clone(),
+    ))
 }
 
 /// A role a process can run.

@@ -13,32 +13,44 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// A lazily connecting pool: a process starts while the database is down and recovers
 /// when it comes back, instead of failing at start.
 pub fn pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
-    lazy_pool(config, config.max_connections, |options| {
-        options.application_name("otp-courier")
-    })
+    lazy_pool(
+        config,
+        PgPoolOptions::new().max_connections(config.max_connections),
+        |options| options.application_name("otp-courier"),
+    )
 }
 
 /// A pool whose commits do not wait for the WAL flush (`synchronous_commit = off`), for
 /// data a crash may lose without harm. Never for OTP state. Its statements are single short
 /// upserts, so a quarter of `database.max_connections` serves it.
 pub fn relaxed_pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
-    lazy_pool(config, (config.max_connections / 4).max(1), |options| {
+    let pool = PgPoolOptions::new().max_connections((config.max_connections / 4).max(1));
+    lazy_pool(config, pool, |options| {
         options
             .application_name("otp-courier counters")
             .options([("synchronous_commit", "off")])
     })
 }
 
-/// A pool for the statements whose best plan depends on how many rows are in play right
-/// now: the batch writes keyed by id and the dispatcher's claims. It sets
-/// `plan_cache_mode = force_custom_plan`, so PostgreSQL plans each execution for the table
-/// as it stands. A cached generic plan, made while a table was small or its statistics
-/// old, reached the rows of a batch through a partial index of every pending event (or
-/// every OTP being sent), so each batch cost as much as the whole backlog; planning afresh
-/// costs a fraction of a millisecond per batch instead. Half of `database.max_connections`
-/// serves it: each writer holds one connection at a time.
+/// The pool of the batch writers (`crate::batch`) and the dispatcher's claims: statements
+/// whose best plan depends on how many rows are in play right now.
+///
+/// - `plan_cache_mode = force_custom_plan` makes PostgreSQL plan each execution for the
+///   table as it stands. A cached generic plan, made while a table was small or its
+///   statistics old, reached the rows of a batch through a partial index of every pending
+///   event (or every OTP being sent), so each batch cost as much as the whole backlog;
+///   planning afresh costs a fraction of a millisecond per batch instead.
+/// - No ping before each use: a writer takes a connection per batch, and the round trip
+///   cost more than a statement. A connection found dead fails its batch, which the
+///   callers retry (a job goes back to the queue, an outcome is recorded again).
+///
+/// Each writer holds one connection at a time: half of `database.max_connections`, at
+/// least 6, serves them.
 pub fn batch_pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
-    lazy_pool(config, (config.max_connections / 2).max(2), |options| {
+    let pool = PgPoolOptions::new()
+        .max_connections((config.max_connections / 2).max(6))
+        .test_before_acquire(false);
+    lazy_pool(config, pool, |options| {
         options
             .application_name("otp-courier batches")
             .options([("plan_cache_mode", "force_custom_plan")])
@@ -47,12 +59,11 @@ pub fn batch_pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
 
 fn lazy_pool(
     config: &DatabaseConfig,
-    size: u32,
+    pool: PgPoolOptions,
     adjust: impl FnOnce(PgConnectOptions) -> PgConnectOptions,
 ) -> Result<PgPool, sqlx::Error> {
     let options: PgConnectOptions = config.url.expose().parse()?;
-    Ok(PgPoolOptions::new()
-        .max_connections(size)
+    Ok(pool
         .acquire_timeout(Duration::from_secs(5))
         .connect_lazy_with(adjust(options)))
 }

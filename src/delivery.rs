@@ -105,6 +105,7 @@ pub struct Deliverer {
 
 struct Inner {
     pool: PgPool,
+    batch_pool: PgPool,
     /// Records the rounds that ended `sent`, many per transaction.
     sent: Batcher<SentRounds>,
     providers: Arc<Providers>,
@@ -114,7 +115,7 @@ struct Inner {
 }
 
 impl Deliverer {
-    /// `batch_pool` records the rounds that ended `sent` (see `db::batch_pool`).
+    /// `batch_pool` serves the batch writers (see `db::batch_pool`).
     pub fn new(
         pool: PgPool,
         batch_pool: PgPool,
@@ -123,10 +124,13 @@ impl Deliverer {
         config: DeliveryConfig,
         lease: Duration,
     ) -> Self {
-        let (sent, _) = Batcher::spawn(SentRounds { pool: batch_pool });
+        let (sent, _) = Batcher::spawn(SentRounds {
+            pool: batch_pool.clone(),
+        });
         Self {
             inner: Arc::new(Inner {
                 pool,
+                batch_pool,
                 sent,
                 providers,
                 pin_keys,
@@ -138,6 +142,11 @@ impl Deliverer {
 
     pub fn pool(&self) -> &PgPool {
         &self.inner.pool
+    }
+
+    /// The pool of batch writers (`db::batch_pool`).
+    pub fn batch_pool(&self) -> &PgPool {
+        &self.inner.batch_pool
     }
 
     pub fn providers(&self) -> &Providers {

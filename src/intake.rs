@@ -162,7 +162,10 @@ fn choose_template(job: &SendJob, app: &App) -> Option<(Locale, Template)> {
 }
 
 /// Counts a job against the send limits; `Some(limit name)` when one is exceeded.
-pub async fn over_limit(counters: &crate::ratelimit::Counters, otp: &NewOtp) -> Result<Option<&'static str>, BatchError> {
+pub async fn over_limit(
+    counters: &crate::ratelimit::Counters,
+    otp: &NewOtp,
+) -> Result<Option<&'static str>, BatchError> {
     let verdict = counters.hit_send(send_key(&otp.job)).await?;
     let over = verdict.err().map(|(name, _)| name);
     if let Some(name) = over {
@@ -213,9 +216,10 @@ pub struct Inserter {
 }
 
 impl Inserter {
-    pub fn spawn(pool: PgPool, pin_key_id: &str, lease: Duration) -> Self {
+    /// `batch_pool` serves the batch writer (see `db::batch_pool`); `pool` the rest.
+    pub fn spawn(pool: PgPool, batch_pool: PgPool, pin_key_id: &str, lease: Duration) -> Self {
         let inserts = Inserts {
-            pool: pool.clone(),
+            pool: batch_pool,
             pin_key_id: pin_key_id.to_string(),
             lease,
         };

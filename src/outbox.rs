@@ -77,7 +77,11 @@ pub async fn record(conn: &mut PgConnection, event: EventType, otp: &OtpSnapshot
 }
 
 /// Writes one event per OTP inside the caller's transaction, in one statement.
-pub async fn record_many(conn: &mut PgConnection, event: EventType, otps: &[OtpSnapshot]) -> sqlx::Result<Vec<EventId>> {
+pub async fn record_many(
+    conn: &mut PgConnection,
+    event: EventType,
+    otps: &[OtpSnapshot],
+) -> sqlx::Result<Vec<EventId>> {
     let ids: Vec<EventId> = otps.iter().map(|_| EventId::new()).collect();
     let now = OffsetDateTime::now_utc();
     let timestamp = now.format(&Rfc3339).unwrap_or_default();

@@ -104,9 +104,17 @@ impl SendKey {
     fn limits(&self, limits: &LimitsConfig) -> [(&'static str, String, Limit); 3] {
         let (app, region) = (&self.app, self.region.as_deref().unwrap_or("unknown"));
         [
-            ("send_per_phone", format!("send:phone:{app}:{}", self.phone), limits.send_per_phone),
+            (
+                "send_per_phone",
+                format!("send:phone:{app}:{}", self.phone),
+                limits.send_per_phone,
+            ),
             ("send_per_app", send_app_key(app), limits.send_per_app),
-            ("send_per_country", format!("send:country:{app}:{region}"), limits.send_per_country),
+            (
+                "send_per_country",
+                format!("send:country:{app}:{region}"),
+                limits.send_per_country,
+            ),
         ]
     }
 }

@@ -13,10 +13,10 @@ use super::error::{rate_limit_headers, ApiError, Problem};
 use super::{AppState, JsonBody, RawJson};
 use crate::domain::{OtpId, RawJob, SendJob};
 use crate::intake::{self, Source};
-use crate::ratelimit::SendKey;
 use crate::keys::Caller;
 use crate::lifecycle::{self, Cancel, Resend};
 use crate::ratelimit;
+use crate::ratelimit::SendKey;
 use crate::verify::{self, Verification};
 
 /// AMQP header with the OTP id the API answered with, on the jobs it publishes.

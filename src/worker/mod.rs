@@ -23,9 +23,9 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::amqp;
+use crate::api::OTP_ID_HEADER;
 use crate::apps;
 use crate::batch::Batcher;
-use crate::api::OTP_ID_HEADER;
 use crate::config::Config;
 use crate::delivery::Deliverer;
 use crate::domain::{RawJob, SendJob};
@@ -90,11 +90,12 @@ impl Worker {
     pub fn new(config: Arc<Config>, deliverer: Deliverer, counters: Counters) -> Self {
         let inserter = Inserter::spawn(
             deliverer.pool().clone(),
+            deliverer.batch_pool().clone(),
             deliverer.pin_keys().active_id(),
             deliverer.lease(),
         );
         let loads = apps::Loads {
-            pool: deliverer.pool().clone(),
+            pool: deliverer.batch_pool().clone(),
         };
         let apps = Batcher::spawn(loads).0;
         Self {
