@@ -120,3 +120,160 @@ impl From<sqlx::Error> for BatchError {
         BatchError::Database(Arc::new(error))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use tokio::sync::Semaphore;
+
+    use super::*;
+
+    /// A refusal with the SQLSTATE PostgreSQL gives a value it cannot store.
+    #[derive(Debug, thiserror::Error)]
+    #[error("unsupported Unicode escape sequence")]
+    struct Unstorable;
+
+    impl sqlx::error::DatabaseError for Unstorable {
+        fn message(&self) -> &str {
+            "unsupported Unicode escape sequence"
+        }
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some("22P05".into())
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    /// Doubles numbers; refuses a batch holding a negative one for its data, or any batch
+    /// while `down`. Each batch waits for a permit from `gate`, so a test decides when
+    /// batches run, and records its size.
+    struct Doubler {
+        gate: Arc<Semaphore>,
+        entered: Arc<AtomicUsize>,
+        sizes: Arc<Mutex<Vec<usize>>>,
+        down: bool,
+    }
+
+    impl Batch for Doubler {
+        type Item = i64;
+        type Output = i64;
+
+        async fn run(&self, items: &[i64]) -> Result<Vec<i64>, sqlx::Error> {
+            self.entered.fetch_add(1, Ordering::SeqCst);
+            self.gate.acquire().await.expect("gate").forget();
+            self.sizes.lock().expect("sizes").push(items.len());
+            if self.down {
+                return Err(sqlx::Error::PoolTimedOut);
+            }
+            if items.iter().any(|n| *n < 0) {
+                return Err(sqlx::Error::Database(Box::new(Unstorable)));
+            }
+            Ok(items.iter().map(|n| n * 2).collect())
+        }
+    }
+
+    struct Fixture {
+        batcher: Batcher<Doubler>,
+        gate: Arc<Semaphore>,
+        entered: Arc<AtomicUsize>,
+        sizes: Arc<Mutex<Vec<usize>>>,
+    }
+
+    fn fixture(down: bool) -> Fixture {
+        let (gate, sizes) = (Arc::new(Semaphore::new(0)), Arc::new(Mutex::new(Vec::new())));
+        let entered = Arc::new(AtomicUsize::new(0));
+        let doubler = Doubler {
+            gate: gate.clone(),
+            entered: entered.clone(),
+            sizes: sizes.clone(),
+            down,
+        };
+        let (batcher, _) = Batcher::spawn(doubler);
+        Fixture {
+            batcher,
+            gate,
+            entered,
+            sizes,
+        }
+    }
+
+    /// Submits 0 and, while its batch is held at the gate, `items`; then lets every batch
+    /// through. Answers the 0 and `items`, in submission order.
+    async fn submit_while_busy(fixture: &Fixture, items: &[i64]) -> Vec<Result<i64, BatchError>> {
+        let started = fixture.entered.load(Ordering::SeqCst);
+        let first = tokio::spawn({
+            let batcher = fixture.batcher.clone();
+            async move { batcher.submit(0).await }
+        });
+        wait_for(|| fixture.entered.load(Ordering::SeqCst) == started + 1).await;
+        let mut tasks = vec![first];
+        for item in items {
+            let (batcher, item) = (fixture.batcher.clone(), *item);
+            tasks.push(tokio::spawn(async move { batcher.submit(item).await }));
+        }
+        wait_for(|| fixture.batcher.queue.capacity() == MAX_BATCH * 4 - items.len()).await;
+        fixture.gate.add_permits(items.len() + 2);
+        let mut answers = Vec::new();
+        for task in tasks {
+            answers.push(task.await.expect("task"));
+        }
+        answers
+    }
+
+    async fn wait_for(condition: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !condition() {
+            assert!(tokio::time::Instant::now() < deadline, "condition not met within 5 s");
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_that_arrive_while_a_batch_runs_are_written_together_and_answered_in_order() {
+        let fixture = fixture(false);
+        let answers = submit_while_busy(&fixture, &[1, 2, 3, 4, 5]).await;
+        let answers: Vec<i64> = answers.into_iter().map(|a| a.expect("answered")).collect();
+        assert_eq!(answers, [0, 2, 4, 6, 8, 10]);
+        assert_eq!(*fixture.sizes.lock().expect("sizes"), [1, 5]);
+    }
+
+    #[tokio::test]
+    async fn a_row_the_database_refuses_fails_only_its_own_request() {
+        let fixture = fixture(false);
+        let answers = submit_while_busy(&fixture, &[1, -1, 3]).await;
+        assert_eq!(answers[1].as_ref().expect("first of the batch"), &2);
+        assert!(
+            answers[2].as_ref().is_err_and(BatchError::is_permanent),
+            "{:?}",
+            answers[2]
+        );
+        assert_eq!(answers[3].as_ref().expect("third of the batch"), &6);
+        // The batch of three, then each of its rows alone.
+        assert_eq!(*fixture.sizes.lock().expect("sizes"), [1, 3, 1, 1, 1]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_answers_every_request_with_its_error_and_may_be_retried() {
+        let fixture = fixture(true);
+        fixture.gate.add_permits(1);
+        let alone = fixture.batcher.submit(1).await;
+        assert!(alone.is_err_and(|e| !e.is_permanent()));
+        let answers = submit_while_busy(&fixture, &[1, 2]).await;
+        assert!(answers.iter().all(|a| a.as_ref().is_err_and(|e| !e.is_permanent())));
+        assert_eq!(*fixture.sizes.lock().expect("sizes"), [1, 1, 2], "no row-by-row rerun");
+    }
+}

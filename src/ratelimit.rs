@@ -80,7 +80,7 @@ impl Counters {
     pub async fn peek_send(&self, limits: &LimitsConfig, send: &SendKey) -> Result<Verdict, sqlx::Error> {
         let conn = &mut *self.pool.acquire().await?;
         let mut decisions = Vec::new();
-        for (name, key, limit) in send.limits(limits) {
+        for ((name, limit), key) in send_limits(limits).into_iter().zip(send.keys()) {
             let decision = peek(conn, &key, limit).await?;
             decisions.push((name, decision));
             if !decision.allowed {
@@ -100,23 +100,24 @@ pub struct SendKey {
 }
 
 impl SendKey {
-    /// (name, counter key, limit) of each send limit, in the order they are counted.
-    fn limits(&self, limits: &LimitsConfig) -> [(&'static str, String, Limit); 3] {
+    /// The counter key of each send limit, in the order of [`send_limits`].
+    fn keys(&self) -> [String; 3] {
         let (app, region) = (&self.app, self.region.as_deref().unwrap_or("unknown"));
         [
-            (
-                "send_per_phone",
-                format!("send:phone:{app}:{}", self.phone),
-                limits.send_per_phone,
-            ),
-            ("send_per_app", send_app_key(app), limits.send_per_app),
-            (
-                "send_per_country",
-                format!("send:country:{app}:{region}"),
-                limits.send_per_country,
-            ),
+            format!("send:phone:{app}:{}", self.phone),
+            send_app_key(app),
+            format!("send:country:{app}:{region}"),
         ]
     }
+}
+
+/// (name, limit) of each send limit, in the order they are counted.
+fn send_limits(limits: &LimitsConfig) -> [(&'static str, Limit); 3] {
+    [
+        ("send_per_phone", limits.send_per_phone),
+        ("send_per_app", limits.send_per_app),
+        ("send_per_country", limits.send_per_country),
+    ]
 }
 
 /// `Ok(tightest)` when every send limit allows the send (the tightest: fewest hits left);
@@ -144,9 +145,9 @@ impl Batch for SendHits {
 
     async fn run(&self, sends: &[SendKey]) -> Result<Vec<Verdict>, sqlx::Error> {
         let conn = &mut *self.pool.acquire().await?;
-        let all_limits: Vec<_> = sends.iter().map(|s| s.limits(&self.limits)).collect();
+        let keys: Vec<[String; 3]> = sends.iter().map(SendKey::keys).collect();
         let mut decisions: Vec<Vec<(&'static str, Decision)>> = vec![Vec::new(); sends.len()];
-        for stage in 0..3 {
+        for (stage, (name, limit)) in send_limits(&self.limits).into_iter().enumerate() {
             // Only the sends every earlier limit allowed are counted against this one.
             let open: Vec<usize> = (0..sends.len())
                 .filter(|&i| decisions[i].last().is_none_or(|(_, d)| d.allowed))
@@ -154,10 +155,9 @@ impl Batch for SendHits {
             if open.is_empty() {
                 break;
             }
-            let limit = all_limits[open[0]][stage].2;
-            let keys: Vec<&str> = open.iter().map(|&i| all_limits[i][stage].1.as_str()).collect();
-            for (&i, decision) in open.iter().zip(hit_many(conn, &keys, limit).await?) {
-                decisions[i].push((all_limits[i][stage].0, decision));
+            let stage_keys: Vec<&str> = open.iter().map(|&i| keys[i][stage].as_str()).collect();
+            for (&i, decision) in open.iter().zip(hit_many(conn, &stage_keys, limit).await?) {
+                decisions[i].push((name, decision));
             }
         }
         Ok(decisions.iter().map(|d| verdict(d)).collect())

@@ -7,6 +7,7 @@ mod callbacks;
 mod crash;
 mod dead_letters;
 mod harness;
+mod limits;
 mod logs;
 mod metrics;
 mod ops;

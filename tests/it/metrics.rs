@@ -59,14 +59,25 @@ async fn metrics_count_what_a_run_did(pool: PgPool) {
         .expect("verify");
     assert_eq!(wrong.status(), 422);
 
-    let page = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
+    let scrape = || async {
+        let response = http.get(format!("{base}/metrics")).send().await.expect("scrape");
+        response.text().await.expect("text")
+    };
+    let sent = [("provider", "fake"), ("channel", "sms"), ("outcome", "sent")];
+    // A round is counted once its outcome is recorded, which the provider's request
+    // precedes; the duplicate, once its insert finds the first.
+    let duplicate = [("outcome", "duplicate"), ("reason", "")];
+    wait_until(
+        "the sends and the duplicate are counted",
+        Duration::from_secs(10),
+        || async {
+            let page = scrape().await;
+            sample(&page, "otp_courier_deliveries_total", &sent) == Some(3.0)
+                && sample(&page, "otp_courier_jobs_total", &duplicate).is_some()
+        },
+    )
+    .await;
+    let page = scrape().await;
     let jobs_total = |outcome, reason| {
         sample(
             &page,
@@ -77,7 +88,6 @@ async fn metrics_count_what_a_run_did(pool: PgPool) {
     assert_eq!(jobs_total("accepted", ""), Some(3.0), "{page}");
     assert_eq!(jobs_total("duplicate", ""), Some(1.0), "{page}");
     assert_eq!(jobs_total("rejected", "malformed_json"), Some(2.0), "{page}");
-    let sent = [("provider", "fake"), ("channel", "sms"), ("outcome", "sent")];
     assert_eq!(
         sample(&page, "otp_courier_deliveries_total", &sent),
         Some(3.0),

@@ -1,0 +1,70 @@
+//! Send limits counted in batches give the verdicts one-by-one counting would.
+
+use std::collections::BTreeMap;
+
+use otp_courier::config::{DatabaseConfig, Limit, LimitsConfig, Secret};
+use otp_courier::ratelimit::{Counters, SendKey};
+use sqlx::PgPool;
+
+use crate::harness::database_url;
+
+#[sqlx::test]
+async fn concurrent_sends_are_counted_as_one_by_one_and_a_send_refused_for_its_number_spares_the_app(pool: PgPool) {
+    let limit = |max| Limit {
+        max,
+        window_seconds: 600,
+    };
+    let limits = LimitsConfig {
+        send_per_phone: limit(2),
+        send_per_app: limit(3),
+        send_per_country: limit(100),
+        verify_per_app: limit(100),
+    };
+    let database = DatabaseConfig {
+        url: Secret::new(database_url(&pool)),
+        max_connections: 4,
+    };
+    let counters = Counters::new(&database, &limits).expect("counters");
+    let send = |phone: &str| SendKey {
+        app: "shop".into(),
+        phone: phone.into(),
+        region: Some("US".into()),
+    };
+    // Four sends to each of two numbers, all in flight together, so they share batches.
+    let sends = ["+14155550101", "+14155550102"]
+        .iter()
+        .flat_map(|phone| std::iter::repeat_n(send(phone), 4))
+        .map(|key| {
+            let counters = counters.clone();
+            tokio::spawn(async move { counters.hit_send(key).await })
+        })
+        .collect::<Vec<_>>();
+    let mut verdicts: BTreeMap<&str, usize> = BTreeMap::new();
+    for send in sends {
+        let verdict = send.await.expect("task").expect("counted");
+        *verdicts
+            .entry(verdict.err().map_or("allowed", |(name, _)| name))
+            .or_default() += 1;
+    }
+    // Two per number pass the number's limit; of those four, the app's limit passes three.
+    assert_eq!(
+        verdicts,
+        BTreeMap::from([("allowed", 3), ("send_per_app", 1), ("send_per_phone", 4)])
+    );
+    let counted: BTreeMap<String, i32> = sqlx::query_as("select key, hits from rate_limit_windows")
+        .fetch_all(&pool)
+        .await
+        .expect("counters")
+        .into_iter()
+        .collect();
+    assert_eq!(
+        counted,
+        BTreeMap::from([
+            ("send:app:shop".to_string(), 4),
+            ("send:country:shop:US".to_string(), 3),
+            ("send:phone:shop:+14155550101".to_string(), 4),
+            ("send:phone:shop:+14155550102".to_string(), 4),
+        ]),
+        "a send refused for its number is not counted against the app, nor one refused for the app against the country"
+    );
+}
