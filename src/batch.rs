@@ -9,13 +9,14 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 /// One kind of write that can be done for many requests at once.
 pub trait Batch: Send + Sync + 'static {
-    type Item: Send + 'static;
+    type Item: Send + Sync + 'static;
     type Output: Send + 'static;
 
     /// Runs `items` as one batch; the outputs answer the items, in order, one each.
@@ -62,9 +63,15 @@ impl<B: Batch> std::fmt::Debug for Batcher<B> {
     }
 }
 
-/// Requests written per batch at most: a broker prefetch's worth of jobs and more, while
-/// one statement's arrays stay small.
+/// Requests written per batch at most: a broker prefetch's worth of jobs, while one
+/// statement's arrays stay small.
 pub const MAX_BATCH: usize = 512;
+
+/// How long a batch may take before its requests are answered with a timeout. A batch
+/// normally takes milliseconds; a connection that died without a reset would otherwise
+/// hold every request of the process behind it until TCP gives up, well past the delivery
+/// lease, after which another process would send the same messages again.
+const RUN_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl<B: Batch> Batcher<B> {
     /// Starts the writer, which takes at most [`MAX_BATCH`] requests per batch.
@@ -85,7 +92,7 @@ async fn write<B: Batch>(batch: B, mut incoming: mpsc::Receiver<(B::Item, Answer
     let mut gathered = Vec::with_capacity(max);
     while incoming.recv_many(&mut gathered, max).await > 0 {
         let (items, answers): (Vec<_>, Vec<_>) = gathered.drain(..).unzip();
-        match batch.run(&items).await {
+        match run(&batch, &items).await {
             Ok(outputs) => {
                 for (answer, output) in answers.into_iter().zip(outputs) {
                     let _ = answer.send(Ok(output));
@@ -108,11 +115,21 @@ async fn write<B: Batch>(batch: B, mut incoming: mpsc::Receiver<(B::Item, Answer
 }
 
 async fn run_alone<B: Batch>(batch: &B, item: B::Item) -> Result<B::Output, BatchError> {
-    let outputs = batch
-        .run(std::slice::from_ref(&item))
-        .await
-        .map_err(|error| BatchError::Database(Arc::new(error)))?;
+    let outputs = run(batch, std::slice::from_ref(&item)).await?;
     outputs.into_iter().next().ok_or(BatchError::Stopped)
+}
+
+/// Runs one batch within [`RUN_TIMEOUT`]; a batch cut off fails like a lost connection.
+async fn run<B: Batch>(batch: &B, items: &[B::Item]) -> Result<Vec<B::Output>, sqlx::Error> {
+    tokio::time::timeout(RUN_TIMEOUT, batch.run(items))
+        .await
+        .unwrap_or_else(|_| {
+            let message = format!("a batch took longer than {RUN_TIMEOUT:?}");
+            Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                message,
+            )))
+        })
 }
 
 impl From<sqlx::Error> for BatchError {
@@ -126,7 +143,6 @@ mod tests {
     use std::borrow::Cow;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
-    use std::time::Duration;
 
     use tokio::sync::Semaphore;
 

@@ -217,8 +217,8 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What the roles of one process share, built once: `database.max_connections` bounds the
-/// whole process, not each role.
+/// What the roles of one process share, built once: the pools are sized per process (see
+/// `db`), not per role.
 #[derive(Clone)]
 pub struct Resources {
     pool: sqlx::PgPool,

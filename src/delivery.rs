@@ -6,7 +6,7 @@
 //! recording, the outcome is held and recorded once it is back (within the lease), so a
 //! database restart does not make the provider send the message twice.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -439,7 +439,17 @@ impl Batch for SentRounds {
         let snapshots: Vec<_> = rows.into_iter().map(|row| row.into_snapshot(None)).collect();
         outbox::record_many(&mut tx, EventType::Sent, &snapshots).await?;
         tx.commit().await?;
-        Ok(rounds.iter().map(|r| landed.contains(&r.claim.id)).collect())
+        // Two rounds of one OTP can meet in a batch when a lease lapsed under a round that
+        // was still running here; only the newer claim can have matched the fence.
+        let mut newest: HashMap<Uuid, i32> = HashMap::new();
+        for round in rounds {
+            let claim = newest.entry(round.claim.id).or_insert(round.claim.claim);
+            *claim = (*claim).max(round.claim.claim);
+        }
+        Ok(rounds
+            .iter()
+            .map(|r| landed.contains(&r.claim.id) && newest.get(&r.claim.id) == Some(&r.claim.claim))
+            .collect())
     }
 }
 

@@ -133,6 +133,9 @@ fn verdict(decisions: &[(&'static str, Decision)]) -> Verdict {
 
 /// Counts a batch of sends: one statement per limit, over the sends the limits before it
 /// allowed, so the batch counts exactly what one-by-one counting in arrival order would.
+/// Each statement takes its counters' locks in key order, and every batch takes the phone
+/// counters before the app's and the app's before the country's, so batches of several
+/// processes cannot deadlock.
 #[derive(Debug)]
 struct SendHits {
     pool: PgPool,
@@ -144,7 +147,10 @@ impl Batch for SendHits {
     type Output = Verdict;
 
     async fn run(&self, sends: &[SendKey]) -> Result<Vec<Verdict>, sqlx::Error> {
-        let conn = &mut *self.pool.acquire().await?;
+        // One transaction: a batch that fails at a later limit leaves no count behind, so
+        // a retry (or the row-by-row rerun) does not count the earlier limits twice.
+        let mut tx = self.pool.begin().await?;
+        let conn = &mut *tx;
         let keys: Vec<[String; 3]> = sends.iter().map(SendKey::keys).collect();
         let mut decisions: Vec<Vec<(&'static str, Decision)>> = vec![Vec::new(); sends.len()];
         for (stage, (name, limit)) in send_limits(&self.limits).into_iter().enumerate() {
@@ -160,6 +166,7 @@ impl Batch for SendHits {
                 decisions[i].push((name, decision));
             }
         }
+        tx.commit().await?;
         Ok(decisions.iter().map(|d| verdict(d)).collect())
     }
 }

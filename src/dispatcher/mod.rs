@@ -20,7 +20,7 @@ use serde_json::Value;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use time::OffsetDateTime;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
@@ -124,18 +124,16 @@ impl Busy {
     }
 }
 
-/// One request in flight: a process slot and a place in its destination's share. Given
-/// back on drop, which wakes the claim loop.
-struct Slot {
-    permit: Option<OwnedSemaphorePermit>,
+/// A place in a destination's share of the requests in flight. Given back on drop, which
+/// wakes the claim loop.
+struct Share {
     busy: Busy,
     destination: String,
     freed: Arc<Notify>,
 }
 
-impl Drop for Slot {
+impl Drop for Share {
     fn drop(&mut self) {
-        drop(self.permit.take());
         self.busy.finish(&self.destination);
         self.freed.notify_one();
     }
@@ -247,18 +245,20 @@ impl Dispatcher {
                 break;
             };
             busy.start(&event.destination);
-            let slot = Slot {
-                permit: Some(permit),
+            let share = Share {
                 busy: busy.clone(),
                 destination: event.destination.clone(),
                 freed: freed.clone(),
             };
-            let (dispatcher, recorder) = (self.clone(), recorder.clone());
+            let (dispatcher, recorder, freed) = (self.clone(), recorder.clone(), freed.clone());
             running.spawn(async move {
-                if let Err(error) = dispatcher.deliver(&event, &recorder, slot).await {
+                if let Err(error) = dispatcher.deliver(&event, &recorder, share).await {
                     tracing::warn!(webhook_id = %EventId::from_uuid(event.id), %error,
                         "could not record a callback attempt; its lease will lapse and it will be retried");
                 }
+                // The process slot covers the recording too, so a slow writer holds claims back.
+                drop(permit);
+                freed.notify_one();
             });
         }
         (free, count)
@@ -305,13 +305,15 @@ impl Dispatcher {
                ),
                picked as (
                    -- Locking re-reads a row another dispatcher changed since this statement's
-                   -- snapshot and re-checks these conditions on it: a claim bumps `attempts`, a
-                   -- recorded outcome changes `state`, so an event claimed meanwhile is passed
-                   -- over. Both compare with the candidate's columns rather than literals, so
-                   -- no plan can reach these few rows through a partial index of the whole
-                   -- pending backlog.
+                   -- snapshot and re-checks these conditions on it: a claim bumps `attempts` and
+                   -- moves `next_attempt_at` to its lease's end, a recorded outcome changes
+                   -- `state` or schedules the next attempt, so an event claimed or rescheduled
+                   -- meanwhile is passed over. They compare with the candidate's columns rather
+                   -- than literals, so no plan can reach these few rows through a partial index
+                   -- of the whole pending backlog.
                    select o.id from outbox o
                    join candidates c on c.id = o.id and o.attempts = c.attempts and o.state = c.state
+                                        and o.next_attempt_at = c.next_attempt_at
                    order by c.next_attempt_at
                    limit $1
                    for update of o skip locked
@@ -336,12 +338,12 @@ impl Dispatcher {
         .await
     }
 
-    /// Sends one claimed event and records the attempt and the event's new state. `slot`
-    /// is given back as soon as the receiver has answered: the lease keeps the event from
-    /// being claimed again while its outcome is written.
+    /// Sends one claimed event and records the attempt and the event's new state. The
+    /// destination's `share` is given back as soon as the receiver has answered: the lease
+    /// keeps the event from being claimed again while its outcome is written.
     #[tracing::instrument(skip_all, fields(webhook_id = %EventId::from_uuid(event.id), attempt = event.attempts,
         otp_id = event.data("otpId"), app_id = event.data("appId"), request_id = event.data("requestId")))]
-    async fn deliver(&self, event: &Claimed, recorder: &Recorder, slot: Slot) -> Result<State, NotRecorded> {
+    async fn deliver(&self, event: &Claimed, recorder: &Recorder, share: Share) -> Result<State, NotRecorded> {
         let id = EventId::from_uuid(event.id).to_string();
         let body = serde_json::to_vec(&event.payload).unwrap_or_default();
         let started_at = OffsetDateTime::now_utc();
@@ -356,7 +358,7 @@ impl Dispatcher {
                 secrets: &event.secrets,
             })
             .await;
-        drop(slot);
+        drop(share);
         let latency_ms = webhook::elapsed_ms(clock);
         let (state, next_attempt_at) = self.judge(event.attempts - event.retry_base, &answer);
         let outcome = match state {
