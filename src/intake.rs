@@ -3,6 +3,7 @@
 //! and (for validation) the HTTP API.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -164,9 +165,9 @@ fn choose_template(job: &SendJob, app: &App) -> Option<(Locale, Template)> {
 /// Counts a job against the send limits; `Some(limit name)` when one is exceeded.
 pub async fn over_limit(
     counters: &crate::ratelimit::Counters,
-    otp: &NewOtp,
+    send: crate::ratelimit::SendKey,
 ) -> Result<Option<&'static str>, BatchError> {
-    let verdict = counters.hit_send(send_key(&otp.job)).await?;
+    let verdict = counters.hit_send(send).await?;
     let over = verdict.err().map(|(name, _)| name);
     if let Some(name) = over {
         metrics::counter!(crate::observability::RATE_LIMITED, "limit" => name).increment(1);
@@ -211,6 +212,12 @@ pub async fn reject_claimed(pool: &PgPool, claim: &Claim, reason: &str) -> Resul
 pub struct Inserter {
     pool: PgPool,
     batch: Batcher<Inserts>,
+    claims: Arc<ClaimTerms>,
+}
+
+/// What every inserted OTP is claimed with: the PIN key it will be derived with, and the
+/// delivery lease.
+struct ClaimTerms {
     pin_key_id: String,
     lease: Duration,
 }
@@ -218,18 +225,16 @@ pub struct Inserter {
 impl Inserter {
     /// `batch_pool` serves the batch writer (see `db::batch_pool`); `pool` the rest.
     pub fn spawn(pool: PgPool, batch_pool: PgPool, pin_key_id: &str, lease: Duration) -> Self {
+        let claims = Arc::new(ClaimTerms {
+            pin_key_id: pin_key_id.to_string(),
+            lease,
+        });
         let inserts = Inserts {
             pool: batch_pool,
-            pin_key_id: pin_key_id.to_string(),
-            lease,
+            claims: claims.clone(),
         };
         let (batch, _) = Batcher::spawn(inserts);
-        Self {
-            pool,
-            batch,
-            pin_key_id: pin_key_id.to_string(),
-            lease,
-        }
+        Self { pool, batch, claims }
     }
 
     /// Inserts the OTP; `None` when the request id names an OTP that exists already.
@@ -259,7 +264,7 @@ impl Inserter {
         for row in stale {
             crate::outbox::record(&mut tx, crate::outbox::EventType::Expired, &row.into_snapshot(None)).await?;
         }
-        let claim = insert_rows(&mut tx, std::slice::from_ref(otp), &self.pin_key_id, self.lease).await?;
+        let claim = insert_rows(&mut tx, std::slice::from_ref(otp), &self.claims).await?;
         tx.commit().await?;
         Ok(claim.into_iter().next().flatten())
     }
@@ -268,8 +273,7 @@ impl Inserter {
 /// The batched insert behind [`Inserter`].
 struct Inserts {
     pool: PgPool,
-    pin_key_id: String,
-    lease: Duration,
+    claims: Arc<ClaimTerms>,
 }
 
 impl Batch for Inserts {
@@ -277,7 +281,7 @@ impl Batch for Inserts {
     type Output = Option<Claim>;
 
     async fn run(&self, otps: &[NewOtp]) -> Result<Vec<Option<Claim>>, sqlx::Error> {
-        insert_rows(&mut *self.pool.acquire().await?, otps, &self.pin_key_id, self.lease).await
+        insert_rows(&mut *self.pool.acquire().await?, otps, &self.claims).await
     }
 }
 
@@ -287,8 +291,7 @@ impl Batch for Inserts {
 async fn insert_rows(
     conn: &mut sqlx::PgConnection,
     otps: &[NewOtp],
-    pin_key_id: &str,
-    lease: Duration,
+    claims: &ClaimTerms,
 ) -> Result<Vec<Option<Claim>>, sqlx::Error> {
     let now = OffsetDateTime::now_utc();
     let column = |f: fn(&NewOtp) -> String| otps.iter().map(f).collect::<Vec<_>>();
@@ -335,13 +338,13 @@ async fn insert_rows(
         &column(|o| o.provider.clone()),
         &column(|o| o.job.pin_type.as_str().to_string()),
         &pin_lengths,
-        pin_key_id,
+        claims.pin_key_id,
         &max_attempts,
         &ttls,
         &expires,
         &callbacks as &[Option<String>],
         &metadata as &[Option<Value>],
-        lease.as_secs_f64(),
+        claims.lease.as_secs_f64(),
     )
     .fetch_all(conn)
     .await?;

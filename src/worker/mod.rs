@@ -284,11 +284,12 @@ impl Worker {
             otp.id = id;
         }
         span.record("otp_id", tracing::field::display(&otp.id));
-        match self.inserter.insert(otp.clone()).await? {
+        let send = intake::send_key(&otp.job);
+        match self.inserter.insert(otp).await? {
             Some(claim) => {
                 count_job("accepted", "");
                 // Counted only once the OTP exists, so a duplicate or a redelivery never counts twice.
-                if let Some(limit) = intake::over_limit(&self.counters, &otp).await? {
+                if let Some(limit) = intake::over_limit(&self.counters, send).await? {
                     tracing::warn!(limit, "job over its rate limit; rejected");
                     intake::reject_claimed(self.deliverer.pool(), &claim, "rate_limited").await?;
                     return Ok(Settled::Accepted);
