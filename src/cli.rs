@@ -237,7 +237,7 @@ impl Resources {
         Ok(Self {
             pool: db::pool(&config.database)?,
             batch_pool: db::batch_pool(&config.database)?,
-            counters: Counters::new(&config.database, &config.limits)?,
+            counters: Counters::new(&config.database)?,
             providers: Arc::new(Providers::from_config(&config.providers, config.delivery.timeout())?),
             keys: PinKeys::from_config(&config.pin)?,
             metrics: None,
@@ -255,7 +255,7 @@ pub fn build_worker(config: Arc<Config>, shared: &Resources) -> Worker {
         config.delivery.clone(),
         config.worker.lease(),
     );
-    Worker::new(config, deliverer, shared.counters.clone())
+    Worker::new(config, deliverer)
 }
 
 /// Builds the HTTP API's state.

@@ -13,11 +13,12 @@ use uuid::Uuid;
 
 use crate::apps::{self, App, AppError};
 use crate::batch::{Batch, BatchError, Batcher};
-use crate::config::Config;
+use crate::config::{Config, LimitsConfig};
 use crate::delivery::Claim;
 use crate::domain::{Channel, JobError, OtpId, SendJob, Ttl};
 use crate::locale::{best_match, language_of_region, Locale};
 use crate::provider::Providers;
+use crate::ratelimit::{self, SendKey};
 use crate::segments;
 use crate::template::Template;
 
@@ -162,22 +163,9 @@ fn choose_template(job: &SendJob, app: &App) -> Option<(Locale, Template)> {
         .or_else(|| app.templates.default.clone().map(|t| (app.default_locale.clone(), t)))
 }
 
-/// Counts a job against the send limits; `Some(limit name)` when one is exceeded.
-pub async fn over_limit(
-    counters: &crate::ratelimit::Counters,
-    send: crate::ratelimit::SendKey,
-) -> Result<Option<&'static str>, BatchError> {
-    let verdict = counters.hit_send(send).await?;
-    let over = verdict.err().map(|(name, _)| name);
-    if let Some(name) = over {
-        metrics::counter!(crate::observability::RATE_LIMITED, "limit" => name).increment(1);
-    }
-    Ok(over)
-}
-
 /// What a job's send is counted against.
-pub fn send_key(job: &SendJob) -> crate::ratelimit::SendKey {
-    crate::ratelimit::SendKey {
+pub fn send_key(job: &SendJob) -> SendKey {
+    SendKey {
         app: job.app_id.to_string(),
         phone: job.phone.as_str().to_string(),
         region: job.phone.region().map(str::to_string),
@@ -205,50 +193,68 @@ pub async fn reject_claimed(pool: &PgPool, claim: &Claim, reason: &str) -> Resul
 }
 
 /// Writes new OTPs, each already claimed for delivery by this process so the common path
-/// needs no second round trip. Jobs with their own request id go through one batch writer
-/// (one insert for all the jobs in flight); a derived request id takes its own transaction.
-/// Cheap to clone.
+/// needs no second round trip, and counts each inserted OTP's send against the send limits
+/// in the same transaction: a send is counted once its OTP exists, and never twice (a
+/// duplicate or a redelivery inserts nothing and counts nothing). Jobs with their own
+/// request id go through one batch writer (one transaction for all the jobs in flight); a
+/// derived request id takes its own transaction. Cheap to clone.
 #[derive(Clone)]
 pub struct Inserter {
     pool: PgPool,
     batch: Batcher<Inserts>,
-    claims: Arc<ClaimTerms>,
+    terms: Arc<Terms>,
 }
 
-/// What every inserted OTP is claimed with: the PIN key it will be derived with, and the
-/// delivery lease.
-struct ClaimTerms {
+/// What every inserted OTP is claimed with (the PIN key it will be derived with, the
+/// delivery lease) and counted against.
+struct Terms {
     pin_key_id: String,
     lease: Duration,
+    limits: LimitsConfig,
+}
+
+/// A new OTP, claimed for delivery.
+#[derive(Debug)]
+pub struct Inserted {
+    pub claim: Claim,
+    /// The send limit its send exceeded, if any: the OTP must then be rejected, not sent.
+    pub over_limit: Option<&'static str>,
 }
 
 impl Inserter {
     /// `batch_pool` serves the batch writer (see `db::batch_pool`); `pool` the rest.
-    pub fn spawn(pool: PgPool, batch_pool: PgPool, pin_key_id: &str, lease: Duration) -> Self {
-        let claims = Arc::new(ClaimTerms {
+    pub fn spawn(pool: PgPool, batch_pool: PgPool, pin_key_id: &str, lease: Duration, limits: &LimitsConfig) -> Self {
+        let terms = Arc::new(Terms {
             pin_key_id: pin_key_id.to_string(),
             lease,
+            limits: limits.clone(),
         });
         let inserts = Inserts {
             pool: batch_pool,
-            claims: claims.clone(),
+            terms: terms.clone(),
         };
         let (batch, _) = Batcher::spawn(inserts);
-        Self { pool, batch, claims }
+        Self { pool, batch, terms }
     }
 
-    /// Inserts the OTP; `None` when the request id names an OTP that exists already.
+    /// Inserts the OTP and counts its send; `None` when the request id names an OTP that
+    /// exists already.
     #[tracing::instrument(skip_all, fields(otp_id = %otp.id, app_id = %otp.job.app_id, request_id = otp.job.request_id.as_str()))]
-    pub async fn insert(&self, otp: NewOtp) -> Result<Option<Claim>, BatchError> {
-        if !otp.job.request_id.is_derived() {
-            return self.batch.submit(otp).await;
+    pub async fn insert(&self, otp: NewOtp) -> Result<Option<Inserted>, BatchError> {
+        let inserted = if otp.job.request_id.is_derived() {
+            self.insert_derived(&otp).await?
+        } else {
+            self.batch.submit(otp).await?
+        };
+        if let Some(limit) = inserted.as_ref().and_then(|i| i.over_limit) {
+            metrics::counter!(crate::observability::RATE_LIMITED, "limit" => limit).increment(1);
         }
-        Ok(self.insert_derived(&otp).await?)
+        Ok(inserted)
     }
 
     /// A key derived from the body deduplicates only while its OTP is pending. One whose OTP
     /// ran out unnoticed must not swallow a new request: expire it first, with its event.
-    async fn insert_derived(&self, otp: &NewOtp) -> Result<Option<Claim>, sqlx::Error> {
+    async fn insert_derived(&self, otp: &NewOtp) -> Result<Option<Inserted>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let stale = sqlx::query_as!(
             crate::outbox::OtpRow,
@@ -264,25 +270,54 @@ impl Inserter {
         for row in stale {
             crate::outbox::record(&mut tx, crate::outbox::EventType::Expired, &row.into_snapshot(None)).await?;
         }
-        let claim = insert_rows(&mut tx, std::slice::from_ref(otp), &self.claims).await?;
+        let inserted = insert_and_count(&mut tx, std::slice::from_ref(otp), &self.terms).await?;
         tx.commit().await?;
-        Ok(claim.into_iter().next().flatten())
+        Ok(inserted.into_iter().next().flatten())
     }
 }
 
 /// The batched insert behind [`Inserter`].
 struct Inserts {
     pool: PgPool,
-    claims: Arc<ClaimTerms>,
+    terms: Arc<Terms>,
 }
 
 impl Batch for Inserts {
     type Item = NewOtp;
-    type Output = Option<Claim>;
+    type Output = Option<Inserted>;
 
-    async fn run(&self, otps: &[NewOtp]) -> Result<Vec<Option<Claim>>, sqlx::Error> {
-        insert_rows(&mut *self.pool.acquire().await?, otps, &self.claims).await
+    async fn run(&self, otps: &[NewOtp]) -> Result<Vec<Option<Inserted>>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = insert_and_count(&mut tx, otps, &self.terms).await?;
+        tx.commit().await?;
+        Ok(inserted)
     }
+}
+
+/// Inserts the OTPs and counts the sends of those inserted, in the caller's transaction.
+async fn insert_and_count(
+    conn: &mut sqlx::PgConnection,
+    otps: &[NewOtp],
+    terms: &Terms,
+) -> Result<Vec<Option<Inserted>>, sqlx::Error> {
+    let claims = insert_rows(&mut *conn, otps, terms).await?;
+    let sends: Vec<SendKey> = otps
+        .iter()
+        .zip(&claims)
+        .filter(|(_, claim)| claim.is_some())
+        .map(|(otp, _)| send_key(&otp.job))
+        .collect();
+    let mut verdicts = ratelimit::count_sends(conn, &terms.limits, &sends).await?.into_iter();
+    Ok(claims
+        .into_iter()
+        .map(|claim| {
+            // One verdict per inserted OTP, in order.
+            Some(Inserted {
+                claim: claim?,
+                over_limit: verdicts.next().and_then(|verdict| verdict.err()).map(|(name, _)| name),
+            })
+        })
+        .collect())
 }
 
 /// Inserts the OTPs in one statement; each answer is its claim, or `None` where the
@@ -291,7 +326,7 @@ impl Batch for Inserts {
 async fn insert_rows(
     conn: &mut sqlx::PgConnection,
     otps: &[NewOtp],
-    claims: &ClaimTerms,
+    terms: &Terms,
 ) -> Result<Vec<Option<Claim>>, sqlx::Error> {
     let now = OffsetDateTime::now_utc();
     let column = |f: fn(&NewOtp) -> String| otps.iter().map(f).collect::<Vec<_>>();
@@ -338,13 +373,13 @@ async fn insert_rows(
         &column(|o| o.provider.clone()),
         &column(|o| o.job.pin_type.as_str().to_string()),
         &pin_lengths,
-        claims.pin_key_id,
+        terms.pin_key_id,
         &max_attempts,
         &ttls,
         &expires,
         &callbacks as &[Option<String>],
         &metadata as &[Option<Value>],
-        claims.lease.as_secs_f64(),
+        terms.lease.as_secs_f64(),
     )
     .fetch_all(conn)
     .await?;

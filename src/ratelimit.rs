@@ -1,9 +1,11 @@
 //! Rate limits that hold across every process: fixed windows counted in PostgreSQL with
 //! atomic upserts, so two workers can never both take the last slot.
 //!
-//! The counters commit without waiting for the WAL flush: a crash may lose the last counts,
-//! which loosens a limit for the rest of one window, and in exchange a counted request does
-//! not pay a second disk flush besides its own transaction's.
+//! A send is counted in the transaction that inserts its OTP ([`count_sends`], called by
+//! [`crate::intake`]), so a send is counted exactly when its OTP exists. The other counters
+//! (verifications, the API's own hits) commit without waiting for the WAL flush: a crash may
+//! lose the last counts, which loosens a limit for the rest of one window, and in exchange a
+//! counted request does not pay a second disk flush besides its own transaction's.
 
 use std::time::Duration;
 
@@ -12,7 +14,6 @@ use std::collections::{BTreeMap, HashMap};
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 
-use crate::batch::{Batch, BatchError, Batcher};
 use crate::config::{DatabaseConfig, Limit, LimitsConfig};
 
 /// The answer for one hit.
@@ -41,20 +42,12 @@ fn window_start(limit: Limit, now: OffsetDateTime) -> OffsetDateTime {
 #[derive(Debug, Clone)]
 pub struct Counters {
     pool: PgPool,
-    sends: Batcher<SendHits>,
 }
 
 impl Counters {
-    /// Starts the batch writer that counts sends; needs a Tokio runtime.
-    pub fn new(config: &DatabaseConfig, limits: &LimitsConfig) -> Result<Self, sqlx::Error> {
-        let pool = crate::db::relaxed_pool(config)?;
-        let hits = SendHits {
-            pool: pool.clone(),
-            limits: limits.clone(),
-        };
+    pub fn new(config: &DatabaseConfig) -> Result<Self, sqlx::Error> {
         Ok(Self {
-            pool,
-            sends: Batcher::spawn(hits).0,
+            pool: crate::db::relaxed_pool(config)?,
         })
     }
 
@@ -66,14 +59,6 @@ impl Counters {
     /// The usage of `key` in the current window, without counting a hit.
     pub async fn peek(&self, key: &str, limit: Limit) -> Result<Decision, sqlx::Error> {
         peek(&mut *self.pool.acquire().await?, key, limit).await
-    }
-
-    /// Counts one send against every send limit, per phone number first, then per app, then
-    /// per app and country, each only while the ones before allow it: a send refused for its
-    /// phone number does not use up the app's allowance. Sends in flight together are
-    /// counted in one batch, in the order they arrived.
-    pub async fn hit_send(&self, send: SendKey) -> Result<Verdict, BatchError> {
-        self.sends.submit(send).await
     }
 
     /// Whether a send would still be within every send limit, without counting it.
@@ -131,44 +116,34 @@ fn verdict(decisions: &[(&'static str, Decision)]) -> Verdict {
     Ok(decisions.iter().map(|(_, d)| *d).min_by_key(|d| d.remaining))
 }
 
-/// Counts a batch of sends: one statement per limit, over the sends the limits before it
-/// allowed, so the batch counts exactly what one-by-one counting in arrival order would.
-/// Each statement takes its counters' locks in key order, and every batch takes the phone
-/// counters before the app's and the app's before the country's, so batches of several
-/// processes cannot deadlock.
-#[derive(Debug)]
-struct SendHits {
-    pool: PgPool,
-    limits: LimitsConfig,
-}
-
-impl Batch for SendHits {
-    type Item = SendKey;
-    type Output = Verdict;
-
-    async fn run(&self, sends: &[SendKey]) -> Result<Vec<Verdict>, sqlx::Error> {
-        // One transaction: a batch that fails at a later limit leaves no count behind, so
-        // a retry (or the row-by-row rerun) does not count the earlier limits twice.
-        let mut tx = self.pool.begin().await?;
-        let conn = &mut *tx;
-        let keys: Vec<[String; 3]> = sends.iter().map(SendKey::keys).collect();
-        let mut decisions: Vec<Vec<(&'static str, Decision)>> = vec![Vec::new(); sends.len()];
-        for (stage, (name, limit)) in send_limits(&self.limits).into_iter().enumerate() {
-            // Only the sends every earlier limit allowed are counted against this one.
-            let open: Vec<usize> = (0..sends.len())
-                .filter(|&i| decisions[i].last().is_none_or(|(_, d)| d.allowed))
-                .collect();
-            if open.is_empty() {
-                break;
-            }
-            let stage_keys: Vec<&str> = open.iter().map(|&i| keys[i][stage].as_str()).collect();
-            for (&i, decision) in open.iter().zip(hit_many(conn, &stage_keys, limit).await?) {
-                decisions[i].push((name, decision));
-            }
+/// Counts each send against every send limit inside the caller's transaction: per phone
+/// number first, then per app, then per app and country, each only while the ones before
+/// allow it, so a send refused for its phone number does not use up the app's allowance.
+/// One statement per limit over the sends the limits before it allowed, so a batch counts
+/// exactly what one-by-one counting in slice order would. Each statement takes its
+/// counters' locks in key order, and every batch takes the phone counters before the app's
+/// and the app's before the country's, so batches of several processes cannot deadlock.
+pub async fn count_sends(
+    conn: &mut PgConnection,
+    limits: &LimitsConfig,
+    sends: &[SendKey],
+) -> Result<Vec<Verdict>, sqlx::Error> {
+    let keys: Vec<[String; 3]> = sends.iter().map(SendKey::keys).collect();
+    let mut decisions: Vec<Vec<(&'static str, Decision)>> = vec![Vec::new(); sends.len()];
+    for (stage, (name, limit)) in send_limits(limits).into_iter().enumerate() {
+        // Only the sends every earlier limit allowed are counted against this one.
+        let open: Vec<usize> = (0..sends.len())
+            .filter(|&i| decisions[i].last().is_none_or(|(_, d)| d.allowed))
+            .collect();
+        if open.is_empty() {
+            break;
         }
-        tx.commit().await?;
-        Ok(decisions.iter().map(|d| verdict(d)).collect())
+        let stage_keys: Vec<&str> = open.iter().map(|&i| keys[i][stage].as_str()).collect();
+        for (&i, decision) in open.iter().zip(hit_many(conn, &stage_keys, limit).await?) {
+            decisions[i].push((name, decision));
+        }
     }
+    Ok(decisions.iter().map(|d| verdict(d)).collect())
 }
 
 /// Counts one hit per entry of `keys` (a key may repeat) in one upsert, and gives each hit

@@ -29,8 +29,7 @@ use crate::batch::Batcher;
 use crate::config::Config;
 use crate::delivery::Deliverer;
 use crate::domain::{RawJob, SendJob};
-use crate::intake::{self, Inserter, Rejection, Source};
-use crate::ratelimit::Counters;
+use crate::intake::{self, Inserted, Inserter, Rejection, Source};
 
 pub use scheduler::run as run_scheduler;
 
@@ -80,19 +79,19 @@ enum Settled {
 pub struct Worker {
     config: Arc<Config>,
     deliverer: Deliverer,
-    counters: Counters,
     inserter: Inserter,
     apps: Batcher<apps::Loads>,
 }
 
 impl Worker {
     /// Starts the worker's batch writers; needs a Tokio runtime.
-    pub fn new(config: Arc<Config>, deliverer: Deliverer, counters: Counters) -> Self {
+    pub fn new(config: Arc<Config>, deliverer: Deliverer) -> Self {
         let inserter = Inserter::spawn(
             deliverer.pool().clone(),
             deliverer.batch_pool().clone(),
             deliverer.pin_keys().active_id(),
             deliverer.lease(),
+            &config.limits,
         );
         let loads = apps::Loads {
             pool: deliverer.batch_pool().clone(),
@@ -101,7 +100,6 @@ impl Worker {
         Self {
             config,
             deliverer,
-            counters,
             inserter,
             apps,
         }
@@ -284,12 +282,10 @@ impl Worker {
             otp.id = id;
         }
         span.record("otp_id", tracing::field::display(&otp.id));
-        let send = intake::send_key(&otp.job);
         match self.inserter.insert(otp).await? {
-            Some(claim) => {
+            Some(Inserted { claim, over_limit }) => {
                 count_job("accepted", "");
-                // Counted only once the OTP exists, so a duplicate or a redelivery never counts twice.
-                if let Some(limit) = intake::over_limit(&self.counters, send).await? {
+                if let Some(limit) = over_limit {
                     tracing::warn!(limit, "job over its rate limit; rejected");
                     intake::reject_claimed(self.deliverer.pool(), &claim, "rate_limited").await?;
                     return Ok(Settled::Accepted);

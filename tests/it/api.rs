@@ -422,8 +422,8 @@ async fn send_limits_answer_429_over_http_and_reject_amqp_jobs(pool: PgPool) {
             .await;
         assert_eq!(status, StatusCode::ACCEPTED);
     }
-    // The worker counts each send after creating its OTP and before delivering it, so two
-    // delivered OTPs mean two counted sends; the API refuses once the count is full.
+    // The worker counts each send in the transaction that creates its OTP, so two delivered
+    // OTPs mean two counted sends; the API refuses once the count is full.
     wait_until("both sends counted", Duration::from_secs(10), || async {
         let rows = api.harness.otp_rows().await;
         rows.len() == 2 && rows.iter().all(|r| r.delivery == "sent")

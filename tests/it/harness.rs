@@ -428,7 +428,7 @@ impl OtpRow {
 }
 
 /// The URL of the per-test database `#[sqlx::test]` created.
-pub fn database_url(pool: &PgPool) -> String {
+fn database_url(pool: &PgPool) -> String {
     let base = std::env::var("DATABASE_URL").expect("DATABASE_URL is set");
     let mut url = url::Url::parse(&base).expect("DATABASE_URL is a URL");
     url.set_path(pool.connect_options().get_database().expect("test database name"));

@@ -2,14 +2,12 @@
 
 use std::collections::BTreeMap;
 
-use otp_courier::config::{DatabaseConfig, Limit, LimitsConfig, Secret};
-use otp_courier::ratelimit::{Counters, SendKey};
+use otp_courier::config::{Limit, LimitsConfig};
+use otp_courier::ratelimit::{count_sends, SendKey};
 use sqlx::PgPool;
 
-use crate::harness::database_url;
-
 #[sqlx::test]
-async fn concurrent_sends_are_counted_as_one_by_one_and_a_send_refused_for_its_number_spares_the_app(pool: PgPool) {
+async fn a_batch_of_sends_is_counted_as_one_by_one_and_a_send_refused_for_its_number_spares_the_app(pool: PgPool) {
     let limit = |max| Limit {
         max,
         window_seconds: 600,
@@ -20,28 +18,21 @@ async fn concurrent_sends_are_counted_as_one_by_one_and_a_send_refused_for_its_n
         send_per_country: limit(100),
         verify_per_app: limit(100),
     };
-    let database = DatabaseConfig {
-        url: Secret::new(database_url(&pool)),
-        max_connections: 4,
-    };
-    let counters = Counters::new(&database, &limits).expect("counters");
     let send = |phone: &str| SendKey {
         app: "shop".into(),
         phone: phone.into(),
         region: Some("US".into()),
     };
-    // Four sends to each of two numbers, all in flight together, so they share batches.
-    let sends = ["+14155550101", "+14155550102"]
+    // Four sends to each of two numbers, counted in one batch.
+    let sends: Vec<SendKey> = ["+14155550101", "+14155550102"]
         .iter()
         .flat_map(|phone| std::iter::repeat_n(send(phone), 4))
-        .map(|key| {
-            let counters = counters.clone();
-            tokio::spawn(async move { counters.hit_send(key).await })
-        })
-        .collect::<Vec<_>>();
+        .collect();
+    let mut tx = pool.begin().await.expect("transaction");
+    let counted = count_sends(&mut tx, &limits, &sends).await.expect("counted");
+    tx.commit().await.expect("commit");
     let mut verdicts: BTreeMap<&str, usize> = BTreeMap::new();
-    for send in sends {
-        let verdict = send.await.expect("task").expect("counted");
+    for verdict in counted {
         *verdicts
             .entry(verdict.err().map_or("allowed", |(name, _)| name))
             .or_default() += 1;

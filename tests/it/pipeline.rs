@@ -127,6 +127,15 @@ async fn requests_to(harness: &Harness, phone: &str) -> usize {
         .count()
 }
 
+/// The sends counted against `phone`'s limit.
+async fn sends_counted(harness: &Harness, phone: &str) -> i64 {
+    sqlx::query_scalar("select coalesce(sum(hits), 0)::int8 from rate_limit_windows where key = $1")
+        .bind(format!("send:phone:shop:{phone}"))
+        .fetch_one(&harness.pool)
+        .await
+        .expect("counter")
+}
+
 async fn in_order_harness(pool: PgPool) -> Harness {
     let mut harness = harness_with_app(pool).await;
     harness.set("amqp.prefetch", json!(1));
@@ -148,6 +157,11 @@ async fn a_second_publish_with_the_same_request_id_sends_no_second_message(pool:
         2,
         "one OTP for the job, one for the sentinel"
     );
+    assert_eq!(
+        sends_counted(&harness, "+14155550123").await,
+        1,
+        "the duplicate is not counted"
+    );
     harness.finish().await;
 }
 
@@ -168,6 +182,11 @@ async fn the_amqp_message_id_and_an_identical_body_also_deduplicate(pool: PgPool
         "one per distinct request, none for the duplicates"
     );
     assert_eq!(harness.otp_rows().await.len(), 3);
+    assert_eq!(
+        sends_counted(&harness, "+14155550123").await,
+        2,
+        "duplicates are not counted"
+    );
     harness.finish().await;
 }
 
