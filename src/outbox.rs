@@ -82,6 +82,9 @@ pub async fn record_many(
     event: EventType,
     otps: &[OtpSnapshot],
 ) -> sqlx::Result<Vec<EventId>> {
+    if otps.is_empty() {
+        return Ok(Vec::new());
+    }
     let ids: Vec<EventId> = otps.iter().map(|_| EventId::new()).collect();
     let now = OffsetDateTime::now_utc();
     let timestamp = now.format(&Rfc3339).unwrap_or_default();

@@ -61,7 +61,8 @@ impl Sweeper {
         let mut total = 0;
         loop {
             let mut tx = self.pool.begin().await?;
-            let expired = sqlx::query_scalar!(
+            let expired = sqlx::query_as!(
+                outbox::OtpRow,
                 "with due as (
                      select id from otps
                      where status = 'pending' and expires_at <= now() and delivery <> 'sending'
@@ -72,18 +73,19 @@ impl Sweeper {
                  set status = 'expired', status_changed_at = now(), updated_at = now(),
                      next_attempt_at = case when o.delivery = 'queued' then null else o.next_attempt_at end
                  from due where o.id = due.id
-                 returning o.id",
+                 returning o.id, o.app_id, o.request_id, o.phone_number, o.channel, o.status, o.delivery, o.locale,
+                           o.parts, o.attempts, o.max_attempts, o.expires_at, o.metadata, o.callback_url",
                 BATCH
             )
             .fetch_all(&mut *tx)
             .await?;
-            for id in &expired {
-                outbox::record_for_otp(&mut tx, *id, EventType::Expired, None).await?;
-            }
+            let count = expired.len();
+            let snapshots: Vec<_> = expired.into_iter().map(|row| row.into_snapshot(None)).collect();
+            outbox::record_many(&mut tx, EventType::Expired, &snapshots).await?;
             tx.commit().await?;
-            metrics::counter!(crate::observability::EXPIRED).increment(expired.len() as u64);
-            total += expired.len() as u64;
-            if (expired.len() as i64) < BATCH {
+            metrics::counter!(crate::observability::EXPIRED).increment(count as u64);
+            total += count as u64;
+            if (count as i64) < BATCH {
                 return Ok(total);
             }
         }
