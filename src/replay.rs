@@ -285,7 +285,7 @@ pub async fn callbacks(
                  for update skip locked
              )
              update outbox o
-             set state = 'pending', next_attempt_at = now(), retry_base = o.attempts, last_error = null
+             set state = 'pending', next_attempt_at = now(), leased_until = null, retry_base = o.attempts, last_error = null
              from picked where o.id = picked.id
              returning o.id",
             state,

@@ -1,7 +1,7 @@
 //! The dispatcher role: turns outbox rows into signed callbacks.
 //!
 //! A batch is claimed in one short statement (`FOR UPDATE SKIP LOCKED`, the lease written
-//! into `next_attempt_at`, `attempts` bumped as the fence); each POST runs outside any
+//! into `leased_until`, `attempts` bumped as the fence); each POST runs outside any
 //! transaction; its outcome lands only while `attempts` still matches, so a dispatcher
 //! whose lease lapsed cannot overwrite its successor. An OTP's events go out in commit
 //! order: an event waits while an earlier one of the same OTP is pending, for at most
@@ -292,6 +292,7 @@ impl Dispatcher {
                        select o.id, o.next_attempt_at, o.attempts, o.state
                        from outbox o
                        where o.state = 'pending' and o.destination = d.destination and o.next_attempt_at <= now()
+                         and (o.leased_until is null or o.leased_until <= now())
                          -- In order: wait while an earlier event of the OTP is pending, up to a point.
                          and (o.created_at <= now() - make_interval(secs => $6)
                               or not exists (
@@ -305,10 +306,9 @@ impl Dispatcher {
                ),
                picked as (
                    -- Locking re-reads a row another dispatcher changed since this statement's
-                   -- snapshot and re-checks these conditions on it: a claim bumps `attempts` and
-                   -- moves `next_attempt_at` to its lease's end, a recorded outcome changes
-                   -- `state` or schedules the next attempt, so an event claimed or rescheduled
-                   -- meanwhile is passed over. They compare with the candidate's columns rather
+                   -- snapshot and re-checks these conditions on it: a claim bumps `attempts`, a
+                   -- recorded outcome changes `state` or schedules the next attempt, so an event
+                   -- claimed or rescheduled meanwhile is passed over. They compare with the candidate's columns rather
                    -- than literals, so no plan can reach these few rows through a partial index
                    -- of the whole pending backlog.
                    select o.id from outbox o
@@ -319,7 +319,8 @@ impl Dispatcher {
                    for update of o skip locked
                )
                update outbox o
-               set attempts = o.attempts + 1, next_attempt_at = now() + make_interval(secs => $5)
+               -- No indexed column changes: the update stays on the row's page (HOT).
+               set attempts = o.attempts + 1, leased_until = now() + make_interval(secs => $5)
                from picked
                where o.id = picked.id
                returning o.id, o.attempts, o.retry_base, o.callback_url as "callback_url!", o.destination,

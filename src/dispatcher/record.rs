@@ -105,7 +105,8 @@ async fn stop_gone_urls(pool: &PgPool, gone: &[Uuid]) -> Result<(), sqlx::Error>
         "update outbox o
          set state = 'gone', last_error = 'an earlier callback to this URL was answered 410 Gone'
          where o.id in (
-             select p.id from outbox p join outbox g on g.app_id = p.app_id and g.callback_url = p.callback_url
+             select p.id from outbox p
+             join outbox g on g.destination = p.destination and g.app_id = p.app_id and g.callback_url = p.callback_url
              where g.id = any($1) and p.state = 'pending'
              for update of p skip locked)",
         gone
@@ -136,7 +137,7 @@ async fn write_once(pool: &PgPool, batch: &[Outcome]) -> Result<Vec<Uuid>, sqlx:
            landed as (
                update outbox o
                set state = i.state, next_attempt_at = coalesce(i.next_attempt_at, o.next_attempt_at),
-                   last_status = i.status, last_error = i.error,
+                   leased_until = null, last_status = i.status, last_error = i.error,
                    delivered_at = case when i.state = 'delivered' then now() end
                from input i
                -- `from_state` is a column of a materialized row set, not a literal the planner

@@ -354,6 +354,44 @@ async fn one_slow_receiver_does_not_hold_up_the_others(pool: PgPool) {
 }
 
 #[sqlx::test]
+async fn an_event_in_flight_is_not_claimed_again_while_its_lease_holds(pool: PgPool) {
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(204).set_delay(Duration::from_secs(1)))
+        .mount(&receiver)
+        .await;
+    let mut harness = Harness::new(pool).await;
+    harness.create_app("shop", json!({"": "Code {{pin}}"})).await;
+    harness.webhook_secret("shop", None).await;
+    let mut ids = HashSet::new();
+    for _ in 0..6 {
+        ids.insert(harness.record_event("shop", &receiver.uri()).await);
+    }
+    harness.start_dispatcher();
+    // A second dispatcher polls the same outbox every 100 ms while the answers take 1 s.
+    let config = harness.config();
+    let sender = otp_courier::webhook::Sender::new(&config.callbacks).expect("callback client");
+    let second = otp_courier::dispatcher::Dispatcher::new(harness.pool.clone(), sender, config.callbacks);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(second.run(shutdown.clone(), Duration::from_secs(5)));
+    wait_until("every event delivered", LONG, || async {
+        states(&harness).await.iter().all(|s| s == "delivered")
+    })
+    .await;
+
+    let requests = received(&receiver).await;
+    let sent: Vec<&str> = requests.iter().map(|r| header(r, "webhook-id")).collect();
+    assert_eq!(sent.len(), 6, "one request per event: {sent:?}");
+    assert_eq!(
+        sent.iter().copied().collect::<HashSet<_>>(),
+        ids.iter().map(String::as_str).collect()
+    );
+    shutdown.cancel();
+    task.await.expect("second dispatcher");
+    harness.finish().await;
+}
+
+#[sqlx::test]
 async fn a_dispatcher_killed_mid_batch_loses_no_callback(pool: PgPool) {
     let receiver = MockServer::start().await;
     Mock::given(method("POST"))
