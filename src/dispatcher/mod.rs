@@ -34,7 +34,7 @@ mod record;
 pub use record::{NotRecorded, Outcome, Recorder};
 
 /// How long the loop lets wake-ups gather before it claims again after a partial claim.
-const CLAIM_GATHER: Duration = Duration::from_millis(10);
+const CLAIM_GATHER: Duration = Duration::from_millis(2);
 
 /// The channel the outbox trigger notifies.
 pub const CHANNEL: &str = "otp_courier_outbox";
