@@ -52,7 +52,7 @@ fn amqp_url() -> String {
 /// A send job as producers write it; `n` picks its phone number.
 fn job(n: u64) -> Vec<u8> {
     json!({"appId": "bench", "phoneNumber": format!("+{}", FIRST_NUMBER + n), "requestId": format!("bench-{n}"),
-           "pinLength": 6, "ttl": 300, "metadata": {"userId": format!("u-{n}"), "flow": "login"}})
+           "pinLength": 6, "ttl": 60, "metadata": {"userId": format!("u-{n}"), "flow": "login"}})
     .to_string()
     .into_bytes()
 }

@@ -7,10 +7,10 @@ alter table outbox add column leased_until timestamptz;
 -- Room on each page for the claim's new row version.
 alter table outbox set (fillfactor = 80);
 
--- Every pending event was in six indexes, each written again by every claim. Three served
--- statements that other indexes serve as well: an OTP's earlier pending events are found
--- through `outbox_otp` (an OTP has a handful of events), the other pending events to a URL
--- that answered 410 through `outbox_pending_by_destination`, the backlog gauge too.
+-- Every pending event was in six indexes, each written again by every claim. Two served
+-- statements that `outbox_pending_by_destination` serves as well: the other pending
+-- events to a URL that answered 410, and the backlog gauge. (`outbox_pending_per_otp`
+-- stays: without it the claim's check for an OTP's earlier pending events was planned as
+-- a scan of every pending event, once per candidate.)
 drop index outbox_due;
-drop index outbox_pending_per_otp;
 drop index outbox_pending_per_url;
