@@ -172,26 +172,6 @@ pub fn send_key(job: &SendJob) -> SendKey {
     }
 }
 
-/// Turns a just-inserted OTP into a rejection that leaves a valid OTP behind (a rate limit):
-/// the row ends `rejected` with the reason, nothing is sent, and an `otp.rejected` event is
-/// written.
-#[tracing::instrument(skip_all, fields(otp_id = %claim.otp_id(), app_id = %claim.app_id, request_id = claim.request_id.as_str()))]
-pub async fn reject_claimed(pool: &PgPool, claim: &Claim, reason: &str) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query!(
-        "update otps set status = 'rejected', rejection_reason = $2, next_attempt_at = null,
-                status_changed_at = now(), updated_at = now()
-         where id = $1",
-        claim.id,
-        reason
-    )
-    .execute(&mut *tx)
-    .await?;
-    let error = serde_json::json!({"reason": reason, "message": format!("{reason}: a send limit is used up")});
-    crate::outbox::record_for_otp(&mut tx, claim.id, crate::outbox::EventType::Rejected, Some(error)).await?;
-    tx.commit().await
-}
-
 /// Writes new OTPs, each already claimed for delivery by this process so the common path
 /// needs no second round trip, and counts each inserted OTP's send against the send limits
 /// in the same transaction: a send is counted once its OTP exists, and never twice (a
@@ -213,11 +193,12 @@ struct Terms {
     limits: LimitsConfig,
 }
 
-/// A new OTP, claimed for delivery.
+/// A new OTP: claimed for delivery, or, when `over_limit` names the send limit it
+/// exceeded, already `rejected` (reason `rate_limited`, with its `otp.rejected` event) in
+/// the transaction that inserted it, so nothing may send it.
 #[derive(Debug)]
 pub struct Inserted {
     pub claim: Claim,
-    /// The send limit its send exceeded, if any: the OTP must then be rejected, not sent.
     pub over_limit: Option<&'static str>,
 }
 
@@ -307,8 +288,10 @@ async fn insert_and_count(
         .filter(|(_, claim)| claim.is_some())
         .map(|(otp, _)| send_key(&otp.job))
         .collect();
-    let mut verdicts = ratelimit::count_sends(conn, &terms.limits, &sends).await?.into_iter();
-    Ok(claims
+    let mut verdicts = ratelimit::count_sends(&mut *conn, &terms.limits, &sends)
+        .await?
+        .into_iter();
+    let inserted: Vec<Option<Inserted>> = claims
         .into_iter()
         .map(|claim| {
             // One verdict per inserted OTP, in order.
@@ -317,7 +300,43 @@ async fn insert_and_count(
                 over_limit: verdicts.next().and_then(|verdict| verdict.err()).map(|(name, _)| name),
             })
         })
-        .collect())
+        .collect();
+    let refused: Vec<Uuid> = inserted
+        .iter()
+        .flatten()
+        .filter(|i| i.over_limit.is_some())
+        .map(|i| i.claim.id)
+        .collect();
+    reject_rate_limited(conn, &refused).await?;
+    Ok(inserted)
+}
+
+/// Turns OTPs whose send a limit refused into rejections that leave a valid OTP behind:
+/// each row ends `rejected` with reason `rate_limited`, out of the scheduler's reach, with an
+/// `otp.rejected` event. In the inserting transaction, so a crash or a lost connection after
+/// it cannot leave an OTP that a redelivery or the scheduler would send.
+async fn reject_rate_limited(conn: &mut sqlx::PgConnection, ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let rows = sqlx::query_as!(
+        crate::outbox::OtpRow,
+        "update otps set status = 'rejected', rejection_reason = 'rate_limited', next_attempt_at = null,
+                status_changed_at = now(), updated_at = now()
+         where id = any($1)
+         returning id, app_id, request_id, phone_number, channel, status, delivery, locale, parts,
+                   attempts, max_attempts, expires_at, metadata, callback_url",
+        ids
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let error = serde_json::json!({"reason": "rate_limited", "message": "rate_limited: a send limit is used up"});
+    let events: Vec<_> = rows
+        .into_iter()
+        .map(|row| row.into_snapshot(Some(error.clone())))
+        .collect();
+    crate::outbox::record_many(conn, crate::outbox::EventType::Rejected, &events).await?;
+    Ok(())
 }
 
 /// Inserts the OTPs in one statement; each answer is its claim, or `None` where the

@@ -287,7 +287,6 @@ impl Worker {
                 count_job("accepted", "");
                 if let Some(limit) = over_limit {
                     tracing::warn!(limit, "job over its rate limit; rejected");
-                    intake::reject_claimed(self.deliverer.pool(), &claim, "rate_limited").await?;
                     return Ok(Settled::Accepted);
                 }
                 let outcome = self.deliverer.deliver(&claim).await?;

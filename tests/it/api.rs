@@ -457,6 +457,17 @@ async fn send_limits_answer_429_over_http_and_reject_amqp_jobs(pool: PgPool) {
         rejected.len() == 1 && rejected[0].1.as_deref() == Some("rate_limited")
     })
     .await;
+    // Its event was written with the rejection, in the transaction that inserted the OTP.
+    let events: Vec<Value> = sqlx::query_scalar(
+        "select e.payload from outbox e join otps o on o.id = e.otp_id
+         where o.status = 'rejected' and e.event_type = 'otp.rejected'",
+    )
+    .fetch_all(&api.harness.pool)
+    .await
+    .expect("events");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["data"]["status"], "rejected");
+    assert_eq!(events[0]["data"]["error"]["reason"], "rate_limited");
     let (status, limits) = api.get("/v1/rate-limits").await;
     assert_eq!(status, StatusCode::OK);
     let names: Vec<&str> = limits
