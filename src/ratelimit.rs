@@ -2,10 +2,10 @@
 //! atomic upserts, so two workers can never both take the last slot.
 //!
 //! A send is counted in the transaction that inserts its OTP ([`count_sends`], called by
-//! [`crate::intake`]), so a send is counted exactly when its OTP exists. The other counters
-//! (verifications, the API's own hits) commit without waiting for the WAL flush: a crash may
-//! lose the last counts, which loosens a limit for the rest of one window, and in exchange a
-//! counted request does not pay a second disk flush besides its own transaction's.
+//! [`crate::intake`]), so a send is counted exactly when its OTP exists. The verification
+//! counters commit without waiting for the WAL flush: a crash may lose the last counts,
+//! which loosens a limit for the rest of one window, and in exchange a counted request does
+//! not pay a second disk flush besides its own transaction's.
 
 use std::time::Duration;
 
@@ -122,7 +122,8 @@ fn verdict(decisions: &[(&'static str, Decision)]) -> Verdict {
 /// One statement per limit over the sends the limits before it allowed, so a batch counts
 /// exactly what one-by-one counting in slice order would. Each statement takes its
 /// counters' locks in key order, and every batch takes the phone counters before the app's
-/// and the app's before the country's, so batches of several processes cannot deadlock.
+/// and the app's before the country's, so the counting of several processes cannot
+/// deadlock. The counters stay locked until the caller commits.
 pub async fn count_sends(
     conn: &mut PgConnection,
     limits: &LimitsConfig,

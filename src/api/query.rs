@@ -235,8 +235,11 @@ pub async fn events(
 ) -> Result<Json<Vec<EventView>>, ApiError> {
     let id = visible(&state, &caller, &id).await?;
     let rows = sqlx::query!(
-        "select id, event_type, created_at, payload, state, next_attempt_at, delivered_at
-         from outbox where otp_id = $1 order by seq",
+        // While a dispatcher holds the event, the next attempt can come no sooner than its
+        // lease's end.
+        r#"select id, event_type, created_at, payload, state,
+                  greatest(next_attempt_at, leased_until) as "next_attempt_at!", delivered_at
+           from outbox where otp_id = $1 order by seq"#,
         id
     )
     .fetch_all(&state.pool)

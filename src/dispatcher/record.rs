@@ -98,8 +98,8 @@ async fn write(pool: &PgPool, batch: &[Outcome]) -> Result<Vec<Uuid>, sqlx::Erro
 
 /// 410 Gone stops callbacks to that URL: the app's other pending events for it become
 /// `gone` too. Separate from the batch, and skipping rows another dispatcher holds locked,
-/// so two dispatchers meeting the same 410 cannot deadlock; an event in flight elsewhere
-/// gets its own 410.
+/// so two dispatchers meeting the same 410 cannot deadlock; an event in flight (leased)
+/// is left to its own answer.
 async fn stop_gone_urls(pool: &PgPool, gone: &[Uuid]) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "update outbox o
@@ -107,7 +107,7 @@ async fn stop_gone_urls(pool: &PgPool, gone: &[Uuid]) -> Result<(), sqlx::Error>
          where o.id in (
              select p.id from outbox p
              join outbox g on g.destination = p.destination and g.app_id = p.app_id and g.callback_url = p.callback_url
-             where g.id = any($1) and p.state = 'pending'
+             where g.id = any($1) and p.state = 'pending' and (p.leased_until is null or p.leased_until <= now())
              for update of p skip locked)",
         gone
     )
