@@ -12,8 +12,8 @@ alter table outbox set (fillfactor = 80);
 -- Every pending event was in six indexes, each written again by every claim. Two served
 -- statements off the hot path that `outbox_pending_by_destination` serves too: the backlog
 -- gauge, and the other pending events to a URL that answered 410 (now found among the
--- pending events of its host). (`outbox_pending_per_otp`
--- stays: without it the claim's check for an OTP's earlier pending events was planned as
--- a scan of every pending event, once per candidate.)
+-- pending events of its host). (`outbox_pending_per_otp` stays: without it the claim's
+-- check for an OTP's earlier pending events was planned as a scan of every pending event,
+-- once per candidate.)
 drop index outbox_due;
 drop index outbox_pending_per_url;

@@ -436,8 +436,7 @@ impl Batch for SentRounds {
         insert_attempts(&mut tx, &attempts).await?;
         let rows = mark_sent(&mut tx, rounds).await?;
         let landed: HashSet<Uuid> = rows.iter().map(|row| row.id).collect();
-        let snapshots: Vec<_> = rows.into_iter().map(|row| row.into_snapshot(None)).collect();
-        outbox::record_many(&mut tx, EventType::Sent, &snapshots).await?;
+        outbox::record_rows(&mut tx, EventType::Sent, rows, None).await?;
         tx.commit().await?;
         // Two rounds of one OTP can meet in a batch when a lease lapsed under a round that
         // was still running here; only the newer claim can have matched the fence.

@@ -248,9 +248,7 @@ impl Inserter {
         )
         .fetch_all(&mut *tx)
         .await?;
-        for row in stale {
-            crate::outbox::record(&mut tx, crate::outbox::EventType::Expired, &row.into_snapshot(None)).await?;
-        }
+        crate::outbox::record_rows(&mut tx, crate::outbox::EventType::Expired, stale, None).await?;
         let inserted = insert_and_count(&mut tx, std::slice::from_ref(otp), &self.terms).await?;
         tx.commit().await?;
         Ok(inserted.into_iter().next().flatten())
@@ -331,11 +329,7 @@ async fn reject_rate_limited(conn: &mut sqlx::PgConnection, ids: &[Uuid]) -> Res
     .fetch_all(&mut *conn)
     .await?;
     let error = serde_json::json!({"reason": "rate_limited", "message": "rate_limited: a send limit is used up"});
-    let events: Vec<_> = rows
-        .into_iter()
-        .map(|row| row.into_snapshot(Some(error.clone())))
-        .collect();
-    crate::outbox::record_many(conn, crate::outbox::EventType::Rejected, &events).await?;
+    crate::outbox::record_rows(conn, crate::outbox::EventType::Rejected, rows, Some(error)).await?;
     Ok(())
 }
 

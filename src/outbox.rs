@@ -156,6 +156,18 @@ impl OtpRow {
     }
 }
 
+/// Writes one event per OTP row (as `RETURNING` gave it), each with `error`, inside the
+/// caller's transaction, in one statement.
+pub async fn record_rows(
+    conn: &mut PgConnection,
+    event: EventType,
+    rows: Vec<OtpRow>,
+    error: Option<Value>,
+) -> sqlx::Result<Vec<EventId>> {
+    let snapshots: Vec<OtpSnapshot> = rows.into_iter().map(|row| row.into_snapshot(error.clone())).collect();
+    record_many(conn, event, &snapshots).await
+}
+
 /// Writes an event for an OTP as it stands now in the caller's transaction.
 pub async fn record_for_otp(
     conn: &mut PgConnection,
@@ -172,5 +184,6 @@ pub async fn record_for_otp(
     )
     .fetch_one(&mut *conn)
     .await?;
-    record(conn, event, &row.into_snapshot(error)).await
+    let ids = record_rows(conn, event, vec![row], error).await?;
+    Ok(ids[0])
 }

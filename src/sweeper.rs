@@ -80,8 +80,7 @@ impl Sweeper {
             .fetch_all(&mut *tx)
             .await?;
             let count = expired.len();
-            let snapshots: Vec<_> = expired.into_iter().map(|row| row.into_snapshot(None)).collect();
-            outbox::record_many(&mut tx, EventType::Expired, &snapshots).await?;
+            outbox::record_rows(&mut tx, EventType::Expired, expired, None).await?;
             tx.commit().await?;
             metrics::counter!(crate::observability::EXPIRED).increment(count as u64);
             total += count as u64;

@@ -308,9 +308,9 @@ impl Dispatcher {
                    -- Locking re-reads a row another dispatcher changed since this statement's
                    -- snapshot and re-checks these conditions on it: a claim bumps `attempts`, a
                    -- recorded outcome changes `state` or schedules the next attempt, so an event
-                   -- claimed or rescheduled meanwhile is passed over. They compare with the candidate's columns rather
-                   -- than literals, so no plan can reach these few rows through a partial index
-                   -- of the whole pending backlog.
+                   -- claimed or rescheduled meanwhile is passed over. They compare with the
+                   -- candidate's columns rather than literals, so no plan can reach these few rows
+                   -- through a partial index of the whole pending backlog.
                    select o.id from outbox o
                    join candidates c on c.id = o.id and o.attempts = c.attempts and o.state = c.state
                                         and o.next_attempt_at = c.next_attempt_at

@@ -35,6 +35,16 @@ async fn receiver_failing(first: ResponseTemplate, times: u64) -> MockServer {
     server
 }
 
+/// A receiver that answers every POST 204 after `delay`.
+async fn slow_receiver(delay: Duration) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(204).set_delay(delay))
+        .mount(&server)
+        .await;
+    server
+}
+
 async fn received(server: &MockServer) -> Vec<Request> {
     server.received_requests().await.unwrap_or_default()
 }
@@ -317,11 +327,7 @@ async fn an_otps_events_reach_the_receiver_in_the_order_they_happened(pool: PgPo
 
 #[sqlx::test]
 async fn one_slow_receiver_does_not_hold_up_the_others(pool: PgPool) {
-    let slow = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(204).set_delay(Duration::from_secs(10)))
-        .mount(&slow)
-        .await;
+    let slow = slow_receiver(Duration::from_secs(10)).await;
     let fast = receiver_failing(ResponseTemplate::new(204), 0).await;
     let mut harness = Harness::new(pool).await;
     harness.set("callbacks.concurrency", json!(4));
@@ -355,11 +361,7 @@ async fn one_slow_receiver_does_not_hold_up_the_others(pool: PgPool) {
 
 #[sqlx::test]
 async fn an_event_in_flight_is_not_claimed_again_while_its_lease_holds(pool: PgPool) {
-    let receiver = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(204).set_delay(Duration::from_secs(1)))
-        .mount(&receiver)
-        .await;
+    let receiver = slow_receiver(Duration::from_secs(1)).await;
     let mut harness = Harness::new(pool).await;
     harness.create_app("shop", json!({"": "Code {{pin}}"})).await;
     harness.webhook_secret("shop", None).await;
@@ -369,11 +371,8 @@ async fn an_event_in_flight_is_not_claimed_again_while_its_lease_holds(pool: PgP
     }
     harness.start_dispatcher();
     // A second dispatcher polls the same outbox every 100 ms while the answers take 1 s.
-    let config = harness.config();
-    let sender = otp_courier::webhook::Sender::new(&config.callbacks).expect("callback client");
-    let second = otp_courier::dispatcher::Dispatcher::new(harness.pool.clone(), sender, config.callbacks);
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(second.run(shutdown.clone(), Duration::from_secs(5)));
+    let sender = otp_courier::webhook::Sender::new(&harness.config().callbacks).expect("callback client");
+    let (shutdown, task) = harness.spawn_dispatcher(sender);
     wait_until("every event delivered", LONG, || async {
         states(&harness).await.iter().all(|s| s == "delivered")
     })
@@ -393,11 +392,7 @@ async fn an_event_in_flight_is_not_claimed_again_while_its_lease_holds(pool: PgP
 
 #[sqlx::test]
 async fn a_dispatcher_killed_mid_batch_loses_no_callback(pool: PgPool) {
-    let receiver = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(204).set_delay(Duration::from_millis(300)))
-        .mount(&receiver)
-        .await;
+    let receiver = slow_receiver(Duration::from_millis(300)).await;
     let mut harness = Harness::new(pool).await;
     harness.set("callbacks.per_destination", json!(4));
     harness.set("callbacks.concurrency", json!(4));

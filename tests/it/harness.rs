@@ -194,11 +194,17 @@ impl Harness {
 
     /// Starts a dispatcher in this process that sends through `sender`.
     pub fn start_dispatcher_with(&mut self, sender: otp_courier::webhook::Sender) {
+        self.dispatcher = Some(self.spawn_dispatcher(sender));
+    }
+
+    /// Runs a dispatcher in this process that sends through `sender`, until the token is
+    /// cancelled; the harness does not stop it.
+    pub fn spawn_dispatcher(&self, sender: otp_courier::webhook::Sender) -> (CancellationToken, JoinHandle<()>) {
         let config = self.config();
         let dispatcher = otp_courier::dispatcher::Dispatcher::new(self.pool.clone(), sender, config.callbacks);
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(dispatcher.run(shutdown.clone(), Duration::from_secs(5)));
-        self.dispatcher = Some((shutdown, task));
+        (shutdown, task)
     }
 
     /// Issues the app's webhook signing secret; earlier ones keep signing for `grace`.
