@@ -12,14 +12,15 @@
 //!    it for latency from publish to provider request and from publish to callback.
 //!
 //! `BENCH_SOAK_SECONDS=600` adds a soak at 50% that samples RSS, queue depth and outbox
-//! backlog every 10 s. Results go to target/bench/e2e.json. The publishers, the fake
+//! backlog every 10 s; its jobs expire after 60 s, so it runs in the steady state of two
+//! callbacks per OTP, and it reports the slope of RSS over its last four fifths. Results go to target/bench/e2e.json. The publishers, the fake
 //! provider, the receiver, RabbitMQ and PostgreSQL all share the machine's cores.
 
 mod common;
 
 use std::collections::HashMap;
 use std::io::Write as _;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -49,10 +50,17 @@ fn amqp_url() -> String {
     std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
+/// The TTL of the jobs of the burst and the paced runs: none of them expires before the
+/// paced runs end, so each of their OTPs costs one callback (`otp.sent`).
+const TTL: u32 = 300;
+/// The TTL of the soak's jobs: from its first minute on, each OTP also expires (the bench
+/// never verifies), so the soak runs in the steady state of two callbacks per OTP.
+const SOAK_TTL: u32 = 60;
+
 /// A send job as producers write it; `n` picks its phone number.
-fn job(n: u64) -> Vec<u8> {
+fn job(n: u64, ttl: u32) -> Vec<u8> {
     json!({"appId": "bench", "phoneNumber": format!("+{}", FIRST_NUMBER + n), "requestId": format!("bench-{n}"),
-           "pinLength": 6, "ttl": 60, "metadata": {"userId": format!("u-{n}"), "flow": "login"}})
+           "pinLength": 6, "ttl": ttl, "metadata": {"userId": format!("u-{n}"), "flow": "login"}})
     .to_string()
     .into_bytes()
 }
@@ -72,6 +80,8 @@ struct Shared {
     tracker: Tracker,
     epoch: Instant,
     webhook: standardwebhooks::Webhook,
+    /// The TTL of the jobs published from now on.
+    ttl: AtomicU32,
 }
 
 fn job_number(phone: &str) -> Option<u64> {
@@ -164,6 +174,7 @@ async fn main() -> anyhow::Result<()> {
         tracker: Tracker::default(),
         epoch: Instant::now(),
         webhook: standardwebhooks::Webhook::new(&secret)?,
+        ttl: AtomicU32::new(TTL),
     });
     let provider_url = serve(
         axum::Router::new()
@@ -377,9 +388,9 @@ async fn queue_depth(amqp: &Connection, queue: &str) -> Option<u32> {
     depth
 }
 
-async fn publish(channel: &Channel, queue: &str, n: u64) -> anyhow::Result<()> {
+async fn publish(channel: &Channel, queue: &str, n: u64, ttl: u32) -> anyhow::Result<()> {
     let properties = BasicProperties::default().with_content_type("application/json".into());
-    otp_courier::amqp::publish_confirmed(channel, queue, &job(n), properties).await?;
+    otp_courier::amqp::publish_confirmed(channel, queue, &job(n, ttl), properties).await?;
     Ok(())
 }
 
@@ -401,7 +412,7 @@ async fn amqp_ceiling(amqp: &Connection, jobs: u64) -> anyhow::Result<(f64, f64)
         let (channel, queue, cursor) = (channel.clone(), queue.clone(), cursor.clone());
         publishers.spawn(async move {
             while cursor.fetch_add(1, Ordering::Relaxed) < jobs {
-                publish(&channel, &queue, 0).await?;
+                publish(&channel, &queue, 0, TTL).await?;
             }
             anyhow::Ok(())
         });
@@ -539,7 +550,7 @@ async fn run_burst(
                 }
                 let at = shared.epoch.elapsed();
                 shared.tracker.published.lock().expect("lock").insert(n, at);
-                publish(&channel, &queue, n).await?;
+                publish(&channel, &queue, n, shared.ttl.load(Ordering::Relaxed)).await?;
             }
         });
     }
@@ -571,7 +582,7 @@ async fn run_paced(
         publishes.spawn(async move {
             let at = shared.epoch.elapsed();
             shared.tracker.published.lock().expect("lock").insert(n, at);
-            publish(&channel, &queue, n).await
+            publish(&channel, &queue, n, shared.ttl.load(Ordering::Relaxed)).await
         });
         while let Some(done) = publishes.try_join_next() {
             done??;
@@ -653,7 +664,11 @@ async fn soak(
 ) -> anyhow::Result<Value> {
     let slice = Duration::from_secs(10);
     let slices = (duration.as_secs() / slice.as_secs()).max(1);
-    println!("soak at {rate:.0} jobs/s for {} s", slices * slice.as_secs());
+    shared.ttl.store(SOAK_TTL, Ordering::Relaxed);
+    println!(
+        "soak at {rate:.0} jobs/s for {} s, jobs with a {SOAK_TTL} s TTL",
+        slices * slice.as_secs()
+    );
     println!("| t (s) | RSS MiB | queue depth | outbox pending | OTPs/s | provider p99 ms |");
     println!("|---|---|---|---|---|---|");
     let mut samples = Vec::new();
@@ -684,5 +699,38 @@ async fn soak(
             map.lock().expect("lock").clear();
         }
     }
-    Ok(json!({"jobs_per_second": rate, "samples": samples}))
+    let settled: Vec<(f64, f64)> = samples
+        .iter()
+        .filter_map(|s| Some((s["t"].as_f64()?, s["rss_mib"].as_f64()?)))
+        .filter(|(t, _)| *t > (slices * slice.as_secs()) as f64 / 5.0)
+        .collect();
+    let slope = slope_per_minute(&settled);
+    println!(
+        "  RSS over the last four fifths: {:.1} -> {:.1} MiB, slope {slope:.3} MiB/min",
+        settled.first().map_or(0.0, |s| s.1),
+        settled.last().map_or(0.0, |s| s.1),
+    );
+    Ok(
+        json!({"jobs_per_second": rate, "job_ttl_seconds": SOAK_TTL, "samples": samples,
+              "rss_slope_mib_per_minute": slope}),
+    )
+}
+
+/// The least-squares slope of (seconds, MiB) points, in MiB per minute.
+fn slope_per_minute(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    if n < 2.0 {
+        return 0.0;
+    }
+    let (mean_t, mean_m) = (
+        points.iter().map(|p| p.0).sum::<f64>() / n,
+        points.iter().map(|p| p.1).sum::<f64>() / n,
+    );
+    let covariance: f64 = points.iter().map(|p| (p.0 - mean_t) * (p.1 - mean_m)).sum();
+    let variance: f64 = points.iter().map(|p| (p.0 - mean_t).powi(2)).sum();
+    if variance == 0.0 {
+        0.0
+    } else {
+        covariance / variance * 60.0
+    }
 }

@@ -1,11 +1,13 @@
 //! Apps (tenants): who may send, and the defaults their jobs fall back on.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sqlx::PgPool;
 
-use crate::batch::Batch;
+use crate::batch::{Batch, BatchError, Batcher};
 use crate::domain::{AppId, CallbackUrl, Channel, Sender, TemplateSet, Ttl};
 use crate::locale::Locale;
 use crate::template::Template;
@@ -129,8 +131,8 @@ pub async fn load(pool: &PgPool, id: &AppId) -> Result<Option<App>, AppError> {
 
 /// Loads the apps of the jobs in flight, one query for many (see [`crate::batch`]). Each
 /// answer is the app, `None` where there is no such app, or why the stored app is unreadable.
-pub struct Loads {
-    pub pool: PgPool,
+struct Loads {
+    pool: PgPool,
 }
 
 impl Batch for Loads {
@@ -155,6 +157,52 @@ impl Batch for Loads {
                 }),
             })
             .collect())
+    }
+}
+
+/// The apps a worker's jobs name: loaded per batch ([`Loads`]), then kept for `ttl`, so a
+/// busy app costs one query per `ttl` instead of one per batch. otp-courier never changes an
+/// app once created; an edit made in the database directly reaches each worker within `ttl`.
+/// An unknown app is not kept, so a job for an app created a moment later is accepted (as
+/// are dead letters requeued once the app exists). Holds at most the apps that exist.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Cache {
+    loads: Batcher<Loads>,
+    ttl: Duration,
+    kept: Arc<Mutex<HashMap<AppId, Kept>>>,
+}
+
+/// An app and when it was loaded.
+type Kept = (Instant, Arc<App>);
+
+impl Cache {
+    /// Starts the batch loader on `pool`; `ttl` zero loads every time. Needs a Tokio runtime.
+    pub fn spawn(pool: PgPool, ttl: Duration) -> Self {
+        Self {
+            loads: Batcher::spawn(Loads { pool }).0,
+            ttl,
+            kept: Arc::default(),
+        }
+    }
+
+    /// The app, `None` when there is no such app, or why the stored app is unreadable.
+    pub async fn get(&self, id: &AppId) -> Result<Result<Option<Arc<App>>, AppError>, BatchError> {
+        if let Some((loaded, app)) = self.kept.lock().expect("app cache lock").get(id) {
+            if loaded.elapsed() < self.ttl {
+                return Ok(Ok(Some(app.clone())));
+            }
+        }
+        let loaded = Instant::now();
+        let app = match self.loads.submit(id.clone()).await? {
+            Ok(Some(app)) => Arc::new(app),
+            other => return Ok(other.map(|none| none.map(Arc::new))),
+        };
+        if !self.ttl.is_zero() {
+            let mut kept = self.kept.lock().expect("app cache lock");
+            kept.insert(id.clone(), (loaded, app.clone()));
+        }
+        Ok(Ok(Some(app)))
     }
 }
 

@@ -109,6 +109,7 @@ pub struct WorkerConfig {
     pub poll_interval_ms: u64,
     pub scheduler_concurrency: usize,
     pub shutdown_grace_seconds: u64,
+    pub app_cache_seconds: u64,
 }
 
 impl AmqpConfig {
@@ -133,6 +134,9 @@ impl WorkerConfig {
     }
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_seconds)
+    }
+    pub fn app_cache(&self) -> Duration {
+        Duration::from_secs(self.app_cache_seconds)
     }
 }
 
@@ -379,6 +383,7 @@ impl Config {
             self.worker.shutdown_grace_seconds,
             1..=600,
         )?;
+        in_range("worker.app_cache_seconds", self.worker.app_cache_seconds, 0..=3600)?;
         self.validate_delivery()?;
         self.validate_callbacks()?;
         in_range("sweeper.interval_ms", self.sweeper.interval_ms, 100..=3_600_000)?;

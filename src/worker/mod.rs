@@ -25,7 +25,6 @@ use tracing::Instrument;
 use crate::amqp;
 use crate::api::OTP_ID_HEADER;
 use crate::apps;
-use crate::batch::Batcher;
 use crate::config::Config;
 use crate::delivery::Deliverer;
 use crate::domain::{RawJob, SendJob};
@@ -80,7 +79,7 @@ pub struct Worker {
     config: Arc<Config>,
     deliverer: Deliverer,
     inserter: Inserter,
-    apps: Batcher<apps::Loads>,
+    apps: apps::Cache,
 }
 
 impl Worker {
@@ -93,10 +92,7 @@ impl Worker {
             deliverer.lease(),
             &config.limits,
         );
-        let loads = apps::Loads {
-            pool: deliverer.batch_pool().clone(),
-        };
-        let apps = Batcher::spawn(loads).0;
+        let apps = apps::Cache::spawn(deliverer.batch_pool().clone(), config.worker.app_cache());
         Self {
             config,
             deliverer,
@@ -262,7 +258,7 @@ impl Worker {
         let span = tracing::Span::current();
         span.record("app_id", job.app_id.as_str());
         span.record("request_id", job.request_id.as_str());
-        let Some(app) = self.apps.submit(job.app_id.clone()).await?? else {
+        let Some(app) = self.apps.get(&job.app_id).await?? else {
             return Ok(Settled::Rejected(Rejection::UnknownApp(job.app_id.to_string())));
         };
         // RabbitMQ validates `user-id` against the publishing connection's user, so a job

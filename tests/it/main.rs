@@ -2,6 +2,7 @@
 
 mod api;
 mod api_verify;
+mod apps;
 mod bad_input;
 mod callbacks;
 mod crash;
