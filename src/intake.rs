@@ -3,7 +3,6 @@
 //! and (for validation) the HTTP API.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -175,14 +174,11 @@ pub fn send_key(job: &SendJob) -> SendKey {
 /// Writes new OTPs, each already claimed for delivery by this process so the common path
 /// needs no second round trip, and counts each inserted OTP's send against the send limits
 /// in the same transaction: a send is counted once its OTP exists, and never twice (a
-/// duplicate or a redelivery inserts nothing and counts nothing). Jobs with their own
-/// request id go through one batch writer (one transaction for all the jobs in flight); a
-/// derived request id takes its own transaction. Cheap to clone.
+/// duplicate or a redelivery inserts nothing and counts nothing). One batch writer: one
+/// transaction for all the jobs in flight. Cheap to clone.
 #[derive(Clone)]
 pub struct Inserter {
-    pool: PgPool,
     batch: Batcher<Inserts>,
-    terms: Arc<Terms>,
 }
 
 /// What every inserted OTP is claimed with (the PIN key it will be derived with, the
@@ -203,62 +199,36 @@ pub struct Inserted {
 }
 
 impl Inserter {
-    /// `batch_pool` serves the batch writer (see `db::batch_pool`); `pool` the rest.
-    pub fn spawn(pool: PgPool, batch_pool: PgPool, pin_key_id: &str, lease: Duration, limits: &LimitsConfig) -> Self {
-        let terms = Arc::new(Terms {
-            pin_key_id: pin_key_id.to_string(),
-            lease,
-            limits: limits.clone(),
-        });
+    /// Starts the batch writer on `batch_pool` (see `db::batch_pool`).
+    pub fn spawn(batch_pool: PgPool, pin_key_id: &str, lease: Duration, limits: &LimitsConfig) -> Self {
         let inserts = Inserts {
             pool: batch_pool,
-            terms: terms.clone(),
+            terms: Terms {
+                pin_key_id: pin_key_id.to_string(),
+                lease,
+                limits: limits.clone(),
+            },
         };
         let (batch, _) = Batcher::spawn(inserts);
-        Self { pool, batch, terms }
+        Self { batch }
     }
 
     /// Inserts the OTP and counts its send; `None` when the request id names an OTP that
     /// exists already.
     #[tracing::instrument(skip_all, fields(otp_id = %otp.id, app_id = %otp.job.app_id, request_id = otp.job.request_id.as_str()))]
     pub async fn insert(&self, otp: NewOtp) -> Result<Option<Inserted>, BatchError> {
-        let inserted = if otp.job.request_id.is_derived() {
-            self.insert_derived(&otp).await?
-        } else {
-            self.batch.submit(otp).await?
-        };
+        let inserted = self.batch.submit(otp).await?;
         if let Some(limit) = inserted.as_ref().and_then(|i| i.over_limit) {
             metrics::counter!(crate::observability::RATE_LIMITED, "limit" => limit).increment(1);
         }
         Ok(inserted)
-    }
-
-    /// A key derived from the body deduplicates only while its OTP is pending. One whose OTP
-    /// ran out unnoticed must not swallow a new request: expire it first, with its event.
-    async fn insert_derived(&self, otp: &NewOtp) -> Result<Option<Inserted>, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        let stale = sqlx::query_as!(
-            crate::outbox::OtpRow,
-            "update otps set status = 'expired', status_changed_at = now(), updated_at = now()
-             where app_id = $1 and request_id = $2 and request_id_derived and status = 'pending' and expires_at <= now()
-             returning id, app_id, request_id, phone_number, channel, status, delivery, locale, parts,
-                       attempts, max_attempts, expires_at, metadata, callback_url",
-            otp.job.app_id.as_str(),
-            otp.job.request_id.as_str(),
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        crate::outbox::record_rows(&mut tx, crate::outbox::EventType::Expired, stale, None).await?;
-        let inserted = insert_and_count(&mut tx, std::slice::from_ref(otp), &self.terms).await?;
-        tx.commit().await?;
-        Ok(inserted.into_iter().next().flatten())
     }
 }
 
 /// The batched insert behind [`Inserter`].
 struct Inserts {
     pool: PgPool,
-    terms: Arc<Terms>,
+    terms: Terms,
 }
 
 impl Batch for Inserts {
@@ -267,10 +237,48 @@ impl Batch for Inserts {
 
     async fn run(&self, otps: &[NewOtp]) -> Result<Vec<Option<Inserted>>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
+        expire_stale(&mut tx, otps).await?;
         let inserted = insert_and_count(&mut tx, otps, &self.terms).await?;
         tx.commit().await?;
         Ok(inserted)
     }
+}
+
+/// A request id derived from the body deduplicates only while its OTP is pending. One whose
+/// OTP ran out unnoticed (the sweeper has not passed yet) must not swallow a new request:
+/// expire those first, with their events, in the inserting transaction. Rows are locked in
+/// id order, so two batches expiring the same rows cannot deadlock.
+async fn expire_stale(conn: &mut sqlx::PgConnection, otps: &[NewOtp]) -> Result<(), sqlx::Error> {
+    let (apps, requests): (Vec<String>, Vec<String>) = otps
+        .iter()
+        .filter(|o| o.job.request_id.is_derived())
+        .map(|o| (o.job.app_id.to_string(), o.job.request_id.as_str().to_string()))
+        .unzip();
+    if apps.is_empty() {
+        return Ok(());
+    }
+    let stale = sqlx::query_as!(
+        crate::outbox::OtpRow,
+        "with stale as (
+             select o.id from otps o
+             join unnest($1::text[], $2::text[]) as t(app_id, request_id)
+               on o.app_id = t.app_id and o.request_id = t.request_id
+             where o.request_id_derived and o.status = 'pending' and o.expires_at <= now()
+             order by o.id
+             for update of o
+         )
+         update otps set status = 'expired', status_changed_at = now(), updated_at = now()
+         from stale where otps.id = stale.id
+         returning otps.id, otps.app_id, otps.request_id, otps.phone_number, otps.channel, otps.status,
+                   otps.delivery, otps.locale, otps.parts, otps.attempts, otps.max_attempts,
+                   otps.expires_at, otps.metadata, otps.callback_url",
+        &apps,
+        &requests,
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    crate::outbox::record_rows(conn, crate::outbox::EventType::Expired, stale, None).await?;
+    Ok(())
 }
 
 /// Inserts the OTPs and counts the sends of those inserted, in the caller's transaction.

@@ -86,7 +86,6 @@ impl Worker {
     /// Starts the worker's batch writers; needs a Tokio runtime.
     pub fn new(config: Arc<Config>, deliverer: Deliverer) -> Self {
         let inserter = Inserter::spawn(
-            deliverer.pool().clone(),
             deliverer.batch_pool().clone(),
             deliverer.pin_keys().active_id(),
             deliverer.lease(),
