@@ -5,12 +5,15 @@
 //!
 //! A batch that fails on a row's own data (SQLSTATE class 22 or 23) is run again one
 //! request at a time, so one job the database cannot store fails only itself. Any other
-//! failure (a lost connection, a restart) answers every request of the batch with it.
+//! failure (a lost connection, a restart) answers every request of the batch with it. A
+//! batch that panics (a bug) fails its requests the same way, and the writer goes on.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -32,6 +35,9 @@ pub enum BatchError {
     /// The writer stopped (the process is shutting down).
     #[error("the batch writer stopped")]
     Stopped,
+    /// The batch panicked; the writer logged it and goes on with the next batch.
+    #[error("the batch panicked")]
+    Panicked,
 }
 
 impl BatchError {
@@ -92,7 +98,13 @@ async fn write<B: Batch>(batch: B, mut incoming: mpsc::Receiver<(B::Item, Answer
     let mut gathered = Vec::with_capacity(max);
     while incoming.recv_many(&mut gathered, max).await > 0 {
         let (items, answers): (Vec<_>, Vec<_>) = gathered.drain(..).unzip();
-        match run(&batch, &items).await {
+        let Ok(ran) = guarded(&batch, &items).await else {
+            for answer in answers {
+                let _ = answer.send(Err(BatchError::Panicked));
+            }
+            continue;
+        };
+        match ran {
             Ok(outputs) => {
                 for (answer, output) in answers.into_iter().zip(outputs) {
                     let _ = answer.send(Ok(output));
@@ -115,8 +127,20 @@ async fn write<B: Batch>(batch: B, mut incoming: mpsc::Receiver<(B::Item, Answer
 }
 
 async fn run_alone<B: Batch>(batch: &B, item: B::Item) -> Result<B::Output, BatchError> {
-    let outputs = run(batch, std::slice::from_ref(&item)).await?;
+    let outputs = guarded(batch, std::slice::from_ref(&item)).await??;
     outputs.into_iter().next().ok_or(BatchError::Stopped)
+}
+
+/// [`run`], with a panic caught and logged, so that one bad batch does not stop the writer
+/// and leave every later request of the process answered [`BatchError::Stopped`].
+async fn guarded<B: Batch>(batch: &B, items: &[B::Item]) -> Result<Result<Vec<B::Output>, sqlx::Error>, BatchError> {
+    AssertUnwindSafe(run(batch, items)).catch_unwind().await.map_err(|_| {
+        tracing::error!(
+            count = items.len(),
+            "a batch panicked; its requests fail and the writer goes on"
+        );
+        BatchError::Panicked
+    })
 }
 
 /// Runs one batch within [`RUN_TIMEOUT`]; a batch cut off fails like a lost connection.
@@ -175,7 +199,7 @@ mod tests {
     }
 
     /// Doubles numbers; refuses a batch holding a negative one for its data, or any batch
-    /// while `down`. Each batch waits for a permit from `gate`, so a test decides when
+    /// while `down`; panics on 13. Each batch waits for a permit from `gate`, so a test decides when
     /// batches run, and records its size.
     struct Doubler {
         gate: Arc<Semaphore>,
@@ -198,6 +222,7 @@ mod tests {
             if items.iter().any(|n| *n < 0) {
                 return Err(sqlx::Error::Database(Box::new(Unstorable)));
             }
+            assert!(!items.contains(&13), "thirteen");
             Ok(items.iter().map(|n| n * 2).collect())
         }
     }
@@ -291,5 +316,18 @@ mod tests {
         let answers = submit_while_busy(&fixture, &[1, 2]).await;
         assert!(answers.iter().all(|a| a.as_ref().is_err_and(|e| !e.is_permanent())));
         assert_eq!(*fixture.sizes.lock().expect("sizes"), [1, 1, 2], "no row-by-row rerun");
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_panics_fails_its_requests_and_the_writer_goes_on() {
+        let fixture = fixture(false);
+        let answers = submit_while_busy(&fixture, &[1, 13]).await;
+        assert_eq!(answers[0].as_ref().expect("the batch before"), &0);
+        assert!(
+            answers[1..].iter().all(|a| matches!(a, Err(BatchError::Panicked))),
+            "{answers:?}"
+        );
+        assert_eq!(fixture.batcher.submit(2).await.expect("the writer is alive"), 4);
+        assert_eq!(*fixture.sizes.lock().expect("sizes"), [1, 2, 1], "no row-by-row rerun");
     }
 }
