@@ -26,13 +26,27 @@ pub const OUTBOX_PENDING: &str = "otp_courier_outbox_pending";
 pub const OUTBOX_OLDEST: &str = "otp_courier_outbox_oldest_pending_seconds";
 pub const DLQ_DEPTH: &str = "otp_courier_dlq_depth";
 
-/// Installs the process-wide Prometheus recorder; its handle renders `/metrics`.
+/// How often the recorder folds recorded histogram values into their buckets.
+const UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Installs the process-wide Prometheus recorder; its handle renders `/metrics`. Needs a
+/// Tokio runtime: it starts the recorder's upkeep, without which every histogram value
+/// would be kept in memory until the next scrape, and for ever where nobody scrapes.
 pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
     let buckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0];
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_duration_seconds".into()), &buckets)?
         .install_recorder()?;
     describe();
+    let upkept = handle.clone();
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(UPKEEP);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            upkept.run_upkeep();
+        }
+    });
     Ok(handle)
 }
 
