@@ -270,6 +270,7 @@ async fn main() -> anyhow::Result<()> {
     } else {
         None
     };
+    let peak_rss_with_soak = soak.as_ref().map(|_| rss_mib(pid, "VmHWM"));
 
     let tracker = &shared.tracker;
     let provider_requests = tracker.provider_requests.load(Ordering::Relaxed);
@@ -312,6 +313,9 @@ async fn main() -> anyhow::Result<()> {
         max.rate
     );
     println!("peak RSS of otp-courier: {peak_rss:.0} MiB (after the maximum-rate run: {peak_rss_at_max:.0} MiB)");
+    if let Some(with_soak) = peak_rss_with_soak {
+        println!("peak RSS of otp-courier including the soak: {with_soak:.0} MiB");
+    }
     println!(
         "provider requests {provider_requests} for {next} jobs; otp.sent callbacks {sent_callbacks}; bad signatures {bad_signatures}"
     );
@@ -327,6 +331,7 @@ async fn main() -> anyhow::Result<()> {
             "publish_to_callback_ms": {"p50": run.callback[0], "p95": run.callback[1], "p99": run.callback[2]},
         })).collect::<Vec<_>>(),
         "peak_rss_mib": peak_rss, "peak_rss_mib_after_max": peak_rss_at_max,
+        "peak_rss_mib_with_soak": peak_rss_with_soak,
         "provider_requests": provider_requests, "jobs_published": next, "sent_callbacks": sent_callbacks,
         "bad_signatures": bad_signatures, "soak": soak,
     });
