@@ -3,7 +3,9 @@
 //!
 //! Ceiling: plain sqlx clients running the verification transaction (lock the OTP row,
 //! count the attempt, write the status, the attempt record and the outbox event) as fast as
-//! the database takes it. Ours: `POST /v1/otp/verify` with correct codes against the real API
+//! the database takes it; like ours, its transaction does not notify the dispatchers (see
+//! `outbox::BEGIN_WITHOUT_NOTIFY`). Every OTP has a callback URL, so every event is pending
+//! for the dispatcher, as in a service whose apps take callbacks (none runs here). Ours: `POST /v1/otp/verify` with correct codes against the real API
 //! (credentials, rate limit, verification), each request a different OTP. The load generator
 //! runs in the same process as the server, so both share the machine's cores.
 
@@ -106,6 +108,9 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where the OTPs' events would be called back: loopback's discard port (no dispatcher runs).
+const CALLBACK_URL: &str = "http://127.0.0.1:9/hook";
+
 /// Pending, sent OTPs with known ids; returns (id, PIN) pairs.
 async fn insert_otps(pool: &PgPool, n: usize) -> anyhow::Result<Arc<Vec<(Uuid, String)>>> {
     let key = PinKey::parse(KEY)?;
@@ -114,12 +119,13 @@ async fn insert_otps(pool: &PgPool, n: usize) -> anyhow::Result<Arc<Vec<(Uuid, S
         sqlx::query(
             "insert into otps (id, app_id, request_id, request_id_derived, phone_number, channel, locale, template,
                                parts, provider, pin_type, pin_length, pin_key_id, max_attempts, ttl_seconds,
-                               expires_at, delivery, sent_at)
+                               expires_at, delivery, sent_at, callback_url)
              select id, 'bench', id::text, false, '+14155550123', 'sms', 'en', 'Code {{pin}}', 1, 'file',
-                    'numbers', 6, 'b', 5, 1800, now() + interval '30 minutes', 'sent', now()
+                    'numbers', 6, 'b', 5, 1800, now() + interval '30 minutes', 'sent', now(), $2
              from unnest($1::uuid[]) as id",
         )
         .bind(chunk)
+        .bind(CALLBACK_URL)
         .execute(pool)
         .await?;
     }
@@ -148,18 +154,30 @@ async fn raw_transactions(
     drive(clients, limit, total, move |i| {
         let (pool, id) = (pool.clone(), otps[i].0);
         async move {
-            let mut tx = pool.begin().await?;
-            sqlx::query("select status, attempts from otps where id = $1 for update").bind(id).fetch_one(&mut *tx).await?;
-            sqlx::query("update otps set attempts = attempts + 1, status = 'verified', verified_at = now() where id = $1")
+            let mut tx = pool.begin_with(otp_courier::outbox::BEGIN_WITHOUT_NOTIFY).await?;
+            sqlx::query("select status, attempts from otps where id = $1 for update")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+            sqlx::query(
+                "update otps set attempts = attempts + 1, status = 'verified', verified_at = now() where id = $1",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "insert into outbox (id, otp_id, app_id, event_type, callback_url, payload, state)
+                 values ($1, $2, 'bench', 'otp.verified', $3, '{}', 'pending')",
+            )
+            .bind(Uuid::now_v7())
+            .bind(id)
+            .bind(CALLBACK_URL)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("insert into verification_attempts (otp_id, outcome) values ($1, 'verified')")
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("insert into outbox (id, otp_id, app_id, event_type, payload) values ($1, $2, 'bench', 'otp.verified', '{}')")
-                .bind(Uuid::now_v7())
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("insert into verification_attempts (otp_id, outcome) values ($1, 'verified')").bind(id).execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(())
         }

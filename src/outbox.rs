@@ -5,12 +5,53 @@
 
 use serde::Serialize;
 use serde_json::{json, Value};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::domain::{EventId, OtpId};
+
+/// Begins a transaction whose events do not notify the dispatchers when it commits: its
+/// caller pokes a [`Notifier`] after the commit instead. PostgreSQL lets one notifying
+/// transaction commit at a time (it holds its notification lock through the commit's WAL
+/// flush); a transaction begun this way commits beside the others.
+pub const BEGIN_WITHOUT_NOTIFY: &str = "BEGIN; SET LOCAL otp_courier.notify = off";
+
+/// The payload of a [`Notifier`]'s notifications (the trigger's carry none); the
+/// dispatchers read neither.
+pub const AFTER_COMMIT: &str = "after-commit";
+
+/// Wakes the dispatchers after transactions begun with [`BEGIN_WITHOUT_NOTIFY`] commit: one
+/// `NOTIFY` at a time, in its own transaction, for every poke since the last. A poke lost
+/// to a crash only leaves its events to the dispatchers' next poll. Cheap to clone; the
+/// task that notifies ends with the last clone.
+#[derive(Clone, Debug)]
+pub struct Notifier {
+    pokes: mpsc::Sender<()>,
+}
+
+impl Notifier {
+    /// Starts the notifying task on `pool`; needs a Tokio runtime.
+    pub fn spawn(pool: PgPool) -> Self {
+        let (pokes, mut poked) = mpsc::channel(1);
+        tokio::spawn(async move {
+            while poked.recv().await.is_some() {
+                let notify = sqlx::query!("select pg_notify($1, $2)", crate::dispatcher::CHANNEL, AFTER_COMMIT);
+                if let Err(error) = notify.execute(&pool).await {
+                    tracing::warn!(%error, "could not wake the dispatchers; they find the events at their next poll");
+                }
+            }
+        });
+        Self { pokes }
+    }
+
+    /// Asks for a `NOTIFY`; a poke while one is already asked for joins it.
+    pub fn poke(&self) {
+        let _ = self.pokes.try_send(());
+    }
+}
 
 /// The events of DESIGN, "Status callbacks".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

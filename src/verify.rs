@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::domain::OtpId;
 use crate::observability;
-use crate::outbox::{self, EventType, OtpRow};
+use crate::outbox::{self, EventType, Notifier, OtpRow};
 use crate::pin::{self, PinKeys, PinLength, PinType};
 
 /// How a verification ended.
@@ -58,11 +58,13 @@ const MAX_CODE_LEN: usize = 32;
 pub async fn verify(
     pool: &PgPool,
     keys: &PinKeys,
+    notifier: &Notifier,
     otp_id: Uuid,
     app: Option<&str>,
     code: &str,
 ) -> Result<Option<Verification>, VerifyError> {
-    let mut tx = pool.begin().await?;
+    // Verifications commit side by side; the notifier wakes the dispatchers after.
+    let mut tx = pool.begin_with(outbox::BEGIN_WITHOUT_NOTIFY).await?;
     let Some(otp) = sqlx::query!(
         "select app_id, request_id, status, expires_at, attempts, max_attempts, pin_type, pin_length, pin_key_id,
                 generation
@@ -79,8 +81,11 @@ pub async fn verify(
     let span = tracing::Span::current();
     span.record("app_id", otp.app_id.as_str());
     span.record("request_id", otp.request_id.as_str());
+    let expired = OffsetDateTime::now_utc() >= otp.expires_at;
+    // Which outcomes write an event: a pending OTP's, unless its attempts were used up.
+    let writes_event = otp.status == "pending" && (expired || otp.attempts < i32::from(otp.max_attempts));
     let verification = match otp.status.as_str() {
-        "pending" if OffsetDateTime::now_utc() >= otp.expires_at => {
+        "pending" if expired => {
             set_status(&mut tx, otp_id, "expired").await?;
             outbox::record_for_otp(&mut tx, otp_id, EventType::Expired, None).await?;
             Verification::Expired
@@ -125,6 +130,9 @@ pub async fn verify(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
+    if writes_event {
+        notifier.poke();
+    }
     tracing::info!(outcome = verification.outcome(), "code checked");
     let app = app.map(str::to_string).unwrap_or_else(|| "operator".into());
     metrics::counter!(observability::VERIFICATIONS, "app" => app, "outcome" => verification.outcome()).increment(1);

@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::amqp::Publisher;
 use crate::config::Config;
+use crate::outbox::Notifier;
 use crate::pin::PinKeys;
 use crate::provider::Providers;
 use crate::ratelimit::Counters;
@@ -49,6 +50,7 @@ pub struct Inner {
     pub providers: Arc<Providers>,
     pub publisher: Publisher,
     pub counters: Counters,
+    pub notifier: Notifier,
     pub metrics: Option<PrometheusHandle>,
 }
 
@@ -69,8 +71,10 @@ impl AppState {
         metrics: Option<PrometheusHandle>,
     ) -> Self {
         let publisher = Publisher::new(config.amqp.clone());
+        let notifier = Notifier::spawn(pool.clone());
         Self {
             inner: Arc::new(Inner {
+                notifier,
                 pool,
                 config,
                 keys,

@@ -186,13 +186,20 @@ pub async fn verify(
             decision,
         });
     }
-    let outcome = verify::verify(&state.pool, &state.keys, id, caller.app_filter(), &request.code)
-        .await
-        .map_err(|e| match e {
-            verify::VerifyError::Database(e) => ApiError::from(e),
-            other => ApiError::Internal(Box::new(other)),
-        })?
-        .ok_or(ApiError::NotFound)?;
+    let outcome = verify::verify(
+        &state.pool,
+        &state.keys,
+        &state.notifier,
+        id,
+        caller.app_filter(),
+        &request.code,
+    )
+    .await
+    .map_err(|e| match e {
+        verify::VerifyError::Database(e) => ApiError::from(e),
+        other => ApiError::Internal(Box::new(other)),
+    })?
+    .ok_or(ApiError::NotFound)?;
     let mut headers = HeaderMap::new();
     rate_limit_headers(&mut headers, &decision);
     match outcome {

@@ -435,3 +435,33 @@ async fn a_dispatcher_killed_mid_batch_loses_no_callback(pool: PgPool) {
     assert_eq!(bodies.len(), 20, "every event arrived");
     harness.finish().await;
 }
+
+#[sqlx::test]
+async fn a_verification_wakes_the_dispatchers_after_its_commit_not_from_inside_it(pool: PgPool) {
+    let api = Api::start(pool).await;
+    let (otp_id, pin) = api
+        .send_delivered(json!({"phoneNumber": "+14155550123", "otpCallbackUrl": "http://127.0.0.1:9/hook"}))
+        .await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&api.harness.pool)
+        .await
+        .expect("listener");
+    listener.listen(otp_courier::dispatcher::CHANNEL).await.expect("listen");
+
+    let (status, _) = api.post("/v1/otp/verify", json!({"otpId": otp_id, "code": pin})).await;
+    assert_eq!(status, StatusCode::OK);
+    // Notifications arrive in commit order: had the verification's own transaction notified
+    // (holding PostgreSQL's notification lock through its commit), its notification would
+    // come first.
+    let first = tokio::time::timeout(LONG, listener.recv())
+        .await
+        .expect("a notification after the verification")
+        .expect("notification");
+    assert_eq!(first.payload(), otp_courier::outbox::AFTER_COMMIT);
+    let pending: i64 =
+        sqlx::query_scalar("select count(*) from outbox where event_type = 'otp.verified' and state = 'pending'")
+            .fetch_one(&api.harness.pool)
+            .await
+            .expect("events");
+    assert_eq!(pending, 1, "the event the notification announces");
+    api.finish().await;
+}
