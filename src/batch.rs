@@ -6,7 +6,8 @@
 //! A batch that fails on a row's own data (SQLSTATE class 22 or 23) is run again one
 //! request at a time, so one job the database cannot store fails only itself. Any other
 //! failure (a lost connection, a restart) answers every request of the batch with it. A
-//! batch that panics (a bug) fails its requests the same way, and the writer goes on.
+//! batch that panics (a bug) is also run again one request at a time, so only the request
+//! that sets it off fails, and the writer goes on.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -22,7 +23,9 @@ pub trait Batch: Send + Sync + 'static {
     type Item: Send + Sync + 'static;
     type Output: Send + 'static;
 
-    /// Runs `items` as one batch; the outputs answer the items, in order, one each.
+    /// Runs `items` as one batch; the outputs answer the items, in order, one each. A run
+    /// that panics must leave nothing half-done (an open transaction rolls back when
+    /// dropped): its items are run again.
     fn run(&self, items: &[Self::Item]) -> impl Future<Output = Result<Vec<Self::Output>, sqlx::Error>> + Send;
 }
 
@@ -35,15 +38,21 @@ pub enum BatchError {
     /// The writer stopped (the process is shutting down).
     #[error("the batch writer stopped")]
     Stopped,
-    /// The batch panicked; the writer logged it and goes on with the next batch.
-    #[error("the batch panicked")]
+    /// Writing this request panicked, alone as in its batch: a bug its data sets off. The
+    /// writer logged it and goes on with the next batch.
+    #[error("writing it panicked")]
     Panicked,
 }
 
 impl BatchError {
-    /// Whether retrying cannot help: the request's own data is what the database refused.
+    /// Whether retrying cannot help: the request's own data is what the database refused,
+    /// or what made writing it panic.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, BatchError::Database(error) if crate::db::is_data_error(error))
+        match self {
+            BatchError::Database(error) => crate::db::is_data_error(error),
+            BatchError::Panicked => true,
+            BatchError::Stopped => false,
+        }
     }
 }
 
@@ -98,31 +107,36 @@ async fn write<B: Batch>(batch: B, mut incoming: mpsc::Receiver<(B::Item, Answer
     let mut gathered = Vec::with_capacity(max);
     while incoming.recv_many(&mut gathered, max).await > 0 {
         let (items, answers): (Vec<_>, Vec<_>) = gathered.drain(..).unzip();
-        let Ok(ran) = guarded(&batch, &items).await else {
-            for answer in answers {
-                let _ = answer.send(Err(BatchError::Panicked));
-            }
-            continue;
-        };
-        match ran {
-            Ok(outputs) => {
+        match guarded(&batch, &items).await {
+            Ok(Ok(outputs)) => {
                 for (answer, output) in answers.into_iter().zip(outputs) {
                     let _ = answer.send(Ok(output));
                 }
             }
-            Err(error) if items.len() > 1 && crate::db::is_data_error(&error) => {
+            Ok(Err(error)) if items.len() > 1 && crate::db::is_data_error(&error) => {
                 tracing::warn!(%error, count = items.len(), "a batch was refused for a row's data; writing its rows one by one");
-                for (item, answer) in items.into_iter().zip(answers) {
-                    let _ = answer.send(run_alone(&batch, item).await);
-                }
+                one_by_one(&batch, items, answers).await;
             }
-            Err(error) => {
+            // Logged by `guarded`; alone, the request that sets the bug off fails by itself.
+            Err(_) if items.len() > 1 => one_by_one(&batch, items, answers).await,
+            Ok(Err(error)) => {
                 let shared = Arc::new(error);
                 for answer in answers {
                     let _ = answer.send(Err(BatchError::Database(shared.clone())));
                 }
             }
+            Err(panicked) => {
+                for answer in answers {
+                    let _ = answer.send(Err(panicked.clone()));
+                }
+            }
         }
+    }
+}
+
+async fn one_by_one<B: Batch>(batch: &B, items: Vec<B::Item>, answers: Vec<Answer<B>>) {
+    for (item, answer) in items.into_iter().zip(answers) {
+        let _ = answer.send(run_alone(batch, item).await);
     }
 }
 
@@ -137,7 +151,7 @@ async fn guarded<B: Batch>(batch: &B, items: &[B::Item]) -> Result<Result<Vec<B:
     AssertUnwindSafe(run(batch, items)).catch_unwind().await.map_err(|_| {
         tracing::error!(
             count = items.len(),
-            "a batch panicked; its requests fail and the writer goes on"
+            "a batch panicked; a batch of several is run again one request at a time"
         );
         BatchError::Panicked
     })
@@ -319,15 +333,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_batch_that_panics_fails_its_requests_and_the_writer_goes_on() {
+    async fn a_request_that_makes_its_batch_panic_fails_alone_and_the_writer_goes_on() {
         let fixture = fixture(false);
-        let answers = submit_while_busy(&fixture, &[1, 13]).await;
+        let answers = submit_while_busy(&fixture, &[1, 13, 3]).await;
         assert_eq!(answers[0].as_ref().expect("the batch before"), &0);
+        assert_eq!(answers[1].as_ref().expect("first of the batch"), &2);
         assert!(
-            answers[1..].iter().all(|a| matches!(a, Err(BatchError::Panicked))),
+            matches!(&answers[2], Err(e @ BatchError::Panicked) if e.is_permanent()),
             "{answers:?}"
         );
+        assert_eq!(answers[3].as_ref().expect("third of the batch"), &6);
+        fixture.gate.add_permits(1);
         assert_eq!(fixture.batcher.submit(2).await.expect("the writer is alive"), 4);
-        assert_eq!(*fixture.sizes.lock().expect("sizes"), [1, 2, 1], "no row-by-row rerun");
+        // The batch of three, each of its rows alone, then the next request.
+        assert_eq!(*fixture.sizes.lock().expect("sizes"), [1, 3, 1, 1, 1, 1]);
     }
 }
