@@ -4,7 +4,7 @@
 //! Ceiling: plain sqlx clients running the verification transaction (lock the OTP row,
 //! count the attempt, write the status, the attempt record and the outbox event) as fast as
 //! the database takes it; like ours, its transaction does not notify the dispatchers (see
-//! `outbox::BEGIN_WITHOUT_NOTIFY`). Every OTP has a callback URL, so every event is pending
+//! `outbox::without_notify`). Every OTP has a callback URL, so every event is pending
 //! for the dispatcher, as in a service whose apps take callbacks (none runs here). Ours: `POST /v1/otp/verify` with correct codes against the real API
 //! (credentials, rate limit, verification), each request a different OTP. The load generator
 //! runs in the same process as the server, so both share the machine's cores.
@@ -154,7 +154,8 @@ async fn raw_transactions(
     drive(clients, limit, total, move |i| {
         let (pool, id) = (pool.clone(), otps[i].0);
         async move {
-            let mut tx = pool.begin_with(otp_courier::outbox::BEGIN_WITHOUT_NOTIFY).await?;
+            let mut tx = pool.begin().await?;
+            otp_courier::outbox::without_notify(&mut tx).await?;
             sqlx::query("select status, attempts from otps where id = $1 for update")
                 .bind(id)
                 .fetch_one(&mut *tx)

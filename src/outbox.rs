@@ -13,17 +13,21 @@ use uuid::Uuid;
 
 use crate::domain::{EventId, OtpId};
 
-/// Begins a transaction whose events do not notify the dispatchers when it commits: its
+/// Keeps the caller's transaction from notifying the dispatchers when it commits: its
 /// caller pokes a [`Notifier`] after the commit instead. PostgreSQL lets one notifying
 /// transaction commit at a time (it holds its notification lock through the commit's WAL
-/// flush); a transaction begun this way commits beside the others.
-pub const BEGIN_WITHOUT_NOTIFY: &str = "BEGIN; SET LOCAL otp_courier.notify = off";
+/// flush); a transaction that does not notify commits beside the others. Lasts until the
+/// transaction ends, however it ends.
+pub async fn without_notify(conn: &mut PgConnection) -> sqlx::Result<()> {
+    sqlx::query!("set local otp_courier.notify = off").execute(conn).await?;
+    Ok(())
+}
 
 /// The payload of a [`Notifier`]'s notifications (the trigger's carry none); the
 /// dispatchers read neither.
 pub const AFTER_COMMIT: &str = "after-commit";
 
-/// Wakes the dispatchers after transactions begun with [`BEGIN_WITHOUT_NOTIFY`] commit: one
+/// Wakes the dispatchers after transactions kept [`without_notify`] commit: one
 /// `NOTIFY` at a time, in its own transaction, for every poke since the last. A poke lost
 /// to a crash only leaves its events to the dispatchers' next poll. Cheap to clone; the
 /// task that notifies ends with the last clone.

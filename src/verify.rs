@@ -64,7 +64,8 @@ pub async fn verify(
     code: &str,
 ) -> Result<Option<Verification>, VerifyError> {
     // Verifications commit side by side; the notifier wakes the dispatchers after.
-    let mut tx = pool.begin_with(outbox::BEGIN_WITHOUT_NOTIFY).await?;
+    let mut tx = pool.begin().await?;
+    outbox::without_notify(&mut tx).await?;
     let Some(otp) = sqlx::query!(
         "select app_id, request_id, status, expires_at, attempts, max_attempts, pin_type, pin_length, pin_key_id,
                 generation
