@@ -343,14 +343,23 @@ async fn reject_rate_limited(conn: &mut sqlx::PgConnection, ids: &[Uuid]) -> Res
 
 /// Inserts the OTPs in one statement; each answer is its claim, or `None` where the
 /// request id (or, from a producer choosing ids, the OTP id) exists already. Of two jobs
-/// with one request id in the same statement, the first is inserted.
+/// with one request id in the same statement, the first is inserted. Rows go in in
+/// (app, request id) order, so two batches holding the same keys (a redelivery racing its
+/// original in another process) wait for each other's keys in one order and cannot deadlock.
 async fn insert_rows(
     conn: &mut sqlx::PgConnection,
     otps: &[NewOtp],
     terms: &Terms,
 ) -> Result<Vec<Option<Claim>>, sqlx::Error> {
+    let answer_order: Vec<Uuid> = otps.iter().map(|o| o.id.as_uuid()).collect();
+    let mut sorted: Vec<&NewOtp> = otps.iter().collect();
+    // Stable: of two jobs with one key, the first still goes in first.
+    sorted.sort_by(|a, b| {
+        (a.job.app_id.as_str(), a.job.request_id.as_str()).cmp(&(b.job.app_id.as_str(), b.job.request_id.as_str()))
+    });
+    let otps = sorted;
     let now = OffsetDateTime::now_utc();
-    let column = |f: fn(&NewOtp) -> String| otps.iter().map(f).collect::<Vec<_>>();
+    let column = |f: fn(&NewOtp) -> String| otps.iter().map(|o| f(o)).collect::<Vec<_>>();
     let ids: Vec<Uuid> = otps.iter().map(|o| o.id.as_uuid()).collect();
     let derived: Vec<bool> = otps.iter().map(|o| o.job.request_id.is_derived()).collect();
     let senders: Vec<Option<String>> = otps.iter().map(|o| o.sender.clone()).collect();
@@ -405,5 +414,5 @@ async fn insert_rows(
     .fetch_all(conn)
     .await?;
     let mut inserted: HashMap<Uuid, Claim> = claims.into_iter().map(|c| (c.id, c)).collect();
-    Ok(ids.iter().map(|id| inserted.remove(id)).collect())
+    Ok(answer_order.iter().map(|id| inserted.remove(id)).collect())
 }
