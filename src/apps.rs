@@ -164,7 +164,8 @@ impl Batch for Loads {
 /// busy app costs one query per `ttl` instead of one per batch. otp-courier never changes an
 /// app once created; an edit made in the database directly reaches each worker within `ttl`.
 /// An unknown app is not kept, so a job for an app created a moment later is accepted (as
-/// are dead letters requeued once the app exists). Holds at most the apps that exist.
+/// are dead letters requeued once the app exists). Holds at most the apps that exist: one
+/// that is gone, or unreadable, is dropped when next looked up.
 /// Cheap to clone.
 #[derive(Clone)]
 pub struct Cache {
@@ -196,7 +197,10 @@ impl Cache {
         let loaded = Instant::now();
         let app = match self.loads.submit(id.clone()).await? {
             Ok(Some(app)) => Arc::new(app),
-            other => return Ok(other.map(|none| none.map(Arc::new))),
+            other => {
+                self.kept.lock().expect("app cache lock").remove(id);
+                return Ok(other.map(|none| none.map(Arc::new)));
+            }
         };
         if !self.ttl.is_zero() {
             let mut kept = self.kept.lock().expect("app cache lock");

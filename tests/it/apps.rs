@@ -6,13 +6,15 @@ use otp_courier::apps::{self, Cache, NewApp};
 use otp_courier::domain::AppId;
 use sqlx::PgPool;
 
+use crate::harness::wait_until;
+
 async fn name(cache: &Cache, id: &AppId) -> Option<String> {
     let app = cache.get(id).await.expect("batch").expect("readable app");
     app.map(|app| app.name.clone())
 }
 
 #[sqlx::test]
-async fn a_loaded_app_is_kept_for_its_time_and_an_unknown_app_is_not_kept(pool: PgPool) {
+async fn a_loaded_app_is_kept_for_its_time_then_loaded_again_and_an_unknown_app_is_never_kept(pool: PgPool) {
     let id = AppId::parse("shop").expect("id");
     let kept = Cache::spawn(pool.clone(), Duration::from_secs(3600));
     assert_eq!(name(&kept, &id).await, None, "no such app yet");
@@ -34,8 +36,20 @@ async fn a_loaded_app_is_kept_for_its_time_and_an_unknown_app_is_not_kept(pool: 
         .await
         .expect("edit");
     assert_eq!(name(&kept, &id).await.as_deref(), Some("Shop"), "kept for its time");
+    let brief = Cache::spawn(pool.clone(), Duration::from_secs(1));
+    assert_eq!(name(&brief, &id).await.as_deref(), Some("Renamed"));
+    sqlx::query("update apps set name = 'Later' where id = 'shop'")
+        .execute(&pool)
+        .await
+        .expect("edit");
+    wait_until(
+        "the edit is seen once its time is up",
+        Duration::from_secs(5),
+        || async { name(&brief, &id).await.as_deref() == Some("Later") },
+    )
+    .await;
     let uncached = Cache::spawn(pool.clone(), Duration::ZERO);
-    assert_eq!(name(&uncached, &id).await.as_deref(), Some("Renamed"));
+    assert_eq!(name(&uncached, &id).await.as_deref(), Some("Later"));
     sqlx::query("update apps set name = 'Again' where id = 'shop'")
         .execute(&pool)
         .await
