@@ -13,8 +13,9 @@
 //!
 //! `BENCH_SOAK_SECONDS=600` adds a soak at 50% that samples RSS, queue depth and outbox
 //! backlog every 10 s; its jobs expire after 60 s, so it runs in the steady state of two
-//! callbacks per OTP, and it reports the slope of RSS over its last four fifths. Results go to target/bench/e2e.json. The publishers, the fake
-//! provider, the receiver, RabbitMQ and PostgreSQL all share the machine's cores.
+//! callbacks per OTP, and it reports the slope of RSS over its last four fifths. Results go
+//! to target/bench/e2e.json. The publishers, the fake provider, the receiver, RabbitMQ and
+//! PostgreSQL all share the machine's cores.
 
 mod common;
 
@@ -677,6 +678,8 @@ async fn soak(
     println!("| t (s) | RSS MiB | queue depth | outbox pending | OTPs/s | provider p99 ms |");
     println!("|---|---|---|---|---|---|");
     let mut samples = Vec::new();
+    // (t, RSS) of the samples past the first fifth, for the slope.
+    let mut settled: Vec<(f64, f64)> = Vec::new();
     for i in 1..=slices {
         let run = run_paced(shared, channel, queue, next, rate, slice).await?;
         let amqp = Connection::connect(&amqp_url(), Default::default()).await?;
@@ -693,6 +696,9 @@ async fn soak(
             run.provider[2]
         );
         std::io::stdout().flush()?;
+        if i * 5 > slices {
+            settled.push(((i * slice.as_secs()) as f64, rss));
+        }
         samples.push(json!({"t": i * slice.as_secs(), "rss_mib": rss, "queue_depth": depth,
             "outbox_pending": pending, "otps_per_second": run.rate, "provider_p99_ms": run.provider[2]}));
         // Forget what was measured, so the bench's own memory stays flat too.
@@ -704,11 +710,6 @@ async fn soak(
             map.lock().expect("lock").clear();
         }
     }
-    let settled: Vec<(f64, f64)> = samples
-        .iter()
-        .filter_map(|s| Some((s["t"].as_f64()?, s["rss_mib"].as_f64()?)))
-        .filter(|(t, _)| *t > (slices * slice.as_secs()) as f64 / 5.0)
-        .collect();
     let slope = slope_per_minute(&settled);
     println!(
         "  RSS over the last four fifths: {:.1} -> {:.1} MiB, slope {slope:.3} MiB/min",
