@@ -21,9 +21,9 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
-use otp_courier::config::Config;
-use otp_courier::dispatcher::Dispatcher;
+use otp_courier::callbacks::dispatcher::Dispatcher;
 use otp_courier::domain::AppId;
+use otp_courier::platform::config::Config;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -38,17 +38,17 @@ async fn main() -> anyhow::Result<()> {
     let seconds = env_or("BENCH_SECONDS", 10);
     let events = env_or("BENCH_EVENTS", 20_000) as usize;
     let (admin, url, pool) = common::scratch_database(DATABASE, 80).await?;
-    let config = Config::from_figment(Figment::from(Toml::string(otp_courier::config::DEFAULTS)).merge(
-        Serialized::defaults(json!({
+    let config = Config::from_figment(
+        Figment::from(Toml::string(otp_courier::platform::config::DEFAULTS)).merge(Serialized::defaults(json!({
             "database": {"url": url.as_str()},
             "callbacks": {"allow_http": true, "allow_networks": ["127.0.0.1/32"]},
             "log": {"filter": "warn"},
-        })),
-    ))?;
+        }))),
+    )?;
     let clients = config.callbacks.concurrency;
-    otp_courier::apps::create(
+    otp_courier::tenancy::apps::create(
         &pool,
-        &otp_courier::apps::NewApp {
+        &otp_courier::tenancy::apps::NewApp {
             id: "bench".into(),
             name: "bench".into(),
             ..Default::default()
@@ -56,7 +56,7 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let app = AppId::parse("bench").map_err(anyhow::Error::msg)?;
-    otp_courier::keys::rotate_webhook_secret(&mut *pool.acquire().await?, &app, None).await?;
+    otp_courier::tenancy::keys::rotate_webhook_secret(&mut *pool.acquire().await?, &app, None).await?;
     let (receiver, received) = start_receiver().await?;
     let payload = sample_payload();
 
@@ -199,8 +199,8 @@ async fn dispatch(config: &Config, pool: &PgPool, received: &AtomicUsize, n: usi
     let target = received.load(Ordering::Relaxed) + n;
     // The pool `serve` gives the dispatcher.
     let dispatcher = Dispatcher::new(
-        otp_courier::db::batch_pool(&config.database)?,
-        otp_courier::webhook::Sender::new(&config.callbacks)?,
+        otp_courier::platform::db::batch_pool(&config.database)?,
+        otp_courier::callbacks::webhook::Sender::new(&config.callbacks)?,
         config.callbacks.clone(),
     );
     let shutdown = CancellationToken::new();

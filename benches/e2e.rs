@@ -155,9 +155,9 @@ async fn main() -> anyhow::Result<()> {
     println!("  {database_ceiling:.0}/s with {best_clients} clients");
 
     let (admin, url, pool) = common::scratch_database(DATABASE, 4).await?;
-    otp_courier::apps::create(
+    otp_courier::tenancy::apps::create(
         &pool,
-        &otp_courier::apps::NewApp {
+        &otp_courier::tenancy::apps::NewApp {
             id: "bench".into(),
             name: "bench".into(),
             templates: [(
@@ -170,7 +170,7 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let app = otp_courier::domain::AppId::parse("bench").map_err(anyhow::Error::msg)?;
-    let secret = otp_courier::keys::rotate_webhook_secret(&mut *pool.acquire().await?, &app, None).await?;
+    let secret = otp_courier::tenancy::keys::rotate_webhook_secret(&mut *pool.acquire().await?, &app, None).await?;
     let shared = Arc::new(Shared {
         tracker: Tracker::default(),
         epoch: Instant::now(),
@@ -396,7 +396,7 @@ async fn queue_depth(amqp: &Connection, queue: &str) -> Option<u32> {
 
 async fn publish(channel: &Channel, queue: &str, n: u64, ttl: u32) -> anyhow::Result<()> {
     let properties = BasicProperties::default().with_content_type("application/json".into());
-    otp_courier::amqp::publish_confirmed(channel, queue, &job(n, ttl), properties).await?;
+    otp_courier::platform::amqp::publish_confirmed(channel, queue, &job(n, ttl), properties).await?;
     Ok(())
 }
 
@@ -430,7 +430,7 @@ async fn amqp_ceiling(amqp: &Connection, jobs: u64) -> anyhow::Result<(f64, f64)
 
     let consumer_channel = amqp.create_channel().await?;
     // The worker's default prefetch.
-    let defaults: toml::Value = toml::from_str(otp_courier::config::DEFAULTS)?;
+    let defaults: toml::Value = toml::from_str(otp_courier::platform::config::DEFAULTS)?;
     let prefetch = defaults["amqp"]["prefetch"].as_integer().unwrap_or(64) as u16;
     consumer_channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
     let mut consumer = consumer_channel

@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
-use otp_courier::config::Config;
 use otp_courier::domain::{AppId, OtpId};
-use otp_courier::pin::{self, PinKey, PinLength, PinType};
+use otp_courier::message::pin::{self, PinKey, PinLength, PinType};
+use otp_courier::platform::config::Config;
 use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -33,18 +33,18 @@ async fn main() -> anyhow::Result<()> {
     let clients = env_or("BENCH_CLIENTS", 32) as usize;
     let (admin, url, pool) = common::scratch_database("otp_courier_bench", clients as u32 + 4).await?;
 
-    let config: Config = Config::from_figment(Figment::from(Toml::string(otp_courier::config::DEFAULTS)).merge(
-        Serialized::defaults(json!({
+    let config: Config = Config::from_figment(
+        Figment::from(Toml::string(otp_courier::platform::config::DEFAULTS)).merge(Serialized::defaults(json!({
             "database": {"url": url.as_str(), "max_connections": clients + 4},
             "api": {"listen": "127.0.0.1:0"},
             "limits": {"verify_per_app": {"max": 1_000_000, "window_seconds": 1}},
             "pin": {"active_key": "b", "keys": {"b": KEY}},
             "log": {"filter": "warn"},
-        })),
-    ))?;
-    otp_courier::apps::create(
+        }))),
+    )?;
+    otp_courier::tenancy::apps::create(
         &pool,
-        &otp_courier::apps::NewApp {
+        &otp_courier::tenancy::apps::NewApp {
             id: "bench".into(),
             name: "bench".into(),
             ..Default::default()
@@ -52,7 +52,7 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let app = AppId::parse("bench").map_err(anyhow::Error::msg)?;
-    let key = otp_courier::keys::issue(&mut *pool.acquire().await?, Some(&app)).await?;
+    let key = otp_courier::tenancy::keys::issue(&mut *pool.acquire().await?, Some(&app)).await?;
 
     let needed = 400_000;
     println!("preparing {needed} OTPs ...");
@@ -155,7 +155,7 @@ async fn raw_transactions(
         let (pool, id) = (pool.clone(), otps[i].0);
         async move {
             let mut tx = pool.begin().await?;
-            otp_courier::outbox::without_notify(&mut tx).await?;
+            otp_courier::callbacks::outbox::without_notify(&mut tx).await?;
             sqlx::query("select status, attempts from otps where id = $1 for update")
                 .bind(id)
                 .fetch_one(&mut *tx)

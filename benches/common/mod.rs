@@ -47,7 +47,7 @@ pub async fn scratch_database(name: &str, connections: u32) -> anyhow::Result<(P
         .max_connections(connections)
         .connect(url.as_str())
         .await?;
-    otp_courier::db::migrate(&pool).await?;
+    otp_courier::platform::db::migrate(&pool).await?;
     Ok((admin, url, pool))
 }
 

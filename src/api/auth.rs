@@ -8,7 +8,7 @@ use base64::Engine;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::keys::{self, Caller};
+use crate::tenancy::keys::{self, Caller};
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;

@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
-use crate::ratelimit::Decision;
+use crate::otp::ratelimit::Decision;
 
 /// A problem answer.
 #[derive(Debug, thiserror::Error)]
@@ -80,8 +80,8 @@ impl From<crate::domain::JobError> for ApiError {
     }
 }
 
-impl From<crate::intake::Rejection> for ApiError {
-    fn from(rejection: crate::intake::Rejection) -> Self {
+impl From<crate::otp::intake::Rejection> for ApiError {
+    fn from(rejection: crate::otp::intake::Rejection) -> Self {
         ApiError::Rejected {
             reason: rejection.reason(),
             detail: rejection.to_string(),
@@ -146,7 +146,7 @@ impl ApiError {
                 map.insert("otpStatus".into(), json!(status));
             }
             ApiError::RateLimited { name, decision } => {
-                metrics::counter!(crate::observability::RATE_LIMITED, "limit" => *name).increment(1);
+                metrics::counter!(crate::platform::observability::RATE_LIMITED, "limit" => *name).increment(1);
                 map.insert("limit".into(), json!(name));
                 map.insert("retryAfter".into(), json!(decision.retry_after().as_secs().max(1)));
             }

@@ -7,7 +7,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
-use crate::db::MIGRATOR;
+use crate::platform::db::MIGRATOR;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {

@@ -27,12 +27,12 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::amqp::Publisher;
-use crate::config::Config;
-use crate::outbox::Notifier;
-use crate::pin::PinKeys;
+use crate::callbacks::outbox::Notifier;
+use crate::message::pin::PinKeys;
+use crate::otp::ratelimit::Counters;
+use crate::platform::amqp::Publisher;
+use crate::platform::config::Config;
 use crate::provider::Providers;
-use crate::ratelimit::Counters;
 use error::ApiError;
 use metrics_exporter_prometheus::PrometheusHandle;
 pub use otp::OTP_ID_HEADER;

@@ -9,9 +9,9 @@ use utoipa::IntoParams;
 
 use super::error::{ApiError, Problem};
 use super::{AppState, JsonBody, QueryParams};
-use crate::dlq::{DeadLetter, Dlq, DlqError, DlqFilter};
-use crate::keys::Caller;
-use crate::replay::{self, CallbackFilter, DeliveryFilter, ReplayError, Summary};
+use crate::ops::dlq::{DeadLetter, Dlq, DlqError, DlqFilter};
+use crate::ops::replay::{self, CallbackFilter, DeliveryFilter, ReplayError, Summary};
+use crate::tenancy::keys::Caller;
 
 /// An operator caller, by its audit name (`api:<key id>`). App credentials get 403 before
 /// the body is read.

@@ -12,12 +12,12 @@ use uuid::Uuid;
 use super::error::{rate_limit_headers, ApiError, Problem};
 use super::{AppState, JsonBody, RawJson};
 use crate::domain::{OtpId, RawJob, SendJob};
-use crate::intake::{self, Source};
-use crate::keys::Caller;
-use crate::lifecycle::{self, Cancel, Resend};
-use crate::ratelimit;
-use crate::ratelimit::SendKey;
-use crate::verify::{self, Verification};
+use crate::otp::intake::{self, Source};
+use crate::otp::lifecycle::{self, Cancel, Resend};
+use crate::otp::ratelimit;
+use crate::otp::ratelimit::SendKey;
+use crate::otp::verify::{self, Verification};
+use crate::tenancy::keys::Caller;
 
 /// AMQP header with the OTP id the API answered with, on the jobs it publishes.
 pub const OTP_ID_HEADER: &str = "x-otp-id";

@@ -15,7 +15,7 @@ use super::error::{ApiError, Problem};
 use super::otp::parse_id;
 use super::{AppState, QueryParams};
 use crate::domain::EventId;
-use crate::keys::Caller;
+use crate::tenancy::keys::Caller;
 
 /// An OTP as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]

@@ -10,9 +10,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, Problem};
 use super::{AppState, QueryParams};
-use crate::config::Limit;
-use crate::keys::Caller;
-use crate::ratelimit;
+use crate::otp::ratelimit;
+use crate::platform::config::Limit;
+use crate::tenancy::keys::Caller;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]

@@ -5,10 +5,10 @@ use std::io::Write;
 use std::time::Instant;
 
 use super::{DlqCommand, ReplayCommand};
-use crate::config::Config;
-use crate::db;
-use crate::dlq::{DeadLetter, Dlq};
-use crate::replay::{self, Summary};
+use crate::ops::dlq::{DeadLetter, Dlq};
+use crate::ops::replay::{self, Summary};
+use crate::platform::config::Config;
+use crate::platform::db;
 
 /// Who ran a command, for the audit record.
 fn actor() -> String {

@@ -6,9 +6,9 @@ use serde_json::{Map, Value};
 
 use super::phone::PhoneError;
 use super::{AppId, CallbackUrl, Channel, MaxAttempts, Metadata, PhoneNumber, RequestId, Sender, Ttl};
-use crate::locale::Locale;
-use crate::pin::{PinLength, PinType};
-use crate::template::{Template, TemplateError};
+use crate::message::locale::Locale;
+use crate::message::pin::{PinLength, PinType};
+use crate::message::template::{Template, TemplateError};
 
 /// Where a job came from, beside its body.
 #[derive(Debug, Default, Clone)]

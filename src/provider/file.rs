@@ -8,7 +8,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
 use super::{Accepted, Message, SendError};
-use crate::config::FileConfig;
+use crate::platform::config::FileConfig;
 
 #[derive(Debug)]
 pub struct FileSink {

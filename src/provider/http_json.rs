@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::twilio::json_str;
 use super::{Accepted, Http, Message, SendError};
-use crate::config::HttpJsonConfig;
+use crate::platform::config::HttpJsonConfig;
 
 #[derive(Debug)]
 pub struct HttpJson {

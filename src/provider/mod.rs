@@ -14,9 +14,9 @@ use std::time::Duration;
 use reqwest::header::RETRY_AFTER;
 use reqwest::{Response, StatusCode};
 
-use crate::config::ProviderConfig;
 use crate::domain::{Channel, OtpId};
-use crate::pin::Pin;
+use crate::message::pin::Pin;
+use crate::platform::config::ProviderConfig;
 
 /// One message to hand to a provider.
 #[derive(Debug)]
@@ -253,13 +253,13 @@ mod tests {
 
     #[test]
     fn a_pin_is_redacted_before_the_answer_is_cut_and_in_either_case() {
-        let key = crate::pin::PinKey::parse(&"ab".repeat(32)).expect("key");
-        let length = crate::pin::PinLength::parse(10).expect("length");
-        let pin = crate::pin::derive(
+        let key = crate::message::pin::PinKey::parse(&"ab".repeat(32)).expect("key");
+        let length = crate::message::pin::PinLength::parse(10).expect("length");
+        let pin = crate::message::pin::derive(
             &key,
             crate::domain::OtpId::new(),
             1,
-            crate::pin::PinType::Alphanumeric,
+            crate::message::pin::PinType::Alphanumeric,
             length,
         );
         let body = format!("{}{}", "x".repeat(295), pin.expose());

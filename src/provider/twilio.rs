@@ -3,8 +3,8 @@
 //! the same API with `whatsapp:`-prefixed addresses.
 
 use super::{Accepted, Http, Message, SendError};
-use crate::config::TwilioConfig;
 use crate::domain::Channel;
+use crate::platform::config::TwilioConfig;
 
 #[derive(Debug)]
 pub struct Twilio {

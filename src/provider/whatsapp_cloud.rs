@@ -5,8 +5,8 @@ use serde_json::json;
 
 use super::twilio::json_str;
 use super::{Accepted, Http, Message, SendError};
-use crate::config::WhatsappCloudConfig;
 use crate::domain::Channel;
+use crate::platform::config::WhatsappCloudConfig;
 
 #[derive(Debug)]
 pub struct WhatsappCloud {

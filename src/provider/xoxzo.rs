@@ -3,8 +3,8 @@
 
 use super::twilio::json_str;
 use super::{Accepted, Http, Message, SendError};
-use crate::config::XoxzoConfig;
 use crate::domain::Channel;
+use crate::platform::config::XoxzoConfig;
 
 #[derive(Debug)]
 pub struct Xoxzo {

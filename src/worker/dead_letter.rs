@@ -11,11 +11,11 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{Retry, Worker};
-use crate::amqp;
-use crate::apps;
+use crate::callbacks::outbox::{self, EventType, OtpSnapshot};
 use crate::domain::{AppId, CallbackUrl, Metadata};
-use crate::intake::Rejection;
-use crate::outbox::{self, EventType, OtpSnapshot};
+use crate::otp::intake::Rejection;
+use crate::platform::amqp;
+use crate::tenancy::apps;
 
 /// Header names on a dead-lettered job.
 pub const REASON_HEADER: &str = "x-otp-rejection-reason";
@@ -42,7 +42,7 @@ pub(super) async fn reject(
     tracing::warn!(app_id = ?salvaged.app_id, request_id = ?salvaged.request_id, detail = %rejection, "job rejected");
     match record(worker, &salvaged, rejection, delivery).await {
         // The record itself cannot be stored: the dead letter still carries the reason.
-        Err(Retry::Database(error)) if crate::db::is_data_error(&error) => {
+        Err(Retry::Database(error)) if crate::platform::db::is_data_error(&error) => {
             tracing::error!(%error, "could not record the rejection; dead-lettering it anyway");
         }
         other => other?,

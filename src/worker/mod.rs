@@ -22,13 +22,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::amqp;
 use crate::api::OTP_ID_HEADER;
-use crate::apps;
-use crate::config::Config;
-use crate::delivery::Deliverer;
 use crate::domain::{RawJob, SendJob};
-use crate::intake::{self, Inserted, Inserter, Rejection, Source};
+use crate::otp::delivery::Deliverer;
+use crate::otp::intake::{self, Inserted, Inserter, Rejection, Source};
+use crate::platform::amqp;
+use crate::platform::config::Config;
+use crate::tenancy::apps;
 
 pub use scheduler::run as run_scheduler;
 
@@ -47,11 +47,11 @@ enum Retry {
     #[error(transparent)]
     Database(#[from] sqlx::Error),
     #[error(transparent)]
-    App(#[from] crate::apps::AppError),
+    App(#[from] crate::tenancy::apps::AppError),
     #[error(transparent)]
     Broker(#[from] amqp::AmqpError),
     #[error(transparent)]
-    Batch(#[from] crate::batch::BatchError),
+    Batch(#[from] crate::platform::batch::BatchError),
 }
 
 impl Retry {
@@ -59,8 +59,10 @@ impl Retry {
     /// or a broken constraint (class 23).
     fn is_permanent(&self) -> bool {
         match self {
-            Retry::Database(e) | Retry::App(crate::apps::AppError::Database(e)) => crate::db::is_data_error(e),
-            Retry::App(crate::apps::AppError::Corrupt { .. }) => true,
+            Retry::Database(e) | Retry::App(crate::tenancy::apps::AppError::Database(e)) => {
+                crate::platform::db::is_data_error(e)
+            }
+            Retry::App(crate::tenancy::apps::AppError::Corrupt { .. }) => true,
             Retry::Batch(e) => e.is_permanent(),
             _ => false,
         }
@@ -297,7 +299,7 @@ impl Worker {
 }
 
 fn count_job(outcome: &'static str, reason: &'static str) {
-    metrics::counter!(crate::observability::JOBS, "outcome" => outcome, "reason" => reason).increment(1);
+    metrics::counter!(crate::platform::observability::JOBS, "outcome" => outcome, "reason" => reason).increment(1);
 }
 
 fn header_text(headers: Option<&FieldTable>, name: &str) -> Option<String> {

@@ -8,8 +8,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::WorkerConfig;
-use crate::delivery::Deliverer;
+use crate::otp::delivery::Deliverer;
+use crate::platform::config::WorkerConfig;
 
 pub async fn run(deliverer: Deliverer, config: WorkerConfig, shutdown: CancellationToken) {
     let slots = Arc::new(Semaphore::new(config.scheduler_concurrency));

@@ -532,7 +532,7 @@ async fn health_readiness_and_the_openapi_document_are_served(pool: PgPool) {
 async fn a_rotated_api_secret_replaces_the_old_one_and_webhook_secrets_overlap_for_the_grace(pool: PgPool) {
     let api = Api::start(pool).await;
     let app = otp_courier::domain::AppId::parse("shop").expect("app id");
-    let fresh = otp_courier::keys::rotate(&api.harness.pool, &app)
+    let fresh = otp_courier::tenancy::keys::rotate(&api.harness.pool, &app)
         .await
         .expect("rotated");
     let url = format!("{}/v1/otp", api.base);
@@ -554,15 +554,15 @@ async fn a_rotated_api_secret_replaces_the_old_one_and_webhook_secrets_overlap_f
     assert_eq!(new.status(), StatusCode::OK);
 
     let secrets = |pool: PgPool| async move {
-        otp_courier::keys::webhook_secrets(&pool, "shop")
+        otp_courier::tenancy::keys::webhook_secrets(&pool, "shop")
             .await
             .expect("secrets")
     };
     let mut tx = api.harness.pool.begin().await.expect("tx");
-    let first = otp_courier::keys::rotate_webhook_secret(&mut tx, &app, None)
+    let first = otp_courier::tenancy::keys::rotate_webhook_secret(&mut tx, &app, None)
         .await
         .expect("first");
-    let second = otp_courier::keys::rotate_webhook_secret(&mut tx, &app, Some(time::Duration::hours(1)))
+    let second = otp_courier::tenancy::keys::rotate_webhook_secret(&mut tx, &app, Some(time::Duration::hours(1)))
         .await
         .expect("second");
     tx.commit().await.expect("commit");
@@ -573,7 +573,7 @@ async fn a_rotated_api_secret_replaces_the_old_one_and_webhook_secrets_overlap_f
         "both sign during the grace period"
     );
     let mut tx = api.harness.pool.begin().await.expect("tx");
-    let third = otp_courier::keys::rotate_webhook_secret(&mut tx, &app, None)
+    let third = otp_courier::tenancy::keys::rotate_webhook_secret(&mut tx, &app, None)
         .await
         .expect("third");
     tx.commit().await.expect("commit");

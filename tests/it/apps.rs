@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use otp_courier::apps::{self, Cache, NewApp};
 use otp_courier::domain::AppId;
+use otp_courier::tenancy::apps::{self, Cache, NewApp};
 use sqlx::PgPool;
 
 use crate::harness::wait_until;

@@ -371,7 +371,7 @@ async fn an_event_in_flight_is_not_claimed_again_while_its_lease_holds(pool: PgP
     }
     harness.start_dispatcher();
     // A second dispatcher polls the same outbox every 100 ms while the answers take 1 s.
-    let sender = otp_courier::webhook::Sender::new(&harness.config().callbacks).expect("callback client");
+    let sender = otp_courier::callbacks::webhook::Sender::new(&harness.config().callbacks).expect("callback client");
     let (shutdown, task) = harness.spawn_dispatcher(sender);
     wait_until("every event delivered", LONG, || async {
         states(&harness).await.iter().all(|s| s == "delivered")
@@ -445,7 +445,10 @@ async fn a_verification_wakes_the_dispatchers_after_its_commit_not_from_inside_i
     let mut listener = sqlx::postgres::PgListener::connect_with(&api.harness.pool)
         .await
         .expect("listener");
-    listener.listen(otp_courier::dispatcher::CHANNEL).await.expect("listen");
+    listener
+        .listen(otp_courier::callbacks::dispatcher::CHANNEL)
+        .await
+        .expect("listen");
 
     let (status, _) = api.post("/v1/otp/verify", json!({"otpId": otp_id, "code": pin})).await;
     assert_eq!(status, StatusCode::OK);
@@ -456,7 +459,7 @@ async fn a_verification_wakes_the_dispatchers_after_its_commit_not_from_inside_i
         .await
         .expect("a notification after the verification")
         .expect("notification");
-    assert_eq!(first.payload(), otp_courier::outbox::AFTER_COMMIT);
+    assert_eq!(first.payload(), otp_courier::callbacks::outbox::AFTER_COMMIT);
     let pending: i64 =
         sqlx::query_scalar("select count(*) from outbox where event_type = 'otp.verified' and state = 'pending'")
             .fetch_one(&api.harness.pool)

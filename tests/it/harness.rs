@@ -10,9 +10,9 @@ use figment::Figment;
 use lapin::options::{BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection};
-use otp_courier::config::Config;
 use otp_courier::domain::OtpId;
-use otp_courier::pin::{self, PinKey, PinLength, PinType};
+use otp_courier::message::pin::{self, PinKey, PinLength, PinType};
+use otp_courier::platform::config::Config;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
@@ -126,8 +126,8 @@ impl Harness {
     }
 
     pub fn config(&self) -> Config {
-        let figment =
-            Figment::from(Toml::string(otp_courier::config::DEFAULTS)).merge(Serialized::defaults(&self.overrides));
+        let figment = Figment::from(Toml::string(otp_courier::platform::config::DEFAULTS))
+            .merge(Serialized::defaults(&self.overrides));
         Config::from_figment(figment).expect("test configuration is valid")
     }
 
@@ -188,20 +188,24 @@ impl Harness {
 
     /// Starts a dispatcher in this process.
     pub fn start_dispatcher(&mut self) {
-        let sender = otp_courier::webhook::Sender::new(&self.config().callbacks).expect("callback client");
+        let sender = otp_courier::callbacks::webhook::Sender::new(&self.config().callbacks).expect("callback client");
         self.start_dispatcher_with(sender);
     }
 
     /// Starts a dispatcher in this process that sends through `sender`.
-    pub fn start_dispatcher_with(&mut self, sender: otp_courier::webhook::Sender) {
+    pub fn start_dispatcher_with(&mut self, sender: otp_courier::callbacks::webhook::Sender) {
         self.dispatcher = Some(self.spawn_dispatcher(sender));
     }
 
     /// Runs a dispatcher in this process that sends through `sender`, until the token is
     /// cancelled; the harness does not stop it.
-    pub fn spawn_dispatcher(&self, sender: otp_courier::webhook::Sender) -> (CancellationToken, JoinHandle<()>) {
+    pub fn spawn_dispatcher(
+        &self,
+        sender: otp_courier::callbacks::webhook::Sender,
+    ) -> (CancellationToken, JoinHandle<()>) {
         let config = self.config();
-        let dispatcher = otp_courier::dispatcher::Dispatcher::new(self.pool.clone(), sender, config.callbacks);
+        let dispatcher =
+            otp_courier::callbacks::dispatcher::Dispatcher::new(self.pool.clone(), sender, config.callbacks);
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(dispatcher.run(shutdown.clone(), Duration::from_secs(5)));
         (shutdown, task)
@@ -211,7 +215,7 @@ impl Harness {
     pub async fn webhook_secret(&self, app: &str, grace: Option<time::Duration>) -> String {
         let app = otp_courier::domain::AppId::parse(app).expect("app id");
         let mut conn = self.pool.acquire().await.expect("conn");
-        otp_courier::keys::rotate_webhook_secret(&mut conn, &app, grace)
+        otp_courier::tenancy::keys::rotate_webhook_secret(&mut conn, &app, grace)
             .await
             .expect("webhook secret")
     }
@@ -219,7 +223,7 @@ impl Harness {
     /// Writes an `otp.rejected` event for `app` to `url` straight into the outbox, as the
     /// worker does for a job it cannot accept; returns its `webhook-id`.
     pub async fn record_event(&self, app: &str, url: &str) -> String {
-        let snapshot = otp_courier::outbox::OtpSnapshot {
+        let snapshot = otp_courier::callbacks::outbox::OtpSnapshot {
             otp_id: None,
             app_id: app.into(),
             request_id: Some(format!("req-{}", Uuid::now_v7().simple())),
@@ -237,10 +241,14 @@ impl Harness {
             callback_url: Some(url.into()),
         };
         let mut conn = self.pool.acquire().await.expect("conn");
-        otp_courier::outbox::record(&mut conn, otp_courier::outbox::EventType::Rejected, &snapshot)
-            .await
-            .expect("event recorded")
-            .to_string()
+        otp_courier::callbacks::outbox::record(
+            &mut conn,
+            otp_courier::callbacks::outbox::EventType::Rejected,
+            &snapshot,
+        )
+        .await
+        .expect("event recorded")
+        .to_string()
     }
 
     /// The callback state of every event, oldest first: (event type, state, attempts).
@@ -270,14 +278,16 @@ impl Harness {
         self.create_app(id, json!({"": "Code {{pin}}"})).await;
         let app = otp_courier::domain::AppId::parse(id).expect("app id");
         let mut conn = self.pool.acquire().await.expect("conn");
-        let key = otp_courier::keys::issue(&mut conn, Some(&app)).await.expect("key");
+        let key = otp_courier::tenancy::keys::issue(&mut conn, Some(&app))
+            .await
+            .expect("key");
         (key.key_id, key.secret)
     }
 
     /// An operator key; returns (key id, secret).
     pub async fn operator_key(&self) -> (String, String) {
         let mut conn = self.pool.acquire().await.expect("conn");
-        let key = otp_courier::keys::issue(&mut conn, None).await.expect("key");
+        let key = otp_courier::tenancy::keys::issue(&mut conn, None).await.expect("key");
         (key.key_id, key.secret)
     }
 
@@ -291,9 +301,9 @@ impl Harness {
 
     pub async fn create_app(&self, id: &str, templates: Value) {
         let templates = serde_json::from_value(templates).expect("templates map");
-        otp_courier::apps::create(
+        otp_courier::tenancy::apps::create(
             &self.pool,
-            &otp_courier::apps::NewApp {
+            &otp_courier::tenancy::apps::NewApp {
                 id: id.into(),
                 name: id.into(),
                 templates,

@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use otp_courier::config::{Limit, LimitsConfig};
-use otp_courier::ratelimit::{count_sends, SendKey};
+use otp_courier::otp::ratelimit::{count_sends, SendKey};
+use otp_courier::platform::config::{Limit, LimitsConfig};
 use sqlx::PgPool;
 
 #[sqlx::test]

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use otp_courier::replay::{self, CallbackFilter, DeliveryFilter};
-use otp_courier::sweeper::Sweeper;
+use otp_courier::ops::replay::{self, CallbackFilter, DeliveryFilter};
+use otp_courier::otp::sweeper::Sweeper;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -457,7 +457,9 @@ async fn the_operator_api_replays_and_lists_dead_letters_and_refuses_apps(pool: 
     let app_key = {
         let app = otp_courier::domain::AppId::parse("shop").expect("app");
         let mut conn = harness.pool.acquire().await.expect("conn");
-        otp_courier::keys::issue(&mut conn, Some(&app)).await.expect("key")
+        otp_courier::tenancy::keys::issue(&mut conn, Some(&app))
+            .await
+            .expect("key")
     };
     let (operator, secret) = harness.operator_key().await;
     harness.start_worker();

@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use base64::Engine;
-use otp_courier::config::ProviderConfig;
 use otp_courier::domain::{Channel, OtpId};
-use otp_courier::pin::{self, PinKey, PinLength, PinType};
+use otp_courier::message::pin::{self, PinKey, PinLength, PinType};
+use otp_courier::platform::config::ProviderConfig;
 use otp_courier::provider::{Accepted, Message, Providers};
 use serde_json::{json, Value};
 use wiremock::matchers::{header, method, path};

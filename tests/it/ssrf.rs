@@ -1,6 +1,6 @@
 //! The SSRF guard, proven on loopback only: a canary listener on 127.0.0.1 (and ::1) counts
 //! every byte that reaches it. Non-loopback ranges are covered by the classifier's unit tests
-//! in `src/ssrf.rs`, which send no packet.
+//! in `src/callbacks/ssrf.rs`, which send no packet.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use otp_courier::webhook::Sender;
+use otp_courier::callbacks::webhook::Sender;
 use serde_json::json;
 use sqlx::PgPool;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

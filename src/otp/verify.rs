@@ -8,10 +8,10 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::callbacks::outbox::{self, EventType, Notifier, OtpRow};
 use crate::domain::OtpId;
-use crate::observability;
-use crate::outbox::{self, EventType, Notifier, OtpRow};
-use crate::pin::{self, PinKeys, PinLength, PinType};
+use crate::message::pin::{self, PinKeys, PinLength, PinType};
+use crate::platform::observability;
 
 /// How a verification ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,7 +5,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
-use crate::config::DatabaseConfig;
+use crate::platform::config::DatabaseConfig;
 
 /// The migrations in `migrations/`, compiled in.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -32,7 +32,7 @@ pub fn relaxed_pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
     })
 }
 
-/// The pool of the batch writers (`crate::batch`) and the dispatcher's claims: statements
+/// The pool of the batch writers (`crate::platform::batch`) and the dispatcher's claims: statements
 /// whose best plan depends on how many rows are in play right now.
 ///
 /// - `plan_cache_mode = force_custom_plan` makes PostgreSQL plan each execution for the

@@ -13,16 +13,20 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::apps::{self, NewApp};
-use crate::config::Config;
-use crate::delivery::Deliverer;
-use crate::dispatcher::Dispatcher;
+use crate::callbacks::dispatcher::Dispatcher;
+use crate::callbacks::webhook;
 use crate::domain::AppId;
-use crate::pin::PinKeys;
+use crate::message::pin::PinKeys;
+use crate::ops::{dlq, replay};
+use crate::otp::delivery::Deliverer;
+use crate::otp::ratelimit::Counters;
+use crate::otp::sweeper::Sweeper;
+use crate::platform::config::Config;
+use crate::platform::{amqp, db, observability, telemetry};
 use crate::provider::Providers;
-use crate::ratelimit::Counters;
-use crate::sweeper::Sweeper;
-use crate::{amqp, api, db, dlq, keys, observability, replay, telemetry, webhook, Worker};
+use crate::tenancy::apps::{self, NewApp};
+use crate::tenancy::keys;
+use crate::{api, Worker};
 
 mod ops;
 

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sqlx::PgPool;
 
-use crate::batch::{Batch, BatchError, Batcher};
 use crate::domain::{AppId, CallbackUrl, Channel, Sender, TemplateSet, Ttl};
-use crate::locale::Locale;
-use crate::template::Template;
+use crate::message::locale::Locale;
+use crate::message::template::Template;
+use crate::platform::batch::{Batch, BatchError, Batcher};
 
 /// An app as the worker uses it.
 #[derive(Debug, Clone)]
@@ -129,7 +129,7 @@ pub async fn load(pool: &PgPool, id: &AppId) -> Result<Option<App>, AppError> {
     rows.into_iter().next().map(AppRow::into_app).transpose()
 }
 
-/// Loads the apps of the jobs in flight, one query for many (see [`crate::batch`]). Each
+/// Loads the apps of the jobs in flight, one query for many (see [`crate::platform::batch`]). Each
 /// answer is the app, `None` where there is no such app, or why the stored app is unreadable.
 struct Loads {
     pool: PgPool,
@@ -160,7 +160,7 @@ impl Batch for Loads {
     }
 }
 
-/// The apps a worker's jobs name: loaded per batch ([`Loads`]), then kept for `ttl`, so a
+/// The apps a worker's jobs name: loaded per batch (one query for the jobs in flight), then kept for `ttl`, so a
 /// busy app costs one query per `ttl` instead of one per batch. otp-courier never changes an
 /// app once created; an edit made in the database directly reaches each worker within `ttl`.
 /// An unknown app is not kept, so a job for an app created a moment later is accepted (as

@@ -5,8 +5,8 @@
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::SweeperConfig;
-use crate::outbox::{self, EventType};
+use crate::callbacks::outbox::{self, EventType};
+use crate::platform::config::SweeperConfig;
 
 /// OTPs expired per transaction, rows deleted per statement.
 const BATCH: i64 = 1000;
@@ -82,7 +82,7 @@ impl Sweeper {
             let count = expired.len();
             outbox::record_rows(&mut tx, EventType::Expired, expired, None).await?;
             tx.commit().await?;
-            metrics::counter!(crate::observability::EXPIRED).increment(count as u64);
+            metrics::counter!(crate::platform::observability::EXPIRED).increment(count as u64);
             total += count as u64;
             if (count as i64) < BATCH {
                 return Ok(total);
@@ -90,7 +90,7 @@ impl Sweeper {
         }
     }
 
-    /// Deletes what is older than `retention_days`, in batches, in [`PRUNE`] order.
+    /// Deletes what is older than `retention_days`, in batches, in the order of the `PRUNE` table.
     pub async fn prune(&self) -> Result<Pruned, sqlx::Error> {
         let days = i32::try_from(self.config.retention_days).unwrap_or(i32::MAX);
         let mut counts = [0u64; PRUNE.len()];

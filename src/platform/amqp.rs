@@ -8,7 +8,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::Confirmation;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
-use crate::config::{AmqpConfig, QueueType};
+use crate::platform::config::{AmqpConfig, QueueType};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AmqpError {

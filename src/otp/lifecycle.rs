@@ -5,8 +5,8 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::callbacks::outbox::{self, EventType};
 use crate::domain::OtpId;
-use crate::outbox::{self, EventType};
 
 /// How a resend request ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

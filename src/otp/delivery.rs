@@ -17,14 +17,14 @@ use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::batch::{Batch, BatchError, Batcher};
-use crate::config::DeliveryConfig;
+use crate::callbacks::outbox::{self, EventType, OtpRow};
 use crate::domain::{Channel, OtpId};
-use crate::observability;
-use crate::outbox::{self, EventType, OtpRow};
-use crate::pin::{self, Pin, PinLength, PinType};
+use crate::message::pin::{self, Pin, PinLength, PinType};
+use crate::message::template::{Template, Values};
+use crate::platform::batch::{Batch, BatchError, Batcher};
+use crate::platform::config::DeliveryConfig;
+use crate::platform::observability;
 use crate::provider::{redact, Accepted, Message, Providers, SendError};
-use crate::template::{Template, Values};
 
 /// An OTP this process holds the delivery lease of, with what sending it needs.
 #[derive(Debug, Clone)]

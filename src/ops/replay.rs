@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::outbox::{self, EventType};
+use crate::callbacks::outbox::{self, EventType};
 
 /// Rows changed per transaction.
 const BATCH: i64 = 500;
@@ -298,7 +298,7 @@ pub async fn callbacks(
         )
         .fetch_all(&mut *tx)
         .await?;
-        sqlx::query!("select pg_notify($1, '')", crate::dispatcher::CHANNEL)
+        sqlx::query!("select pg_notify($1, '')", crate::callbacks::dispatcher::CHANNEL)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;

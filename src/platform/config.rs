@@ -15,7 +15,7 @@ use serde::Deserialize;
 use crate::domain::Channel;
 
 /// The defaults file, also the reference for every key.
-pub const DEFAULTS: &str = include_str!("../config/defaults.toml");
+pub const DEFAULTS: &str = include_str!("../../config/defaults.toml");
 
 /// Why the configuration cannot be used; always names the key.
 #[derive(Debug, thiserror::Error)]
@@ -482,8 +482,7 @@ impl Config {
 
     fn validate_pin_keys(&self) -> Result<(), ConfigError> {
         for (id, key) in &self.pin.keys {
-            crate::pin::PinKey::parse(key.expose())
-                .map_err(|reason| invalid(&format!("pin.keys.{id}"), reason.to_string()))?;
+            decode_pin_key(key.expose()).map_err(|reason| invalid(&format!("pin.keys.{id}"), reason.to_string()))?;
         }
         Ok(())
     }
@@ -516,6 +515,24 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Why a `[pin.keys]` entry is not usable key material.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PinKeyError {
+    #[error("must be hex")]
+    NotHex,
+    #[error("must be at least 32 bytes (64 hex digits)")]
+    TooShort,
+}
+
+/// The bytes of a PIN derivation key given as hex; `message::pin` builds its keys from them.
+pub fn decode_pin_key(hex_key: &str) -> Result<Vec<u8>, PinKeyError> {
+    let bytes = hex::decode(hex_key.trim()).map_err(|_| PinKeyError::NotHex)?;
+    if bytes.len() < 32 {
+        return Err(PinKeyError::TooShort);
+    }
+    Ok(bytes)
 }
 
 fn in_range<T: PartialOrd + fmt::Display>(key: &str, value: T, range: RangeInclusive<T>) -> Result<(), ConfigError> {
@@ -565,7 +582,7 @@ mod tests {
 
     #[test]
     fn the_operations_guide_names_every_configuration_key() {
-        let guide = include_str!("../docs/OPERATIONS.md");
+        let guide = include_str!("../../docs/OPERATIONS.md");
         let defaults: toml::Table = DEFAULTS.parse().expect("the defaults file is TOML");
         let mut all = Vec::new();
         keys("", &defaults, &mut all);
@@ -577,7 +594,7 @@ mod tests {
     #[test]
     fn the_compose_configuration_is_valid() {
         let figment = Figment::from(Toml::string(DEFAULTS))
-            .merge(Toml::string(include_str!("../compose/otp-courier.toml")))
+            .merge(Toml::string(include_str!("../../compose/otp-courier.toml")))
             // docker-compose.yml sets the key through the environment.
             .merge(Serialized::default("pin.keys.compose", "ab".repeat(32)));
         let config = Config::from_figment(figment).expect("compose/otp-courier.toml is valid");

@@ -9,8 +9,9 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::config::PinConfig;
 use crate::domain::OtpId;
+pub use crate::platform::config::PinKeyError;
+use crate::platform::config::{decode_pin_key, PinConfig};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -71,21 +72,9 @@ impl PinLength {
 #[derive(Clone)]
 pub struct PinKey(Vec<u8>);
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PinKeyError {
-    #[error("must be hex")]
-    NotHex,
-    #[error("must be at least 32 bytes (64 hex digits)")]
-    TooShort,
-}
-
 impl PinKey {
     pub fn parse(hex_key: &str) -> Result<Self, PinKeyError> {
-        let bytes = hex::decode(hex_key.trim()).map_err(|_| PinKeyError::NotHex)?;
-        if bytes.len() < 32 {
-            return Err(PinKeyError::TooShort);
-        }
-        Ok(Self(bytes))
+        decode_pin_key(hex_key).map(Self)
     }
 }
 

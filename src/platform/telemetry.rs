@@ -3,7 +3,7 @@
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{LogConfig, LogFormat};
+use crate::platform::config::{LogConfig, LogFormat};
 
 /// Installs the global subscriber; `RUST_LOG` overrides the configured filter.
 pub fn init(config: &LogConfig) {

@@ -2,7 +2,7 @@
 //! atomic upserts, so two workers can never both take the last slot.
 //!
 //! A send is counted in the transaction that inserts its OTP ([`count_sends`], called by
-//! [`crate::intake`]), so a send is counted exactly when its OTP exists. The verification
+//! [`crate::otp::intake`]), so a send is counted exactly when its OTP exists. The verification
 //! counters commit without waiting for the WAL flush: a crash may lose the last counts,
 //! which loosens a limit for the rest of one window, and in exchange a counted request does
 //! not pay a second disk flush besides its own transaction's.
@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 
-use crate::config::{DatabaseConfig, Limit, LimitsConfig};
+use crate::platform::config::{DatabaseConfig, Limit, LimitsConfig};
 
 /// The answer for one hit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +47,7 @@ pub struct Counters {
 impl Counters {
     pub fn new(config: &DatabaseConfig) -> Result<Self, sqlx::Error> {
         Ok(Self {
-            pool: crate::db::relaxed_pool(config)?,
+            pool: crate::platform::db::relaxed_pool(config)?,
         })
     }
 

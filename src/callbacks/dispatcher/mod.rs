@@ -25,9 +25,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use crate::config::CallbacksConfig;
+use crate::callbacks::webhook::{self, Answer, Message, Sender};
 use crate::domain::EventId;
-use crate::webhook::{self, Answer, Message, Sender};
+use crate::platform::config::CallbacksConfig;
 
 mod record;
 
@@ -368,8 +368,8 @@ impl Dispatcher {
             State::Gone => "gone",
             State::Dead => "dead",
         };
-        metrics::counter!(crate::observability::CALLBACKS, "outcome" => outcome).increment(1);
-        metrics::histogram!(crate::observability::CALLBACK_REQUESTS, "outcome" => outcome)
+        metrics::counter!(crate::platform::observability::CALLBACKS, "outcome" => outcome).increment(1);
+        metrics::histogram!(crate::platform::observability::CALLBACK_REQUESTS, "outcome" => outcome)
             .record(clock.elapsed().as_secs_f64());
         let error = match &answer {
             Answer::Failed { error, .. } | Answer::Refused(error) => Some(error.clone()),

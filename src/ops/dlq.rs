@@ -13,9 +13,9 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use utoipa::ToSchema;
 
-use crate::amqp::{self, AmqpError};
-use crate::config::AmqpConfig;
-use crate::replay::{Audit, Progress, Summary};
+use crate::ops::replay::{Audit, Progress, Summary};
+use crate::platform::amqp::{self, AmqpError};
+use crate::platform::config::AmqpConfig;
 use crate::worker::dead_letter::{DETAIL_HEADER, REASON_HEADER};
 
 /// The most messages one pass looks at.

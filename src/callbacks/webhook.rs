@@ -16,9 +16,9 @@ use reqwest::header::CONTENT_TYPE;
 use reqwest::StatusCode;
 use sha2::Sha256;
 
-use crate::config::CallbacksConfig;
+use crate::callbacks::ssrf::{Guard, GuardedResolver, Refused};
+use crate::platform::config::CallbacksConfig;
 use crate::provider::{read_limited, retry_after};
-use crate::ssrf::{Guard, GuardedResolver, Refused};
 
 /// The `webhook-signature` value for one message, one `v1,` entry per secret that decodes.
 pub fn signature(secrets: &[String], id: &str, timestamp: i64, body: &[u8]) -> Option<String> {

@@ -49,7 +49,7 @@ impl BatchError {
     /// or what made writing it panic.
     pub fn is_permanent(&self) -> bool {
         match self {
-            BatchError::Database(error) => crate::db::is_data_error(error),
+            BatchError::Database(error) => crate::platform::db::is_data_error(error),
             BatchError::Panicked => true,
             BatchError::Stopped => false,
         }
@@ -113,7 +113,7 @@ async fn write<B: Batch>(batch: B, mut incoming: mpsc::Receiver<(B::Item, Answer
                     let _ = answer.send(Ok(output));
                 }
             }
-            Ok(Err(error)) if items.len() > 1 && crate::db::is_data_error(&error) => {
+            Ok(Err(error)) if items.len() > 1 && crate::platform::db::is_data_error(&error) => {
                 tracing::warn!(%error, count = items.len(), "a batch was refused for a row's data; writing its rows one by one");
                 one_by_one(&batch, items, answers).await;
             }

@@ -1,7 +1,7 @@
 //! Message templates: `{{pin}}` is required; `{{ttl_minutes}}` and `{{from}}` are optional;
 //! anything else in braces is an error, so a typo never reaches a user's phone.
 
-use crate::pin::Pin;
+use crate::message::pin::Pin;
 
 /// A parsed template. The source text is kept for storage; it holds no PIN.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,7 +122,7 @@ fn split(source: &str) -> Result<Vec<Part>, TemplateError> {
 mod tests {
     use super::*;
     use crate::domain::OtpId;
-    use crate::pin::{derive, PinKey, PinLength, PinType};
+    use crate::message::pin::{derive, PinKey, PinLength, PinType};
 
     #[test]
     fn placeholders_are_filled_and_spaces_inside_braces_are_allowed() {

@@ -10,16 +10,16 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::apps::{self, App, AppError};
-use crate::batch::{Batch, BatchError, Batcher};
-use crate::config::{Config, LimitsConfig};
-use crate::delivery::Claim;
 use crate::domain::{Channel, JobError, OtpId, SendJob, Ttl};
-use crate::locale::{best_match, language_of_region, Locale};
+use crate::message::locale::{best_match, language_of_region, Locale};
+use crate::message::segments;
+use crate::message::template::Template;
+use crate::otp::delivery::Claim;
+use crate::otp::ratelimit::{self, SendKey};
+use crate::platform::batch::{Batch, BatchError, Batcher};
+use crate::platform::config::{Config, LimitsConfig};
 use crate::provider::Providers;
-use crate::ratelimit::{self, SendKey};
-use crate::segments;
-use crate::template::Template;
+use crate::tenancy::apps::{self, App, AppError};
 
 /// Why a job is refused. `reason()` is the stable code on the dead letter and in
 /// `otp_rejections`.
@@ -219,7 +219,7 @@ impl Inserter {
     pub async fn insert(&self, otp: NewOtp) -> Result<Option<Inserted>, BatchError> {
         let inserted = self.batch.submit(otp).await?;
         if let Some(limit) = inserted.as_ref().and_then(|i| i.over_limit) {
-            metrics::counter!(crate::observability::RATE_LIMITED, "limit" => limit).increment(1);
+            metrics::counter!(crate::platform::observability::RATE_LIMITED, "limit" => limit).increment(1);
         }
         Ok(inserted)
     }
@@ -258,7 +258,7 @@ async fn expire_stale(conn: &mut sqlx::PgConnection, otps: &[NewOtp]) -> Result<
         return Ok(());
     }
     let stale = sqlx::query_as!(
-        crate::outbox::OtpRow,
+        crate::callbacks::outbox::OtpRow,
         "with stale as (
              select o.id from otps o
              join unnest($1::text[], $2::text[]) as t(app_id, request_id)
@@ -277,7 +277,7 @@ async fn expire_stale(conn: &mut sqlx::PgConnection, otps: &[NewOtp]) -> Result<
     )
     .fetch_all(&mut *conn)
     .await?;
-    crate::outbox::record_rows(conn, crate::outbox::EventType::Expired, stale, None).await?;
+    crate::callbacks::outbox::record_rows(conn, crate::callbacks::outbox::EventType::Expired, stale, None).await?;
     Ok(())
 }
 
@@ -326,7 +326,7 @@ async fn reject_rate_limited(conn: &mut sqlx::PgConnection, ids: &[Uuid]) -> Res
         return Ok(());
     }
     let rows = sqlx::query_as!(
-        crate::outbox::OtpRow,
+        crate::callbacks::outbox::OtpRow,
         "update otps set status = 'rejected', rejection_reason = 'rate_limited', next_attempt_at = null,
                 status_changed_at = now(), updated_at = now()
          where id = any($1)
@@ -337,7 +337,8 @@ async fn reject_rate_limited(conn: &mut sqlx::PgConnection, ids: &[Uuid]) -> Res
     .fetch_all(&mut *conn)
     .await?;
     let error = serde_json::json!({"reason": "rate_limited", "message": "rate_limited: a send limit is used up"});
-    crate::outbox::record_rows(conn, crate::outbox::EventType::Rejected, rows, Some(error)).await?;
+    crate::callbacks::outbox::record_rows(conn, crate::callbacks::outbox::EventType::Rejected, rows, Some(error))
+        .await?;
     Ok(())
 }
 

@@ -10,8 +10,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::amqp::Publisher;
-use crate::config::AmqpConfig;
+use crate::platform::amqp::Publisher;
+use crate::platform::config::AmqpConfig;
 
 pub const JOBS: &str = "otp_courier_jobs_total";
 pub const DELIVERIES: &str = "otp_courier_deliveries_total";
@@ -169,7 +169,7 @@ mod tests {
 
     #[test]
     fn the_dashboard_queries_only_metrics_that_exist_and_shows_them_all() {
-        let dashboard = include_str!("../compose/grafana/otp-courier.json");
+        let dashboard = include_str!("../../compose/grafana/otp-courier.json");
         let used: Vec<&str> = dashboard
             .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
             .filter(|word| word.starts_with("otp_courier_"))

@@ -42,7 +42,11 @@ impl Notifier {
         let (pokes, mut poked) = mpsc::channel(1);
         tokio::spawn(async move {
             while poked.recv().await.is_some() {
-                let notify = sqlx::query!("select pg_notify($1, $2)", crate::dispatcher::CHANNEL, AFTER_COMMIT);
+                let notify = sqlx::query!(
+                    "select pg_notify($1, $2)",
+                    crate::callbacks::dispatcher::CHANNEL,
+                    AFTER_COMMIT
+                );
                 if let Err(error) = notify.execute(&pool).await {
                     tracing::warn!(%error, "could not wake the dispatchers; they find the events at their next poll");
                 }

@@ -1,5 +1,5 @@
 //! Recording attempts in batches: every finished callback hands its outcome to one writer
-//! ([`crate::batch`]), which lands whatever has gathered in a single statement, so a burst
+//! ([`crate::platform::batch`]), which lands whatever has gathered in a single statement, so a burst
 //! of callbacks costs one commit instead of one each. Each outcome still lands only under
 //! its own fence. A failed batch is tried again a few times; if it still fails, its events'
 //! leases lapse and they are sent again (same `webhook-id`).
@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::State;
-use crate::batch::{Batch, Batcher};
+use crate::platform::batch::{Batch, Batcher};
 
 /// One attempt's outcome, waiting to be written.
 #[derive(Debug)]

@@ -1,0 +1,8 @@
+//! Status events to signed callbacks: the outbox rows each state change writes, the
+//! dispatcher that delivers them, the Standard Webhooks signing and the SSRF guard on the
+//! callback URLs.
+
+pub mod dispatcher;
+pub mod outbox;
+pub mod ssrf;
+pub mod webhook;
