@@ -119,9 +119,9 @@ async fn insert_otps(pool: &PgPool, n: usize) -> anyhow::Result<Arc<Vec<(Uuid, S
         sqlx::query(
             "insert into otps (id, app_id, request_id, request_id_derived, phone_number, channel, locale, template,
                                parts, provider, pin_type, pin_length, pin_key_id, max_attempts, ttl_seconds,
-                               expires_at, delivery, sent_at, callback_url)
+                               expires_at, delivery, sent_at, callback_url, pin_salt)
              select id, 'bench', id::text, false, '+14155550123', 'sms', 'en', 'Code {{pin}}', 1, 'file',
-                    'numbers', 6, 'b', 5, 1800, now() + interval '30 minutes', 'sent', now(), $2
+                    'numbers', 6, 'b', 5, 1800, now() + interval '30 minutes', 'sent', now(), $2, uuid_send(id)
              from unnest($1::uuid[]) as id",
         )
         .bind(chunk)
@@ -134,9 +134,20 @@ async fn insert_otps(pool: &PgPool, n: usize) -> anyhow::Result<Arc<Vec<(Uuid, S
             .map(|id| {
                 (
                     id,
-                    pin::derive(&key, OtpId::from_uuid(id), 1, PinType::Numbers, PinLength::DEFAULT)
-                        .expose()
-                        .to_string(),
+                    // Each OTP's salt is its id's bytes (see the insert).
+                    pin::derive(
+                        &key,
+                        &pin::PinInput {
+                            app_id: "bench",
+                            salt: id.as_bytes(),
+                            otp: OtpId::from_uuid(id),
+                            generation: 1,
+                        },
+                        PinType::Numbers,
+                        PinLength::DEFAULT,
+                    )
+                    .expose()
+                    .to_string(),
                 )
             })
             .collect(),

@@ -537,6 +537,8 @@ struct OtpState {
     id: Uuid,
     request_id: String,
     delivery: String,
+    app_id: String,
+    pin_salt: Vec<u8>,
     generation: i32,
     pin_type: String,
     pin_length: i16,
@@ -546,8 +548,12 @@ impl OtpState {
     fn pin(&self) -> String {
         pin::derive(
             &PinKey::parse(PIN_KEY).expect("key"),
-            OtpId::from_uuid(self.id),
-            self.generation as u32,
+            &pin::PinInput {
+                app_id: &self.app_id,
+                salt: &self.pin_salt,
+                otp: OtpId::from_uuid(self.id),
+                generation: self.generation as u32,
+            },
             PinType::parse(&self.pin_type).expect("type"),
             PinLength::parse(self.pin_length.into()).expect("length"),
         )
@@ -659,7 +665,7 @@ async fn check(
         ..Report::default()
     };
     let otps: Vec<OtpState> =
-        sqlx::query_as("select id, request_id, delivery, generation, pin_type, pin_length from otps where app_id = $1")
+        sqlx::query_as("select id, request_id, delivery, app_id, pin_salt, generation, pin_type, pin_length from otps where app_id = $1")
             .bind(APP)
             .fetch_all(&harness.pool)
             .await
@@ -855,6 +861,13 @@ async fn no_job_is_lost_and_none_is_sent_twice_beyond_the_kills_that_hit_it(pool
     }))
     .await;
     let callback_url = receiver.url();
+    // Rejections are called back only to the app's configured URL, never to the job's.
+    sqlx::query("update apps set callback_url = $1 where id = $2")
+        .bind(&callback_url)
+        .bind(APP)
+        .execute(&harness.pool)
+        .await
+        .expect("configure the app's callback URL");
 
     harness.set("providers.fake.url", json!(provider_url));
     harness.set("amqp.prefetch", json!(32));

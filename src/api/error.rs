@@ -42,6 +42,8 @@ pub enum ApiError {
     DeliveryInProgress,
     #[error("rate limit `{name}` exceeded")]
     RateLimited { name: &'static str, decision: Decision },
+    #[error("too many wrong codes for this phone number (limits.verify_failures_per_phone); try again later")]
+    TooManyFailures(Decision),
     #[error("the request took longer than {0} s (api.request_timeout_seconds); a body must arrive within it")]
     Timeout(u64),
     #[error("{0} is unavailable; try again shortly")]
@@ -124,6 +126,11 @@ impl ApiError {
             ResendLimit(_) => (StatusCode::CONFLICT, "resend-limit-reached", "Resend limit reached"),
             DeliveryInProgress => (StatusCode::CONFLICT, "delivery-in-progress", "Delivery in progress"),
             RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Rate limited"),
+            TooManyFailures(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-failed-verifications",
+                "Too many failed verifications",
+            ),
             Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "request-timeout", "Request timeout"),
             Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
@@ -148,6 +155,12 @@ impl ApiError {
             ApiError::RateLimited { name, decision } => {
                 metrics::counter!(crate::platform::observability::RATE_LIMITED, "limit" => *name).increment(1);
                 map.insert("limit".into(), json!(name));
+                map.insert("retryAfter".into(), json!(decision.retry_after().as_secs().max(1)));
+            }
+            ApiError::TooManyFailures(decision) => {
+                metrics::counter!(crate::platform::observability::RATE_LIMITED, "limit" => "verify_failures_per_phone")
+                    .increment(1);
+                map.insert("limit".into(), json!("verify_failures_per_phone"));
                 map.insert("retryAfter".into(), json!(decision.retry_after().as_secs().max(1)));
             }
             _ => {}
@@ -197,7 +210,7 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if let ApiError::RateLimited { decision, .. } = &self {
+        if let ApiError::RateLimited { decision, .. } | ApiError::TooManyFailures(decision) = &self {
             rate_limit_headers(response.headers_mut(), decision);
         }
         response

@@ -69,27 +69,23 @@ pub async fn send(
     let send = intake::send_key(&job);
     let otp = intake::resolve(job, &app, Source::Api, config, &state.providers)?;
     let headers = check_send_limits(&state, &send).await?;
-    // A producer's request id names one OTP for good, so its id can be derived from it:
-    // concurrent sends of the same request then answer with the same id. A key derived from
-    // the body deduplicates only while its OTP is pending, so its OTP gets a fresh id, and the
-    // worker derives the key again (no message-id), keeping it marked as derived.
+    // The worker derives a given request id's OTP id the same way (`intake::resolve`). A
+    // key derived from the body deduplicates only while its OTP is pending, so its OTP gets
+    // a fresh id, which travels in a header the worker trusts only from our broker user.
     let derived = otp.job.request_id.is_derived();
-    let otp_id = if derived {
-        otp.id
-    } else {
-        OtpId::for_request(app.id.as_str(), &request_id)
-    };
+    let otp_id = otp.id;
     super::trace::record(None, None, Some(&otp_id));
-    let mut amqp_headers = FieldTable::default();
-    amqp_headers.insert(
-        OTP_ID_HEADER.into(),
-        AMQPValue::LongString(LongString::from(otp_id.to_string())),
-    );
     let mut properties = BasicProperties::default()
         .with_content_type("application/json".into())
-        .with_app_id(app.id.as_str().into())
-        .with_headers(amqp_headers);
-    if !derived {
+        .with_app_id(app.id.as_str().into());
+    if derived {
+        let mut amqp_headers = FieldTable::default();
+        amqp_headers.insert(
+            OTP_ID_HEADER.into(),
+            AMQPValue::LongString(LongString::from(otp_id.to_string())),
+        );
+        properties = properties.with_headers(amqp_headers);
+    } else {
         properties = properties.with_message_id(request_id.as_str().into());
     }
     state.publisher.publish_job(&body, properties).await.map_err(|error| {
@@ -193,6 +189,7 @@ pub async fn verify(
         id,
         caller.app_filter(),
         &request.code,
+        state.config.limits.verify_failures_per_phone,
     )
     .await
     .map_err(|e| match e {
@@ -214,6 +211,7 @@ pub async fn verify(
         Verification::Exhausted => Err(ApiError::AttemptsExhausted),
         Verification::Expired => Err(ApiError::Expired),
         Verification::NotPending(status) => Err(ApiError::NotPending(status)),
+        Verification::Locked(decision) => Err(ApiError::TooManyFailures(decision)),
     }
 }
 
@@ -227,7 +225,7 @@ pub struct ResendResult {
 
 /// Send the OTP again: the same code within its TTL, a new code after expiry.
 #[utoipa::path(post, path = "/v1/otp/resend", request_body = OtpRef,
-    responses((status = 202, body = ResendResult), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")),
+    responses((status = 202, body = ResendResult), (status = 429, body = Problem, content_type = "application/problem+json", description = "The message would exceed a send limit"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn resend(
     State(state): State<AppState>,
@@ -235,9 +233,16 @@ pub async fn resend(
     JsonBody(request): JsonBody<OtpRef>,
 ) -> Result<(StatusCode, Json<ResendResult>), ApiError> {
     let id = resolve_ref(&state, &caller, &request).await?;
-    match lifecycle::resend(&state.pool, id, caller.app_filter(), state.config.api.max_resends)
-        .await?
-        .ok_or(ApiError::NotFound)?
+    let config = &state.config;
+    match lifecycle::resend(
+        &state.pool,
+        id,
+        caller.app_filter(),
+        config.api.max_resends,
+        &config.limits,
+    )
+    .await?
+    .ok_or(ApiError::NotFound)?
     {
         Resend::Queued { new_code, .. } => Ok((
             StatusCode::ACCEPTED,
@@ -252,6 +257,7 @@ pub async fn resend(
         Resend::Superseded => Err(ApiError::NotPending(
             "superseded by a newer OTP for the same request".into(),
         )),
+        Resend::RateLimited { name, decision } => Err(ApiError::RateLimited { name, decision }),
     }
 }
 

@@ -1,6 +1,7 @@
-//! PINs are derived, never stored: `HMAC-SHA256(key, otp_id ‖ generation)` mapped onto the
-//! PIN alphabet without bias. Retries and redeliveries re-derive the same PIN, so a code
-//! the user already holds stays valid; verification re-derives and compares in constant time.
+//! PINs are derived, never stored: `HMAC-SHA256(key, app ‖ otp_id ‖ salt ‖ generation)`
+//! mapped onto the PIN alphabet without bias; the salt is random per OTP and stored.
+//! Retries and redeliveries re-derive the same PIN, so a code the user already holds stays
+//! valid; verification re-derives and compares in constant time.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -134,8 +135,20 @@ impl fmt::Debug for Pin {
     }
 }
 
+/// What a PIN is derived for: one generation of one OTP of one app.
+#[derive(Debug, Clone, Copy)]
+pub struct PinInput<'a> {
+    pub app_id: &'a str,
+    /// The OTP's stored random salt (not secret): an OTP id that comes back after the
+    /// retention prune does not bring its code back. Empty for OTPs from before salts,
+    /// which keep the input they were sent with.
+    pub salt: &'a [u8],
+    pub otp: OtpId,
+    pub generation: u32,
+}
+
 /// Derives the PIN of one generation of one OTP.
-pub fn derive(key: &PinKey, otp: OtpId, generation: u32, pin_type: PinType, length: PinLength) -> Pin {
+pub fn derive(key: &PinKey, input: &PinInput<'_>, pin_type: PinType, length: PinLength) -> Pin {
     let alphabet = pin_type.alphabet();
     let n = alphabet.len();
     // Bytes at or above `limit` are dropped so that every character is equally likely.
@@ -143,7 +156,7 @@ pub fn derive(key: &PinKey, otp: OtpId, generation: u32, pin_type: PinType, leng
     let mut pin = String::with_capacity(length.get().into());
     let mut block: u32 = 0;
     while pin.len() < usize::from(length.get()) {
-        for byte in stream_block(key, otp, generation, block) {
+        for byte in stream_block(key, input, block) {
             if usize::from(byte) < limit {
                 pin.push(char::from(alphabet[usize::from(byte) % n]));
                 if pin.len() == usize::from(length.get()) {
@@ -156,12 +169,24 @@ pub fn derive(key: &PinKey, otp: OtpId, generation: u32, pin_type: PinType, leng
     Pin(pin)
 }
 
-/// Block 0 is exactly `HMAC(key, otp_id ‖ generation)`; the rare PIN that needs more
-/// bytes continues with `HMAC(key, otp_id ‖ generation ‖ block)`.
-fn stream_block(key: &PinKey, otp: OtpId, generation: u32, block: u32) -> [u8; 32] {
+/// Block 0 is exactly `HMAC(key, input)`; the rare PIN that needs more bytes continues with
+/// `HMAC(key, input ‖ block)`. The input is `"otp-courier/pin/v2" 0x00 ‖ len(app) as u16 ‖ app
+/// ‖ otp_id ‖ len(salt) as u8 ‖ salt ‖ generation` (lengths and numbers big-endian), or for
+/// an unsalted OTP the earlier `otp_id ‖ generation`.
+fn stream_block(key: &PinKey, input: &PinInput<'_>, block: u32) -> [u8; 32] {
     let mut mac = HmacSha256::new_from_slice(&key.0).expect("HMAC takes keys of any length");
-    mac.update(otp.as_uuid().as_bytes());
-    mac.update(&generation.to_be_bytes());
+    if input.salt.is_empty() {
+        mac.update(input.otp.as_uuid().as_bytes());
+    } else {
+        let app = input.app_id.as_bytes();
+        mac.update(b"otp-courier/pin/v2\0");
+        mac.update(&u16::try_from(app.len()).unwrap_or(u16::MAX).to_be_bytes());
+        mac.update(app);
+        mac.update(input.otp.as_uuid().as_bytes());
+        mac.update(&[u8::try_from(input.salt.len()).unwrap_or(u8::MAX)]);
+        mac.update(input.salt);
+    }
+    mac.update(&input.generation.to_be_bytes());
     if block > 0 {
         mac.update(&block.to_be_bytes());
     }
@@ -177,6 +202,16 @@ mod tests {
         PinKey::parse(&"0123456789abcdef".repeat(4)).expect("valid key")
     }
 
+    /// The input of an OTP from before salts.
+    fn unsalted(otp: OtpId, generation: u32) -> PinInput<'static> {
+        PinInput {
+            app_id: "shop",
+            salt: &[],
+            otp,
+            generation,
+        }
+    }
+
     fn otp() -> OtpId {
         OtpId::from_uuid(Uuid::parse_str("0190f3a1-2b3c-7d4e-8f50-6a7b8c9d0e1f").expect("uuid"))
     }
@@ -185,23 +220,53 @@ mod tests {
     fn fixed_vectors_match_an_independent_hmac_computation() {
         // Computed outside Rust with Python's hmac module and the same mapping rule.
         assert_eq!(
-            derive(&key(), otp(), 1, PinType::Numbers, PinLength(6)).expose(),
+            derive(&key(), &unsalted(otp(), 1), PinType::Numbers, PinLength(6)).expose(),
             VECTOR_NUMBERS
         );
         assert_eq!(
-            derive(&key(), otp(), 2, PinType::Numbers, PinLength(6)).expose(),
+            derive(&key(), &unsalted(otp(), 2), PinType::Numbers, PinLength(6)).expose(),
             VECTOR_NUMBERS_GEN2
         );
         assert_eq!(
-            derive(&key(), otp(), 1, PinType::Letters, PinLength(8)).expose(),
+            derive(&key(), &unsalted(otp(), 1), PinType::Letters, PinLength(8)).expose(),
             VECTOR_LETTERS
         );
         assert_eq!(
-            derive(&key(), otp(), 1, PinType::Alphanumeric, PinLength(10)).expose(),
+            derive(&key(), &unsalted(otp(), 1), PinType::Alphanumeric, PinLength(10)).expose(),
             VECTOR_ALNUM
         );
     }
 
+    #[test]
+    fn a_salted_input_matches_an_independent_hmac_computation() {
+        // Computed with Python's hmac module, as above.
+        let input = PinInput {
+            app_id: "shop",
+            salt: &[7; 16],
+            otp: otp(),
+            generation: 1,
+        };
+        assert_eq!(
+            derive(&key(), &input, PinType::Numbers, PinLength(6)).expose(),
+            VECTOR_SALTED
+        );
+        let other_app = PinInput {
+            app_id: "bank",
+            ..input
+        };
+        let other_salt = PinInput {
+            salt: &[8; 16],
+            ..input
+        };
+        for changed in [other_app, other_salt] {
+            assert_ne!(
+                derive(&key(), &changed, PinType::Numbers, PinLength(10)),
+                derive(&key(), &input, PinType::Numbers, PinLength(10))
+            );
+        }
+    }
+
+    const VECTOR_SALTED: &str = "314841";
     const VECTOR_NUMBERS: &str = "653700";
     const VECTOR_NUMBERS_GEN2: &str = "877293";
     const VECTOR_LETTERS: &str = "WXNXMKWE";
@@ -209,9 +274,12 @@ mod tests {
 
     #[test]
     fn the_same_inputs_give_the_same_pin_and_a_new_generation_a_different_one() {
-        let a = derive(&key(), otp(), 1, PinType::Numbers, PinLength(6));
-        assert_eq!(a, derive(&key(), otp(), 1, PinType::Numbers, PinLength(6)));
-        assert_ne!(a, derive(&key(), OtpId::new(), 1, PinType::Numbers, PinLength(6)));
+        let a = derive(&key(), &unsalted(otp(), 1), PinType::Numbers, PinLength(6));
+        assert_eq!(a, derive(&key(), &unsalted(otp(), 1), PinType::Numbers, PinLength(6)));
+        assert_ne!(
+            a,
+            derive(&key(), &unsalted(OtpId::new(), 1), PinType::Numbers, PinLength(6))
+        );
         assert_eq!(a.expose().len(), 6);
     }
 
@@ -219,7 +287,7 @@ mod tests {
     fn every_length_and_type_yields_only_alphabet_characters() {
         for pin_type in [PinType::Numbers, PinType::Letters, PinType::Alphanumeric] {
             for len in 4..=10 {
-                let pin = derive(&key(), OtpId::new(), 1, pin_type, PinLength(len));
+                let pin = derive(&key(), &unsalted(OtpId::new(), 1), pin_type, PinLength(len));
                 assert_eq!(pin.expose().len(), usize::from(len));
                 assert!(
                     pin.expose().bytes().all(|b| pin_type.alphabet().contains(&b)),
@@ -239,7 +307,10 @@ mod tests {
             let pins = 2_000 * n;
             for i in 0..pins {
                 let id = OtpId::from_uuid(Uuid::from_u128(i as u128));
-                for b in derive(&key(), id, 1, pin_type, PinLength(10)).expose().bytes() {
+                for b in derive(&key(), &unsalted(id, 1), pin_type, PinLength(10))
+                    .expose()
+                    .bytes()
+                {
                     counts[pin_type.alphabet().iter().position(|&a| a == b).expect("in alphabet")] += 1;
                 }
             }

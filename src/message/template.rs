@@ -122,13 +122,19 @@ fn split(source: &str) -> Result<Vec<Part>, TemplateError> {
 mod tests {
     use super::*;
     use crate::domain::OtpId;
-    use crate::message::pin::{derive, PinKey, PinLength, PinType};
+    use crate::message::pin::{derive, PinInput, PinKey, PinLength, PinType};
 
     #[test]
     fn placeholders_are_filled_and_spaces_inside_braces_are_allowed() {
         let template = Template::parse("{{ pin }} is your {{from}} code, valid {{ttl_minutes}} min").expect("valid");
         let key = PinKey::parse(&"ab".repeat(32)).expect("key");
-        let pin = derive(&key, OtpId::new(), 1, PinType::Numbers, PinLength::DEFAULT);
+        let input = PinInput {
+            app_id: "shop",
+            salt: &[1; 16],
+            otp: OtpId::new(),
+            generation: 1,
+        };
+        let pin = derive(&key, &input, PinType::Numbers, PinLength::DEFAULT);
         let text = template.render(&Values {
             pin: &pin,
             ttl_minutes: 5,

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::callbacks::outbox::{self, EventType, OtpRow};
 use crate::domain::{Channel, OtpId};
-use crate::message::pin::{self, Pin, PinLength, PinType};
+use crate::message::pin::{self, Pin, PinInput, PinLength, PinType};
 use crate::message::template::{Template, Values};
 use crate::platform::batch::{Batch, BatchError, Batcher};
 use crate::platform::config::DeliveryConfig;
@@ -44,6 +44,8 @@ pub struct Claim {
     pub pin_type: String,
     pub pin_length: i16,
     pub pin_key_id: String,
+    /// Part of the PIN input (`pin::PinInput`); not secret.
+    pub pin_salt: Vec<u8>,
     pub generation: i32,
     pub ttl_seconds: i32,
     pub expires_at: OffsetDateTime,
@@ -248,13 +250,13 @@ impl Deliverer {
             .ok_or_else(|| Failure::Setup(format!("PIN key `{}` is not configured", claim.pin_key_id)))?;
         let pin_type = PinType::parse(&claim.pin_type).map_err(|e| Failure::Setup(e.into()))?;
         let length = PinLength::parse(claim.pin_length.into()).map_err(|e| Failure::Setup(e.into()))?;
-        Ok(pin::derive(
-            key,
-            claim.otp_id(),
-            claim.generation as u32,
-            pin_type,
-            length,
-        ))
+        let input = PinInput {
+            app_id: &claim.app_id,
+            salt: &claim.pin_salt,
+            otp: claim.otp_id(),
+            generation: claim.generation as u32,
+        };
+        Ok(pin::derive(key, &input, pin_type, length))
     }
 
     /// Records the round, retrying a failed recording until the lease lapses. The provider
@@ -380,7 +382,7 @@ impl Deliverer {
                from due where o.id = due.id
                returning o.id, o.delivery_claims as claim, o.claims_base, o.app_id, o.request_id, o.phone_number, o.channel, o.sender,
                          o.locale, o.template, o.provider, o.pin_type, o.pin_length, o.pin_key_id,
-                         o.generation, o.ttl_seconds, o.expires_at"#,
+                         o.pin_salt, o.generation, o.ttl_seconds, o.expires_at"#,
             limit,
             self.inner.lease.as_secs_f64(),
         )

@@ -101,6 +101,13 @@ pub fn resolve(
             return Err(Rejection::BrokerUser(app.id.to_string()));
         }
     }
+    let min_length = config.pin.min_length;
+    if job.pin_length.get() < min_length {
+        return Err(Rejection::Job(JobError::Invalid {
+            field: "pinLength".into(),
+            reason: format!("must be at least {min_length} (pin.min_length)"),
+        }));
+    }
     if let Some(allowed) = &app.country_allowlist {
         let region = job.phone.region().unwrap_or("unknown");
         if !allowed.iter().any(|r| r == region) {
@@ -133,7 +140,7 @@ pub fn resolve(
         .map(|u| u.as_str().to_string())
         .or_else(|| app.callback_url.clone());
     Ok(NewOtp {
-        id: OtpId::new(),
+        id: otp_id(&job, app),
         sender,
         locale,
         template,
@@ -143,6 +150,18 @@ pub fn resolve(
         callback_url,
         job,
     })
+}
+
+/// The id of a job's OTP, chosen here for every source: derived from the app and the
+/// request id the producer gave, so every send of one request names one OTP, and no app can
+/// take an id another app's request will get; random for a key derived from the body, which
+/// names a new OTP each time the last one settles.
+fn otp_id(job: &SendJob, app: &App) -> OtpId {
+    if job.request_id.is_derived() {
+        OtpId::new()
+    } else {
+        OtpId::for_request(app.id.as_str(), job.request_id.as_str())
+    }
 }
 
 /// DESIGN, "Locale choice": `language` → its best `template_<lang>` → the phone country's
@@ -390,7 +409,7 @@ async fn insert_rows(
                      pin_type, pin_length, max_attempts, ttl, expires_at, callback_url, metadata)
            on conflict do nothing
            returning id, delivery_claims as claim, claims_base, app_id, request_id, phone_number, channel, sender, locale,
-                     template, provider, pin_type, pin_length, pin_key_id, generation, ttl_seconds, expires_at"#,
+                     template, provider, pin_type, pin_length, pin_key_id, pin_salt, generation, ttl_seconds, expires_at"#,
         &ids,
         &column(|o| o.job.app_id.to_string()),
         &column(|o| o.job.request_id.as_str().to_string()),

@@ -6,7 +6,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::callbacks::outbox::{self, EventType};
-use crate::domain::OtpId;
+use crate::domain::{OtpId, PhoneNumber};
+use crate::otp::ratelimit::{self, Decision, SendKey};
+use crate::platform::config::LimitsConfig;
 
 /// How a resend request ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,21 +23,26 @@ pub enum Resend {
     NotResendable(String),
     /// A newer pending OTP answers the same (body-derived) request now.
     Superseded,
+    /// The message would exceed a send limit (named); nothing changed.
+    RateLimited { name: &'static str, decision: Decision },
 }
 
 /// Resends an OTP (DESIGN, "PINs are never stored"): within its TTL the same PIN goes out
 /// again; after expiry a new generation (a new code) with a fresh TTL. The failed-attempt
-/// count is never reset. The retry scheduler picks the queued delivery up.
+/// count is never reset. The retry scheduler picks the queued delivery up. The message a
+/// resend makes counts against the send limits like a new send, in the same transaction;
+/// a resend over a limit changes nothing.
 #[tracing::instrument(skip_all, fields(otp_id = %OtpId::from_uuid(otp_id)))]
 pub async fn resend(
     pool: &PgPool,
     otp_id: Uuid,
     app: Option<&str>,
     max_resends: u32,
+    limits: &LimitsConfig,
 ) -> Result<Option<Resend>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let Some(otp) = sqlx::query!(
-        "select status, delivery, expires_at, resends, generation from otps
+        "select app_id, phone_number, status, delivery, expires_at, resends, generation from otps
          where id = $1 and ($2::text is null or app_id = $2) for update",
         otp_id,
         app
@@ -54,6 +61,9 @@ pub async fn resend(
         Resend::LimitReached { max: max_resends }
     } else if otp.delivery == "sending" {
         Resend::InProgress
+    } else if let Err((name, decision)) = count_resend(&mut tx, limits, otp.app_id, &otp.phone_number).await? {
+        // Dropping the transaction takes the count back.
+        return Ok(Some(Resend::RateLimited { name, decision }));
     } else {
         let generation = if expired { otp.generation + 1 } else { otp.generation };
         let revived = sqlx::query!(
@@ -81,6 +91,24 @@ pub async fn resend(
     };
     tx.commit().await?;
     Ok(Some(outcome))
+}
+
+/// Counts the message a resend makes against the send limits.
+async fn count_resend(
+    conn: &mut sqlx::PgConnection,
+    limits: &LimitsConfig,
+    app: String,
+    phone: &str,
+) -> Result<ratelimit::Verdict, sqlx::Error> {
+    let send = SendKey {
+        app,
+        phone: phone.to_string(),
+        region: PhoneNumber::parse(phone)
+            .ok()
+            .and_then(|p| p.region().map(str::to_string)),
+    };
+    let mut verdicts = ratelimit::count_sends(conn, limits, std::slice::from_ref(&send)).await?;
+    Ok(verdicts.pop().unwrap_or(Ok(None)))
 }
 
 /// How a cancel request ended.

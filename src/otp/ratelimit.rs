@@ -86,10 +86,11 @@ pub struct SendKey {
 
 impl SendKey {
     /// The counter key of each send limit, in the order of [`send_limits`].
-    fn keys(&self) -> [String; 3] {
+    fn keys(&self) -> [String; 4] {
         let (app, region) = (&self.app, self.region.as_deref().unwrap_or("unknown"));
         [
             format!("send:phone:{app}:{}", self.phone),
+            format!("send:phone:{}", self.phone),
             send_app_key(app),
             format!("send:country:{app}:{region}"),
         ]
@@ -97,9 +98,10 @@ impl SendKey {
 }
 
 /// (name, limit) of each send limit, in the order they are counted.
-fn send_limits(limits: &LimitsConfig) -> [(&'static str, Limit); 3] {
+fn send_limits(limits: &LimitsConfig) -> [(&'static str, Limit); 4] {
     [
         ("send_per_phone", limits.send_per_phone),
+        ("send_per_phone_all_apps", limits.send_per_phone_all_apps),
         ("send_per_app", limits.send_per_app),
         ("send_per_country", limits.send_per_country),
     ]
@@ -116,8 +118,9 @@ fn verdict(decisions: &[(&'static str, Decision)]) -> Verdict {
     Ok(decisions.iter().map(|(_, d)| *d).min_by_key(|d| d.remaining))
 }
 
-/// Counts each send against every send limit inside the caller's transaction: per phone
-/// number first, then per app, then per app and country, each only while the ones before
+/// Counts each send against every send limit inside the caller's transaction: per app and
+/// phone number first, then per phone number across apps, then per app, then per app and
+/// country, each only while the ones before
 /// allow it, so a send refused for its phone number does not use up the app's allowance.
 /// One statement per limit over the sends the limits before it allowed, so a batch counts
 /// exactly what one-by-one counting in slice order would. Each statement takes its
@@ -129,7 +132,7 @@ pub async fn count_sends(
     limits: &LimitsConfig,
     sends: &[SendKey],
 ) -> Result<Vec<Verdict>, sqlx::Error> {
-    let keys: Vec<[String; 3]> = sends.iter().map(SendKey::keys).collect();
+    let keys: Vec<[String; 4]> = sends.iter().map(SendKey::keys).collect();
     let mut decisions: Vec<Vec<(&'static str, Decision)>> = vec![Vec::new(); sends.len()];
     for (stage, (name, limit)) in send_limits(limits).into_iter().enumerate() {
         // Only the sends every earlier limit allowed are counted against this one.
@@ -186,8 +189,9 @@ async fn hit_many(conn: &mut PgConnection, keys: &[&str], limit: Limit) -> Resul
         .collect())
 }
 
-/// Counts one hit against `key` and says whether it is within the limit.
-async fn hit(conn: &mut PgConnection, key: &str, limit: Limit) -> Result<Decision, sqlx::Error> {
+/// Counts one hit against `key` on the caller's connection (inside its transaction, where
+/// the counted thing is written) and says whether it is within the limit.
+pub async fn hit(conn: &mut PgConnection, key: &str, limit: Limit) -> Result<Decision, sqlx::Error> {
     let start = window_start(limit, OffsetDateTime::now_utc());
     let hits = sqlx::query_scalar!(
         "insert into rate_limit_windows (key, window_start, hits) values ($1, $2, 1)
@@ -201,7 +205,17 @@ async fn hit(conn: &mut PgConnection, key: &str, limit: Limit) -> Result<Decisio
     Ok(decision(limit, start, hits))
 }
 
-async fn peek(conn: &mut PgConnection, key: &str, limit: Limit) -> Result<Decision, sqlx::Error> {
+/// Forgets every window of `key`, inside the caller's transaction.
+pub async fn clear(conn: &mut PgConnection, key: &str) -> Result<(), sqlx::Error> {
+    sqlx::query!("delete from rate_limit_windows where key = $1", key)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The usage of `key` in the current window, without counting a hit, on the caller's
+/// connection.
+pub async fn peek(conn: &mut PgConnection, key: &str, limit: Limit) -> Result<Decision, sqlx::Error> {
     let start = window_start(limit, OffsetDateTime::now_utc());
     let hits = sqlx::query_scalar!(
         "select hits from rate_limit_windows where key = $1 and window_start = $2",

@@ -3,6 +3,11 @@
 //! single-use (of 100 concurrent correct checks exactly one succeeds) and the attempt count
 //! exact. The PIN is re-derived and compared in constant time; a correct code on the last
 //! allowed attempt succeeds. Every outcome writes its event in the same transaction.
+//!
+//! Attempts are capped per OTP, and wrong codes also per app and phone number across OTPs
+//! (`limits.verify_failures_per_phone`), so asking for new OTPs does not buy new guesses: once
+//! the count is reached, checks for that number are refused without looking at the code until
+//! the window ends. A correct code clears the count.
 
 use sqlx::PgPool;
 use time::OffsetDateTime;
@@ -10,7 +15,9 @@ use uuid::Uuid;
 
 use crate::callbacks::outbox::{self, EventType, Notifier, OtpRow};
 use crate::domain::OtpId;
-use crate::message::pin::{self, PinKeys, PinLength, PinType};
+use crate::message::pin::{self, PinInput, PinKeys, PinLength, PinType};
+use crate::otp::ratelimit::{self, Decision};
+use crate::platform::config::Limit;
 use crate::platform::observability;
 
 /// How a verification ended.
@@ -25,6 +32,8 @@ pub enum Verification {
     Expired,
     /// Verified, cancelled, failed or rejected: nothing to verify.
     NotPending(String),
+    /// The phone number has used up its failed verifications; no attempt was counted.
+    Locked(Decision),
 }
 
 impl Verification {
@@ -35,6 +44,7 @@ impl Verification {
             Verification::Exhausted => "exhausted",
             Verification::Expired => "expired",
             Verification::NotPending(_) => "not_pending",
+            Verification::Locked(_) => "locked",
         }
     }
 }
@@ -62,13 +72,14 @@ pub async fn verify(
     otp_id: Uuid,
     app: Option<&str>,
     code: &str,
+    failure_limit: Limit,
 ) -> Result<Option<Verification>, VerifyError> {
     // Verifications commit side by side; the notifier wakes the dispatchers after.
     let mut tx = pool.begin().await?;
     outbox::without_notify(&mut tx).await?;
     let Some(otp) = sqlx::query!(
-        "select app_id, request_id, status, expires_at, attempts, max_attempts, pin_type, pin_length, pin_key_id,
-                generation
+        "select app_id, request_id, phone_number, status, expires_at, attempts, max_attempts, pin_type, pin_length,
+                pin_key_id, pin_salt, generation
          from otps where id = $1 and ($2::text is null or app_id = $2)
          for update",
         otp_id,
@@ -83,45 +94,69 @@ pub async fn verify(
     span.record("app_id", otp.app_id.as_str());
     span.record("request_id", otp.request_id.as_str());
     let expired = OffsetDateTime::now_utc() >= otp.expires_at;
-    // Which outcomes write an event: a pending OTP's, unless its attempts were used up.
-    let writes_event = otp.status == "pending" && (expired || otp.attempts < i32::from(otp.max_attempts));
-    let verification = match otp.status.as_str() {
-        "pending" if expired => {
-            set_status(&mut tx, otp_id, "expired").await?;
-            outbox::record_for_otp(&mut tx, otp_id, EventType::Expired, None).await?;
-            Verification::Expired
+    let failures = failures_key(&otp.app_id, &otp.phone_number);
+    let locked = match otp.status.as_str() {
+        "pending" if !expired && otp.attempts < i32::from(otp.max_attempts) => {
+            Some(ratelimit::peek(&mut tx, &failures, failure_limit).await?).filter(|d| !d.allowed)
         }
-        "pending" if otp.attempts >= i32::from(otp.max_attempts) => Verification::Exhausted,
-        "pending" => {
-            let key = keys
-                .get(&otp.pin_key_id)
-                .ok_or_else(|| VerifyError::UnknownKey(otp.pin_key_id.clone()))?;
-            let pin_type = PinType::parse(&otp.pin_type).map_err(VerifyError::Corrupt)?;
-            let length = PinLength::parse(otp.pin_length.into()).map_err(VerifyError::Corrupt)?;
-            let pin = pin::derive(key, OtpId::from_uuid(otp_id), otp.generation as u32, pin_type, length);
-            let correct = code.len() <= MAX_CODE_LEN && pin.matches(code);
-            let attempts = otp.attempts + 1;
-            let remaining = i32::from(otp.max_attempts) - attempts;
-            if correct {
-                let otp = record_attempt(&mut tx, otp_id, attempts, "verified").await?;
-                outbox::record(&mut tx, EventType::Verified, &otp.into_snapshot(None)).await?;
-                Verification::Verified
-            } else if remaining > 0 {
-                let otp = record_attempt(&mut tx, otp_id, attempts, "pending").await?;
-                outbox::record(&mut tx, EventType::VerificationFailed, &otp.into_snapshot(None)).await?;
-                Verification::InvalidCode { remaining }
-            } else {
-                let otp = record_attempt(&mut tx, otp_id, attempts, "max_attempts_reached")
-                    .await?
-                    .into_snapshot(None);
-                outbox::record(&mut tx, EventType::VerificationFailed, &otp).await?;
-                outbox::record(&mut tx, EventType::MaxAttemptsReached, &otp).await?;
-                Verification::Exhausted
+        _ => None,
+    };
+    // Which outcomes write an event: a pending OTP's, unless its attempts were used up or
+    // the check was refused unread.
+    let writes_event =
+        otp.status == "pending" && locked.is_none() && (expired || otp.attempts < i32::from(otp.max_attempts));
+    let verification = if let Some(decision) = locked {
+        Verification::Locked(decision)
+    } else {
+        match otp.status.as_str() {
+            "pending" if expired => {
+                set_status(&mut tx, otp_id, "expired").await?;
+                outbox::record_for_otp(&mut tx, otp_id, EventType::Expired, None).await?;
+                Verification::Expired
             }
+            "pending" if otp.attempts >= i32::from(otp.max_attempts) => Verification::Exhausted,
+            "pending" => {
+                let key = keys
+                    .get(&otp.pin_key_id)
+                    .ok_or_else(|| VerifyError::UnknownKey(otp.pin_key_id.clone()))?;
+                let pin_type = PinType::parse(&otp.pin_type).map_err(VerifyError::Corrupt)?;
+                let length = PinLength::parse(otp.pin_length.into()).map_err(VerifyError::Corrupt)?;
+                let input = PinInput {
+                    app_id: &otp.app_id,
+                    salt: &otp.pin_salt,
+                    otp: OtpId::from_uuid(otp_id),
+                    generation: otp.generation as u32,
+                };
+                let pin = pin::derive(key, &input, pin_type, length);
+                let correct = code.len() <= MAX_CODE_LEN && pin.matches(code);
+                if correct {
+                    ratelimit::clear(&mut tx, &failures).await?;
+                } else {
+                    ratelimit::hit(&mut tx, &failures, failure_limit).await?;
+                }
+                let attempts = otp.attempts + 1;
+                let remaining = i32::from(otp.max_attempts) - attempts;
+                if correct {
+                    let otp = record_attempt(&mut tx, otp_id, attempts, "verified").await?;
+                    outbox::record(&mut tx, EventType::Verified, &otp.into_snapshot(None)).await?;
+                    Verification::Verified
+                } else if remaining > 0 {
+                    let otp = record_attempt(&mut tx, otp_id, attempts, "pending").await?;
+                    outbox::record(&mut tx, EventType::VerificationFailed, &otp.into_snapshot(None)).await?;
+                    Verification::InvalidCode { remaining }
+                } else {
+                    let otp = record_attempt(&mut tx, otp_id, attempts, "max_attempts_reached")
+                        .await?
+                        .into_snapshot(None);
+                    outbox::record(&mut tx, EventType::VerificationFailed, &otp).await?;
+                    outbox::record(&mut tx, EventType::MaxAttemptsReached, &otp).await?;
+                    Verification::Exhausted
+                }
+            }
+            "expired" => Verification::Expired,
+            "max_attempts_reached" => Verification::Exhausted,
+            other => Verification::NotPending(other.to_string()),
         }
-        "expired" => Verification::Expired,
-        "max_attempts_reached" => Verification::Exhausted,
-        other => Verification::NotPending(other.to_string()),
     };
     sqlx::query!(
         "insert into verification_attempts (otp_id, outcome) values ($1, $2)",
@@ -138,6 +173,11 @@ pub async fn verify(
     let app = app.map(str::to_string).unwrap_or_else(|| "operator".into());
     metrics::counter!(observability::VERIFICATIONS, "app" => app, "outcome" => verification.outcome()).increment(1);
     Ok(Some(verification))
+}
+
+/// The counter of wrong codes for one phone number of one app.
+fn failures_key(app: &str, phone: &str) -> String {
+    format!("verify:failures:{app}:{phone}")
 }
 
 /// Counts an attempt and sets the status it leads to; returns the row for its event.

@@ -158,6 +158,8 @@ impl DeliveryConfig {
 #[derive(Debug, Clone, Deserialize)]
 pub struct PinConfig {
     pub active_key: String,
+    /// The shortest `pinLength` a job may ask for (4-6; a job that gives none gets 6).
+    pub min_length: u8,
     #[serde(default)]
     pub keys: BTreeMap<String, Secret>,
 }
@@ -165,9 +167,12 @@ pub struct PinConfig {
 #[derive(Debug, Clone, Deserialize)]
 pub struct LimitsConfig {
     pub send_per_phone: Limit,
+    pub send_per_phone_all_apps: Limit,
     pub send_per_app: Limit,
     pub send_per_country: Limit,
     pub verify_per_app: Limit,
+    pub verify_failures_per_phone: Limit,
+    pub rejections_per_app: Limit,
 }
 
 /// At most `max` hits per window of `window_seconds`.
@@ -460,9 +465,12 @@ impl Config {
         let limits = &self.limits;
         for (name, limit) in [
             ("send_per_phone", limits.send_per_phone),
+            ("send_per_phone_all_apps", limits.send_per_phone_all_apps),
             ("send_per_app", limits.send_per_app),
             ("send_per_country", limits.send_per_country),
             ("verify_per_app", limits.verify_per_app),
+            ("verify_failures_per_phone", limits.verify_failures_per_phone),
+            ("rejections_per_app", limits.rejections_per_app),
         ] {
             in_range(&format!("limits.{name}.max"), limit.max, 1..=1_000_000)?;
             in_range(
@@ -481,6 +489,7 @@ impl Config {
     }
 
     fn validate_pin_keys(&self) -> Result<(), ConfigError> {
+        in_range("pin.min_length", self.pin.min_length, 4..=6)?;
         for (id, key) in &self.pin.keys {
             decode_pin_key(key.expose()).map_err(|reason| invalid(&format!("pin.keys.{id}"), reason.to_string()))?;
         }

@@ -77,7 +77,7 @@ fn describe() {
     describe_histogram!(CALLBACK_REQUESTS, Unit::Seconds, "Callback HTTP requests, by outcome.");
     describe_counter!(
         RATE_LIMITED,
-        "Sends and verifications refused by a rate limit, by limit."
+        "Sends, resends, verifications and rejection records refused by a rate limit, by limit."
     );
     describe_gauge!(OUTBOX_PENDING, "Callbacks waiting to be delivered.");
     describe_gauge!(

@@ -255,13 +255,13 @@ mod tests {
     fn a_pin_is_redacted_before_the_answer_is_cut_and_in_either_case() {
         let key = crate::message::pin::PinKey::parse(&"ab".repeat(32)).expect("key");
         let length = crate::message::pin::PinLength::parse(10).expect("length");
-        let pin = crate::message::pin::derive(
-            &key,
-            crate::domain::OtpId::new(),
-            1,
-            crate::message::pin::PinType::Alphanumeric,
-            length,
-        );
+        let input = crate::message::pin::PinInput {
+            app_id: "shop",
+            salt: &[1; 16],
+            otp: crate::domain::OtpId::new(),
+            generation: 1,
+        };
+        let pin = crate::message::pin::derive(&key, &input, crate::message::pin::PinType::Alphanumeric, length);
         let body = format!("{}{}", "x".repeat(295), pin.expose());
         let kept = excerpt(&body, &pin, StatusCode::BAD_REQUEST);
         assert!(

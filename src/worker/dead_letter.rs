@@ -1,7 +1,12 @@
-//! Refused jobs: recorded in `otp_rejections` (with an `otp.rejected` event where the app is
-//! known and a callback URL can be read), then moved to the dead-letter queue with the
+//! Refused jobs: recorded in `otp_rejections`, then moved to the dead-letter queue with the
 //! reason in headers. They are never requeued, so a bad message cannot loop.
-
+//!
+//! Nothing in a refused job is trusted to direct a callback: an `otp.rejected` event goes
+//! only to the app's configured callback URL, never to a URL from the job, and only when
+//! the job's source may act for the app (not for `broker_user_mismatch` or `unknown_app`).
+//! Records and events count against `limits.rejections_per_app` (refusals that cannot be
+//! tied to an app share one counter), so a flood of bad jobs can fill neither a receiver
+//! nor the tables; beyond it, the dead letter alone carries the reason.
 use lapin::message::Delivery;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel};
@@ -12,8 +17,9 @@ use uuid::Uuid;
 
 use super::{Retry, Worker};
 use crate::callbacks::outbox::{self, EventType, OtpSnapshot};
-use crate::domain::{AppId, CallbackUrl, Metadata};
+use crate::domain::{AppId, Metadata};
 use crate::otp::intake::Rejection;
+use crate::otp::ratelimit;
 use crate::platform::amqp;
 use crate::tenancy::apps;
 
@@ -27,9 +33,11 @@ struct Salvaged {
     app_id: Option<String>,
     request_id: Option<String>,
     phone_number: Option<String>,
-    callback_url: Option<String>,
     metadata: Option<Value>,
 }
+
+/// The rejection counter of refusals not tied to an app the source may act for.
+const UNATTRIBUTED: &str = "reject:unattributed";
 
 #[tracing::instrument(skip_all, fields(reason = rejection.reason()))]
 pub(super) async fn reject(
@@ -80,11 +88,27 @@ async fn record(worker: &Worker, salvaged: &Salvaged, rejection: &Rejection, del
         }
     }
     let body_bytes = delivery.data.len();
+    // The source may not act for the app it names: nothing is sent on that app's behalf,
+    // and the refusal does not use up that app's allowance.
+    let attributable = !matches!(rejection, Rejection::UnknownApp(_) | Rejection::BrokerUser(_));
     let app = match salvaged.app_id.as_deref().map(AppId::parse) {
-        Some(Ok(id)) if !matches!(rejection, Rejection::UnknownApp(_)) => apps::load(pool, &id).await?,
+        Some(Ok(id)) if attributable => apps::load(pool, &id).await?,
         _ => None,
     };
+    let counter = app
+        .as_ref()
+        .map_or_else(|| UNATTRIBUTED.to_string(), |app| format!("reject:app:{}", app.id));
     let mut tx = pool.begin().await?;
+    let limit = worker.config.limits.rejections_per_app;
+    if !ratelimit::hit(&mut tx, &counter, limit).await?.allowed {
+        tx.commit().await?;
+        metrics::counter!(crate::platform::observability::RATE_LIMITED, "limit" => "rejections_per_app").increment(1);
+        tracing::warn!(
+            counter,
+            "over limits.rejections_per_app: dead-lettered without a record or callback"
+        );
+        return Ok(());
+    }
     sqlx::query!(
         "insert into otp_rejections (id, app_id, request_id, reason, detail, body_bytes) values ($1, $2, $3, $4, $5, $6)",
         Uuid::now_v7(),
@@ -97,7 +121,7 @@ async fn record(worker: &Worker, salvaged: &Salvaged, rejection: &Rejection, del
     .execute(&mut *tx)
     .await?;
     if let Some(app) = app {
-        let callback_url = salvaged.callback_url.clone().or(app.callback_url);
+        let callback_url = app.callback_url;
         if callback_url.is_some() {
             let snapshot = OtpSnapshot {
                 otp_id: None,
@@ -153,9 +177,6 @@ fn salvage(worker: &Worker, delivery: &Delivery) -> Salvaged {
     salvaged.app_id = salvaged.app_id.or_else(|| text(&["appId", "appid"]).and_then(bounded));
     salvaged.request_id = text(&["requestId"]).and_then(bounded).or(salvaged.request_id);
     salvaged.phone_number = text(&["phoneNumber", "recipient"]).and_then(bounded);
-    salvaged.callback_url = text(&["otpCallbackUrl"])
-        .and_then(|url| CallbackUrl::parse(&url, worker.config.callbacks.allow_http).ok())
-        .map(|url| url.as_str().to_string());
     salvaged.metadata = fields
         .get("metadata")
         .cloned()

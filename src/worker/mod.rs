@@ -273,10 +273,13 @@ impl Worker {
             Ok(otp) => otp,
             Err(rejection) => return Ok(Settled::Rejected(rejection)),
         };
-        // Jobs from the HTTP API carry the id it answered with. (Any other producer setting it
-        // only chooses the id of its own OTP; a clash with an existing id inserts nothing.)
-        if let Some(id) = header_text(properties.headers().as_ref(), OTP_ID_HEADER).and_then(|id| id.parse().ok()) {
-            otp.id = id;
+        // `resolve` chose the id. The one exception: a job our HTTP API published for a
+        // request without a request id carries the random id the API has already answered
+        // with. Only the API's own broker user can publish it, which RabbitMQ checks.
+        if matches!(source, Source::Api) && otp.job.request_id.is_derived() {
+            if let Some(id) = header_text(properties.headers().as_ref(), OTP_ID_HEADER).and_then(|id| id.parse().ok()) {
+                otp.id = id;
+            }
         }
         span.record("otp_id", tracing::field::display(&otp.id));
         match self.inserter.insert(otp).await? {

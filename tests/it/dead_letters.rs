@@ -102,13 +102,23 @@ async fn a_dead_letter_keeps_the_body_and_says_why(pool: PgPool) {
     harness.finish().await;
 }
 
+/// Gives app `shop` a configured callback URL, where its rejections are called back.
+async fn configure_callback(harness: &Harness) {
+    sqlx::query("update apps set callback_url = 'http://127.0.0.1:9/hook' where id = 'shop'")
+        .execute(&harness.pool)
+        .await
+        .expect("configure the callback URL");
+}
+
 #[sqlx::test]
 async fn a_rejected_job_of_a_known_app_writes_an_otp_rejected_event(pool: PgPool) {
     let mut harness = Harness::new(pool).await;
     harness.create_app("shop", json!({"": "Code {{pin}}"})).await;
+    configure_callback(&harness).await;
     harness.start_worker();
+    // The job's own callback URL is not trusted for a refusal: the app's configured one is used.
     let body = json!({"appId": "shop", "phoneNumber": "+14155550123", "ttl": 5,
-                      "otpCallbackUrl": "http://127.0.0.1:9/hook", "metadata": {"user": 7}});
+                      "otpCallbackUrl": "http://127.0.0.1:9/from-the-job", "metadata": {"user": 7}});
     harness.publish(body.to_string().as_bytes()).await;
     wait_until("rejection event", Duration::from_secs(10), || async {
         harness.events().await == ["otp.rejected"]
@@ -132,9 +142,8 @@ async fn a_rejected_job_of_a_known_app_writes_an_otp_rejected_event(pool: PgPool
 async fn a_redelivered_rejection_is_dead_lettered_again_but_not_recorded_or_called_back_twice(pool: PgPool) {
     let mut harness = Harness::new(pool).await;
     harness.create_app("shop", json!({"": "Code {{pin}}"})).await;
-    let body = json!({"appId": "shop", "phoneNumber": "+1415", "requestId": "bad-1",
-                      "otpCallbackUrl": "http://127.0.0.1:9/hook"})
-    .to_string();
+    configure_callback(&harness).await;
+    let body = json!({"appId": "shop", "phoneNumber": "+1415", "requestId": "bad-1"}).to_string();
     let dlq = harness.dlq.clone();
     harness.start_worker();
     harness.publish(body.as_bytes()).await;

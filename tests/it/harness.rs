@@ -376,7 +376,8 @@ impl Harness {
 
     pub async fn otp_rows(&self) -> Vec<OtpRow> {
         sqlx::query_as::<_, OtpRow>(
-            "select id, status, delivery, locale, parts, delivery_claims, generation, pin_type, pin_length, last_error
+            "select id, app_id, pin_salt, status, delivery, locale, parts, delivery_claims, generation, pin_type,
+                    pin_length, last_error
              from otps order by created_at",
         )
         .fetch_all(&self.pool)
@@ -414,6 +415,8 @@ impl Harness {
 #[derive(Debug, sqlx::FromRow)]
 pub struct OtpRow {
     pub id: Uuid,
+    pub app_id: String,
+    pub pin_salt: Vec<u8>,
     pub status: String,
     pub delivery: String,
     pub locale: String,
@@ -433,8 +436,12 @@ impl OtpRow {
         let length = PinLength::parse(self.pin_length.into()).expect("length");
         pin::derive(
             &key,
-            OtpId::from_uuid(self.id),
-            self.generation as u32,
+            &pin::PinInput {
+                app_id: &self.app_id,
+                salt: &self.pin_salt,
+                otp: OtpId::from_uuid(self.id),
+                generation: self.generation as u32,
+            },
             pin_type,
             length,
         )

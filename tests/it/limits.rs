@@ -14,9 +14,12 @@ async fn a_batch_of_sends_is_counted_as_one_by_one_and_a_send_refused_for_its_nu
     };
     let limits = LimitsConfig {
         send_per_phone: limit(2),
+        send_per_phone_all_apps: limit(100),
         send_per_app: limit(3),
         send_per_country: limit(100),
         verify_per_app: limit(100),
+        verify_failures_per_phone: limit(100),
+        rejections_per_app: limit(100),
     };
     let send = |phone: &str| SendKey {
         app: "shop".into(),
@@ -55,6 +58,8 @@ async fn a_batch_of_sends_is_counted_as_one_by_one_and_a_send_refused_for_its_nu
             ("send:country:shop:US".to_string(), 3),
             ("send:phone:shop:+14155550101".to_string(), 4),
             ("send:phone:shop:+14155550102".to_string(), 4),
+            ("send:phone:+14155550101".to_string(), 2),
+            ("send:phone:+14155550102".to_string(), 2),
         ]),
         "a send refused for its number is not counted against the app, nor one refused for the app against the country"
     );

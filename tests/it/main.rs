@@ -16,4 +16,5 @@ mod pipeline;
 mod providers;
 mod retries;
 mod secrecy;
+mod security;
 mod ssrf;

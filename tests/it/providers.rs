@@ -27,7 +27,13 @@ async fn send(
 ) -> Result<Accepted, otp_courier::provider::SendError> {
     let key = PinKey::parse(PIN_KEY).expect("key");
     let otp_id = OtpId::new();
-    let pin = pin::derive(&key, otp_id, 1, PinType::Numbers, PinLength::DEFAULT);
+    let input = pin::PinInput {
+        app_id: "shop",
+        salt: &[1; 16],
+        otp: otp_id,
+        generation: 1,
+    };
+    let pin = pin::derive(&key, &input, PinType::Numbers, PinLength::DEFAULT);
     let text = format!("Code {}", pin.expose());
     let message = Message {
         otp_id,

@@ -1,0 +1,452 @@
+//! The rules of docs/SECURITY.md, each shown by the attack it stops: forged rejection
+//! callbacks, producer-chosen OTP ids, a PIN coming back after retention, uncounted
+//! resends, brute force across OTPs, and send limits that one phone escapes across apps.
+
+use std::time::Duration;
+
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::BasicProperties;
+use otp_courier::domain::OtpId;
+use otp_courier::otp::sweeper::Sweeper;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::api::Api;
+use crate::harness::{wait_until, Harness};
+
+const LONG: Duration = Duration::from_secs(15);
+
+async fn count(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.expect("count")
+}
+
+/// A callback receiver that answers 204 to everything and remembers what it got.
+async fn receiver() -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
+    server
+}
+
+/// The texts the fake provider was asked to send.
+async fn sent_texts(harness: &Harness) -> Vec<String> {
+    harness
+        .provider_requests()
+        .await
+        .iter()
+        .filter_map(|r| r["text"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[sqlx::test]
+async fn a_job_from_a_broker_user_not_bound_to_the_app_gets_no_callback_at_all(pool: PgPool) {
+    let mut harness = Harness::new(pool).await;
+    let canary = receiver().await;
+    harness.create_app("shop", json!({"": "Code {{pin}}"})).await;
+    sqlx::query("update apps set broker_user = 'shop-producer', callback_url = $1 where id = 'shop'")
+        .bind(format!("{}/configured", canary.uri()))
+        .execute(&harness.pool)
+        .await
+        .expect("bind the app");
+    harness.webhook_secret("shop", None).await;
+    harness.start_worker();
+    harness.start_dispatcher();
+    // Published as `guest`, not as the app's broker user, asking for a callback to the canary.
+    let body = json!({"appId": "shop", "phoneNumber": "+14155550123", "requestId": "forged-1",
+                      "otpCallbackUrl": format!("{}/attacker", canary.uri()),
+                      "metadata": {"forged": true}});
+    harness.publish(body.to_string().as_bytes()).await;
+    let dlq = harness.dlq.clone();
+    wait_until("the job is dead-lettered", LONG, || async {
+        harness.ready(&dlq).await == 1
+    })
+    .await;
+    let dead = harness.drain_dlq().await;
+    assert_eq!(
+        crate::harness::text_header(&dead[0].1, "x-otp-rejection-reason").as_deref(),
+        Some("broker_user_mismatch")
+    );
+    assert_eq!(
+        count(&harness.pool, "select count(*) from outbox").await,
+        0,
+        "no event, so nothing to sign"
+    );
+    assert_eq!(
+        count(&harness.pool, "select count(*) from otp_rejections").await,
+        1,
+        "the refusal is still on record"
+    );
+    // A control event for the same app goes out through the running dispatcher: once it has
+    // arrived, the canary has heard everything it ever will from this test.
+    let control = harness.record_event("shop", &format!("{}/control", canary.uri())).await;
+    wait_until("the control callback", LONG, || async {
+        !canary.received_requests().await.unwrap_or_default().is_empty()
+    })
+    .await;
+    let heard: Vec<String> = canary
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|r| r.url.path().to_string())
+        .collect();
+    assert_eq!(heard, ["/control"], "the canary heard only the control event {control}");
+    harness.finish().await;
+}
+
+#[sqlx::test]
+async fn a_rejection_is_called_back_only_to_the_apps_configured_url(pool: PgPool) {
+    let mut harness = Harness::new(pool).await;
+    harness.create_app("shop", json!({"": "Code {{pin}}"})).await;
+    harness.start_worker();
+    // No configured URL: the job's URL is not used, so there is no event.
+    let invalid = |request: &str| {
+        json!({"appId": "shop", "phoneNumber": "+1415", "requestId": request,
+               "otpCallbackUrl": "http://127.0.0.1:9/from-the-job"})
+        .to_string()
+    };
+    harness.publish(invalid("bad-1").as_bytes()).await;
+    let dlq = harness.dlq.clone();
+    wait_until("the first job is dead-lettered", LONG, || async {
+        harness.ready(&dlq).await == 1
+    })
+    .await;
+    assert_eq!(count(&harness.pool, "select count(*) from outbox").await, 0);
+
+    sqlx::query("update apps set callback_url = 'http://127.0.0.1:9/configured' where id = 'shop'")
+        .execute(&harness.pool)
+        .await
+        .expect("configure");
+    harness.stop_worker().await; // the worker keeps apps for a while; a new one loads it afresh
+    harness.start_worker();
+    harness.publish(invalid("bad-2").as_bytes()).await;
+    wait_until("the rejection event", LONG, || async {
+        harness.events().await == ["otp.rejected"]
+    })
+    .await;
+    let url: Option<String> = sqlx::query_scalar("select callback_url from outbox")
+        .fetch_one(&harness.pool)
+        .await
+        .expect("event");
+    assert_eq!(url.as_deref(), Some("http://127.0.0.1:9/configured"));
+    harness.finish().await;
+}
+
+#[sqlx::test]
+async fn rejections_beyond_the_apps_limit_are_dead_lettered_without_record_or_callback(pool: PgPool) {
+    let mut harness = Harness::new(pool).await;
+    harness.set("limits.rejections_per_app", json!({"max": 2, "window_seconds": 3600}));
+    harness.create_app("shop", json!({"": "Code {{pin}}"})).await;
+    sqlx::query("update apps set callback_url = 'http://127.0.0.1:9/configured' where id = 'shop'")
+        .execute(&harness.pool)
+        .await
+        .expect("configure");
+    harness.start_worker();
+    for i in 0..5 {
+        let body = json!({"appId": "shop", "phoneNumber": "+1415", "requestId": format!("bad-{i}")});
+        harness.publish(body.to_string().as_bytes()).await;
+    }
+    let dlq = harness.dlq.clone();
+    wait_until("five dead letters", LONG, || async { harness.ready(&dlq).await == 5 }).await;
+    assert_eq!(count(&harness.pool, "select count(*) from otp_rejections").await, 2);
+    assert_eq!(count(&harness.pool, "select count(*) from outbox").await, 2);
+    harness.finish().await;
+}
+
+#[sqlx::test]
+async fn no_producer_can_choose_the_id_another_apps_request_will_get(pool: PgPool) {
+    let api = Api::start(pool).await;
+    let (other_key, other_secret) = api.harness.create_app_with_key("bank").await;
+    let victim_id = OtpId::for_request("bank", "login-7");
+    // App `shop`'s producer publishes a job carrying the id bank's request will get.
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "x-otp-id".into(),
+        AMQPValue::LongString(LongString::from(victim_id.to_string())),
+    );
+    api.harness
+        .publish_with(
+            json!({"appId": "shop", "phoneNumber": "+14155550100", "requestId": "squat",
+                   "template": "Code {{pin}}"})
+            .to_string()
+            .as_bytes(),
+            BasicProperties::default().with_headers(headers),
+        )
+        .await;
+    wait_until("shop's job is taken", LONG, || async {
+        api.harness.otp_rows().await.len() == 1
+    })
+    .await;
+
+    let bank = |request: reqwest::RequestBuilder| {
+        request
+            .header("x-api-key", &other_key)
+            .header("x-api-secret", &other_secret)
+    };
+    let accepted: Value = bank(api.http.post(format!("{}/v1/otp/send", api.base)))
+        .json(&json!({"phoneNumber": "+14155550199", "requestId": "login-7"}))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(accepted["duplicate"], false, "{accepted}");
+    let otp_id = accepted["otpId"].as_str().expect("otpId").to_string();
+    assert_eq!(otp_id, victim_id.to_string());
+    wait_until("bank's provider request", LONG, || async {
+        api.harness
+            .provider_requests()
+            .await
+            .iter()
+            .any(|r| r["to"] == "+14155550199")
+    })
+    .await;
+    let status = bank(api.http.get(format!("{}/v1/otp/{otp_id}", api.base)))
+        .send()
+        .await
+        .expect("status")
+        .status();
+    assert_eq!(status, StatusCode::OK, "bank reads its own OTP");
+    let row = api
+        .harness
+        .otp_rows()
+        .await
+        .into_iter()
+        .find(|r| otp_id.ends_with(&r.id.simple().to_string()))
+        .expect("bank's row");
+    let verified: Value = bank(api.http.post(format!("{}/v1/otp/verify", api.base)))
+        .json(&json!({"otpId": otp_id, "code": row.pin()}))
+        .send()
+        .await
+        .expect("verify")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(verified["status"], "verified", "{verified}");
+    api.finish().await;
+}
+
+#[sqlx::test]
+async fn a_request_id_reused_after_retention_gets_a_different_code(pool: PgPool) {
+    let api = Api::start(pool).await;
+    let body = json!({"phoneNumber": "+14155550123", "requestId": "signup-1"});
+    let (first_id, first_pin) = api.send_delivered(body.clone()).await;
+    let (status, _) = api
+        .post("/v1/otp/verify", json!({"otpId": first_id, "code": first_pin}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    for table in ["otps", "outbox"] {
+        sqlx::query(&format!("update {table} set created_at = now() - interval '40 days'"))
+            .execute(&api.harness.pool)
+            .await
+            .expect("age");
+    }
+    let sweeper = Sweeper::new(api.harness.pool.clone(), api.harness.config().sweeper);
+    assert_eq!(sweeper.prune().await.expect("prune").otps, 1);
+
+    let (second_id, second_pin) = api.send_delivered(body).await;
+    assert_eq!(second_id, first_id, "the request id names the same OTP id again");
+    let texts = sent_texts(&api.harness).await;
+    assert_eq!(texts.len(), 2);
+    assert_ne!(texts[0], texts[1], "the second OTP's code differs from the first's");
+    assert_ne!(first_pin, second_pin);
+    let (status, _) = api
+        .post("/v1/otp/verify", json!({"otpId": second_id, "code": first_pin}))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "the old code does not verify the new OTP"
+    );
+    let (status, _) = api
+        .post("/v1/otp/verify", json!({"otpId": second_id, "code": second_pin}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    api.finish().await;
+}
+
+#[sqlx::test]
+async fn an_otp_from_before_the_salt_still_verifies(pool: PgPool) {
+    let api = Api::start(pool).await;
+    let (otp_id, _) = api
+        .send_delivered(json!({"phoneNumber": "+14155550123", "requestId": "old-1"}))
+        .await;
+    // An OTP written before salts existed: empty salt, code derived from id and generation.
+    sqlx::query("update otps set pin_salt = ''::bytea")
+        .execute(&api.harness.pool)
+        .await
+        .expect("unsalt");
+    let row = api.harness.otp_rows().await.remove(0);
+    let key = otp_courier::message::pin::PinKey::parse(crate::harness::PIN_KEY).expect("key");
+    let legacy = otp_courier::message::pin::derive(
+        &key,
+        &otp_courier::message::pin::PinInput {
+            app_id: "shop",
+            salt: &[],
+            otp: OtpId::from_uuid(row.id),
+            generation: row.generation as u32,
+        },
+        otp_courier::message::pin::PinType::Numbers,
+        otp_courier::message::pin::PinLength::DEFAULT,
+    );
+    let (status, body) = api
+        .post("/v1/otp/verify", json!({"otpId": otp_id, "code": legacy.expose()}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    api.finish().await;
+}
+
+#[sqlx::test]
+async fn a_resend_counts_against_the_send_limits(pool: PgPool) {
+    let api = Api::start_with(pool, |h| {
+        h.set("limits.send_per_phone", json!({"max": 1, "window_seconds": 600}))
+    })
+    .await;
+    let (otp_id, _) = api
+        .send_delivered(json!({"phoneNumber": "+14155550123", "requestId": "r-1"}))
+        .await;
+    let (status, problem) = api.post("/v1/otp/resend", json!({"otpId": otp_id})).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{problem}");
+    assert_eq!(problem["limit"], "send_per_phone");
+    assert_eq!(api.harness.provider_requests().await.len(), 1, "one provider request");
+    let (_, view) = api.get(&format!("/v1/otp/{otp_id}")).await;
+    assert_eq!(view["resends"], 0, "a refused resend is not a resend: {view}");
+    api.finish().await;
+}
+
+#[sqlx::test]
+async fn failed_verifications_are_limited_per_phone_across_otps(pool: PgPool) {
+    let api = Api::start_with(pool, |h| {
+        h.set(
+            "limits.verify_failures_per_phone",
+            json!({"max": 3, "window_seconds": 86400}),
+        )
+    })
+    .await;
+    let target = "+14155550123";
+    let (first, _) = api
+        .send_delivered(json!({"phoneNumber": target, "requestId": "a"}))
+        .await;
+    for _ in 0..2 {
+        let (status, _) = api
+            .post("/v1/otp/verify", json!({"otpId": first, "code": "000000x"}))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    // A new OTP for the same number does not start the count again.
+    let (second, second_pin) = api
+        .send_delivered(json!({"phoneNumber": target, "requestId": "b"}))
+        .await;
+    let (status, _) = api
+        .post("/v1/otp/verify", json!({"otpId": second, "code": "000000x"}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, problem) = api
+        .post("/v1/otp/verify", json!({"otpId": second, "code": second_pin}))
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{problem}");
+    assert_eq!(problem["type"], "urn:otp-courier:problem:too-many-failed-verifications");
+    assert!(problem["retryAfter"].as_u64().is_some_and(|s| s > 0), "{problem}");
+    let (_, view) = api.get(&format!("/v1/otp/{second}")).await;
+    assert_eq!(view["attempts"], 1, "a refused check uses no attempt: {view}");
+
+    // Another number is unaffected.
+    let (other, other_pin) = api
+        .send_delivered(json!({"phoneNumber": "+14155550124", "requestId": "c"}))
+        .await;
+    let (status, _) = api
+        .post("/v1/otp/verify", json!({"otpId": other, "code": other_pin}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    api.finish().await;
+}
+
+#[sqlx::test]
+async fn a_successful_verification_starts_the_failure_count_again(pool: PgPool) {
+    let api = Api::start_with(pool, |h| {
+        h.set(
+            "limits.verify_failures_per_phone",
+            json!({"max": 2, "window_seconds": 86400}),
+        )
+    })
+    .await;
+    let target = "+14155550123";
+    let (first, first_pin) = api
+        .send_delivered(json!({"phoneNumber": target, "requestId": "a"}))
+        .await;
+    let (status, _) = api
+        .post("/v1/otp/verify", json!({"otpId": first, "code": "000000x"}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _) = api
+        .post("/v1/otp/verify", json!({"otpId": first, "code": first_pin}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (second, second_pin) = api
+        .send_delivered(json!({"phoneNumber": target, "requestId": "b"}))
+        .await;
+    let (status, _) = api
+        .post("/v1/otp/verify", json!({"otpId": second, "code": "000000x"}))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "one failure since the success"
+    );
+    let (status, _) = api
+        .post("/v1/otp/verify", json!({"otpId": second, "code": second_pin}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    api.finish().await;
+}
+
+#[sqlx::test]
+async fn a_pin_shorter_than_the_configured_minimum_is_refused(pool: PgPool) {
+    let api = Api::start_with(pool, |h| h.set("pin.min_length", json!(6))).await;
+    let (status, problem) = api
+        .post("/v1/otp/send", json!({"phoneNumber": "+14155550123", "pinLength": 4}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(problem["reason"], "invalid_field");
+    assert!(
+        problem["detail"].as_str().is_some_and(|d| d.contains("pinLength")),
+        "{problem}"
+    );
+    let (status, _) = api
+        .post("/v1/otp/send", json!({"phoneNumber": "+14155550123", "pinLength": 6}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    api.finish().await;
+}
+
+#[sqlx::test]
+async fn one_phone_number_is_limited_across_apps(pool: PgPool) {
+    let api = Api::start_with(pool, |h| {
+        h.set(
+            "limits.send_per_phone_all_apps",
+            json!({"max": 1, "window_seconds": 600}),
+        )
+    })
+    .await;
+    let (other_key, other_secret) = api.harness.create_app_with_key("bank").await;
+    api.send_delivered(json!({"phoneNumber": "+14155550123"})).await;
+    let response = api
+        .http
+        .post(format!("{}/v1/otp/send", api.base))
+        .header("x-api-key", &other_key)
+        .header("x-api-secret", &other_secret)
+        .json(&json!({"phoneNumber": "+14155550123"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let problem: Value = response.json().await.expect("json");
+    assert_eq!(problem["limit"], "send_per_phone_all_apps");
+    api.finish().await;
+}
