@@ -200,6 +200,7 @@ pub struct CallbacksConfig {
     pub retry_schedule_seconds: Vec<u64>,
     pub concurrency: usize,
     pub per_destination: usize,
+    pub per_app: usize,
     pub lease_seconds: u64,
     pub poll_interval_ms: u64,
     pub order_wait_seconds: u64,
@@ -453,6 +454,7 @@ impl Config {
         }
         in_range("callbacks.concurrency", c.concurrency, 1..=10_000)?;
         in_range("callbacks.per_destination", c.per_destination, 1..=c.concurrency)?;
+        in_range("callbacks.per_app", c.per_app, 1..=10_000)?;
         in_range("callbacks.poll_interval_ms", c.poll_interval_ms, 50..=60_000)?;
         in_range("callbacks.order_wait_seconds", c.order_wait_seconds, 0..=86_400)?;
         // Another dispatcher takes a callback over when its lease lapses, so the lease must

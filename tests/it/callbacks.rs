@@ -360,6 +360,54 @@ async fn one_slow_receiver_does_not_hold_up_the_others(pool: PgPool) {
 }
 
 #[sqlx::test]
+async fn one_app_with_slow_receivers_does_not_hold_up_another_apps_callbacks(pool: PgPool) {
+    let mut slow = Vec::new();
+    for _ in 0..4 {
+        slow.push(slow_receiver(Duration::from_secs(10)).await);
+    }
+    let fast = receiver_failing(ResponseTemplate::new(204), 0).await;
+    let mut harness = Harness::new(pool).await;
+    harness.set("callbacks.concurrency", json!(8));
+    harness.set("callbacks.per_destination", json!(2));
+    harness.set("callbacks.per_app", json!(4));
+    harness.set("callbacks.timeout_seconds", json!(15));
+    harness.set("callbacks.lease_seconds", json!(30));
+    for app in ["shop", "bank"] {
+        harness.create_app(app, json!({"": "Code {{pin}}"})).await;
+        harness.webhook_secret(app, None).await;
+    }
+    // App shop's backlog: five events to each of four receivers that take 10 s to answer.
+    for receiver in &slow {
+        for _ in 0..5 {
+            harness.record_event("shop", &receiver.uri()).await;
+        }
+    }
+    harness.start_dispatcher();
+    let slow_requests = || async {
+        let mut n = 0;
+        for receiver in &slow {
+            n += received(receiver).await.len();
+        }
+        n
+    };
+    wait_until("shop's receivers are busy", LONG, || async {
+        slow_requests().await >= 4
+    })
+    .await;
+
+    harness.record_event("bank", &fast.uri()).await;
+    // Without a per-app share, shop's eight requests would hold every slot for 10 s.
+    wait_until(
+        "bank's callback, well before shop's receivers answer",
+        Duration::from_secs(5),
+        || async { received(&fast).await.len() == 1 },
+    )
+    .await;
+    assert_eq!(slow_requests().await, 4, "shop holds at most its share of the slots");
+    harness.finish().await;
+}
+
+#[sqlx::test]
 async fn an_event_in_flight_is_not_claimed_again_while_its_lease_holds(pool: PgPool) {
     let receiver = slow_receiver(Duration::from_secs(1)).await;
     let mut harness = Harness::new(pool).await;

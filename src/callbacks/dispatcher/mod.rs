@@ -7,8 +7,9 @@
 //! order: an event waits while an earlier one of the same OTP is pending, for at most
 //! `order_wait_seconds` (a receiver refusing one event type must not hold the rest for
 //! the whole retry schedule). No destination
-//! (host:port) holds more than `per_destination` of the process's slots, so a slow
-//! receiver cannot starve the others. `LISTEN otp_courier_outbox` wakes the loop; a poll
+//! (host:port) holds more than `per_destination` of the process's slots and no app more
+//! than `per_app`, so neither a slow receiver nor one tenant's many slow receivers can
+//! starve the others. `LISTEN otp_courier_outbox` wakes the loop; a poll
 //! catches retries that come due and anything a lost notification missed.
 
 use std::collections::HashMap;
@@ -49,6 +50,7 @@ pub struct Claimed {
     pub retry_base: i32,
     pub callback_url: String,
     pub destination: String,
+    pub app_id: String,
     pub payload: Value,
     /// The app's valid signing secrets, newest first.
     pub secrets: Vec<String>,
@@ -95,7 +97,7 @@ impl State {
     }
 }
 
-/// In-flight callbacks per destination, shared by the claim loop and its tasks.
+/// In-flight callbacks per destination (or per app), shared by the claim loop and its tasks.
 #[derive(Debug, Default, Clone)]
 struct Busy(Arc<Mutex<HashMap<String, i32>>>);
 
@@ -124,17 +126,39 @@ impl Busy {
     }
 }
 
-/// A place in a destination's share of the requests in flight. Given back on drop, which
-/// wakes the claim loop.
+/// What holds the requests in flight: destinations and apps.
+#[derive(Debug, Default, Clone)]
+struct InFlight {
+    destinations: Busy,
+    apps: Busy,
+}
+
+/// A place in a destination's and an app's share of the requests in flight. Given back on
+/// drop, which wakes the claim loop.
 struct Share {
-    busy: Busy,
+    in_flight: InFlight,
     destination: String,
+    app: String,
     freed: Arc<Notify>,
+}
+
+impl Share {
+    fn take(in_flight: &InFlight, event: &Claimed, freed: &Arc<Notify>) -> Self {
+        in_flight.destinations.start(&event.destination);
+        in_flight.apps.start(&event.app_id);
+        Self {
+            in_flight: in_flight.clone(),
+            destination: event.destination.clone(),
+            app: event.app_id.clone(),
+            freed: freed.clone(),
+        }
+    }
 }
 
 impl Drop for Share {
     fn drop(&mut self) {
-        self.busy.finish(&self.destination);
+        self.in_flight.destinations.finish(&self.destination);
+        self.in_flight.apps.finish(&self.app);
         self.freed.notify_one();
     }
 }
@@ -163,7 +187,7 @@ impl Dispatcher {
         let config = &self.inner.config;
         let slots = Arc::new(Semaphore::new(config.concurrency));
         let freed = Arc::new(Notify::new());
-        let busy = Busy::default();
+        let busy = InFlight::default();
         let running = TaskTracker::new();
         let (recorder, writer) = Recorder::spawn(self.inner.pool.clone());
         let mut listener = None;
@@ -227,7 +251,7 @@ impl Dispatcher {
         &self,
         slots: &Arc<Semaphore>,
         freed: &Arc<Notify>,
-        busy: &Busy,
+        busy: &InFlight,
         running: &TaskTracker,
         recorder: &Recorder,
     ) -> (usize, usize) {
@@ -244,12 +268,7 @@ impl Dispatcher {
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 break;
             };
-            busy.start(&event.destination);
-            let share = Share {
-                busy: busy.clone(),
-                destination: event.destination.clone(),
-                freed: freed.clone(),
-            };
+            let share = Share::take(busy, &event, freed);
             let (dispatcher, recorder, freed) = (self.clone(), recorder.clone(), freed.clone());
             running.spawn(async move {
                 if let Err(error) = dispatcher.deliver(&event, &recorder, share).await {
@@ -265,11 +284,14 @@ impl Dispatcher {
     }
 
     /// Claims up to `limit` due events, at most `per_destination` in flight per destination
-    /// counting those `busy` already holds, and never one whose OTP has an earlier event pending.
-    async fn claim(&self, limit: usize, busy: &Busy) -> Result<Vec<Claimed>, sqlx::Error> {
+    /// and `per_app` per app counting those `busy` already holds, and never one whose OTP has
+    /// an earlier event pending.
+    async fn claim(&self, limit: usize, busy: &InFlight) -> Result<Vec<Claimed>, sqlx::Error> {
         let config = &self.inner.config;
-        let (destinations, in_flight) = busy.snapshot();
+        let (destinations, in_flight) = busy.destinations.snapshot();
+        let (apps, app_in_flight) = busy.apps.snapshot();
         let cap = i32::try_from(config.per_destination).unwrap_or(i32::MAX);
+        let app_cap = i32::try_from(config.per_app).unwrap_or(i32::MAX);
         sqlx::query_as!(
             Claimed,
             r#"with recursive destinations as (
@@ -285,11 +307,11 @@ impl Dispatcher {
                candidates as (
                    -- Per destination, its earliest due events up to its free share of the cap,
                    -- so one at its cap costs a probe, not a scan of its backlog.
-                   select c.id, c.next_attempt_at, c.attempts, c.state
+                   select c.id, c.app_id, c.next_attempt_at, c.attempts, c.state
                    from destinations d
                    left join unnest($2::text[], $3::int[]) as b(destination, n) on b.destination = d.destination
                    cross join lateral (
-                       select o.id, o.next_attempt_at, o.attempts, o.state
+                       select o.id, o.app_id, o.next_attempt_at, o.attempts, o.state
                        from outbox o
                        where o.state = 'pending' and o.destination = d.destination and o.next_attempt_at <= now()
                          and (o.leased_until is null or o.leased_until <= now())
@@ -304,6 +326,14 @@ impl Dispatcher {
                    ) c
                    where d.destination is not null
                ),
+               shared as (
+                   -- Per app, its earliest candidates up to its free share of the app cap.
+                   select c.id, c.next_attempt_at, c.attempts, c.state
+                   from (select c.*, row_number() over (partition by c.app_id order by c.next_attempt_at) as rank
+                         from candidates c) c
+                   left join unnest($7::text[], $8::int[]) as a(app_id, n) on a.app_id = c.app_id
+                   where c.rank <= greatest($9 - coalesce(a.n, 0), 0)
+               ),
                picked as (
                    -- Locking re-reads a row another dispatcher changed since this statement's
                    -- snapshot and re-checks these conditions on it: a claim bumps `attempts`, a
@@ -312,7 +342,7 @@ impl Dispatcher {
                    -- candidate's columns rather than literals, so no plan can reach these few rows
                    -- through a partial index of the whole pending backlog.
                    select o.id from outbox o
-                   join candidates c on c.id = o.id and o.attempts = c.attempts and o.state = c.state
+                   join shared c on c.id = o.id and o.attempts = c.attempts and o.state = c.state
                                         and o.next_attempt_at = c.next_attempt_at
                    order by c.next_attempt_at
                    limit $1
@@ -324,7 +354,7 @@ impl Dispatcher {
                from picked
                where o.id = picked.id
                returning o.id, o.attempts, o.retry_base, o.callback_url as "callback_url!", o.destination,
-                         o.payload,
+                         o.app_id, o.payload,
                          array(select w.secret from webhook_secrets w
                                where w.app_id = o.app_id and (w.expires_at is null or w.expires_at > now())
                                order by w.id desc) as "secrets!""#,
@@ -334,6 +364,9 @@ impl Dispatcher {
             cap,
             config.lease().as_secs_f64(),
             config.order_wait_seconds as f64,
+            &apps,
+            &app_in_flight,
+            app_cap,
         )
         .fetch_all(&self.inner.pool)
         .await
