@@ -242,7 +242,11 @@ impl Resources {
             pool: db::pool(&config.database)?,
             batch_pool: db::batch_pool(&config.database)?,
             counters: Counters::new(&config.database)?,
-            providers: Arc::new(Providers::from_config(&config.providers, config.delivery.timeout())?),
+            providers: Arc::new(Providers::from_config(
+                &config.providers,
+                config.delivery.timeout(),
+                Some(config.delivery.proxy.expose()).filter(|p| !p.is_empty()),
+            )?),
             keys: PinKeys::from_config(&config.pin)?,
             metrics: None,
         })

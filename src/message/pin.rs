@@ -118,6 +118,12 @@ impl PinKeys {
 pub struct Pin(String);
 
 impl Pin {
+    /// A given PIN, for tests elsewhere in the crate.
+    #[cfg(test)]
+    pub(crate) fn from_digits_for_tests(pin: &str) -> Self {
+        Self(pin.to_string())
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }

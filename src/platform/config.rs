@@ -117,10 +117,13 @@ impl AmqpConfig {
     /// accepts a message's `user-id` property only when it equals the publishing user.
     pub fn user(&self) -> Option<String> {
         let url = url::Url::parse(self.url.expose()).ok()?;
+        // The URL holds the name percent-encoded (`otp%40svc`); RabbitMQ compares the name itself.
         Some(if url.username().is_empty() {
             "guest".to_string()
         } else {
-            url.username().to_string()
+            percent_encoding::percent_decode_str(url.username())
+                .decode_utf8_lossy()
+                .into_owned()
         })
     }
 }
@@ -147,6 +150,10 @@ pub struct DeliveryConfig {
     pub quick_retry_min_delay_ms: u64,
     pub quick_retry_max_delay_ms: u64,
     pub retry_schedule_seconds: Vec<u64>,
+    /// The proxy provider requests go through; empty: none. Proxies named in the
+    /// environment (`HTTPS_PROXY`, ...) are never used: messages carry codes.
+    #[serde(default)]
+    pub proxy: Secret,
 }
 
 impl DeliveryConfig {
@@ -574,6 +581,19 @@ fn invalid(key: &str, reason: String) -> ConfigError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_broker_user_is_read_decoded_from_the_url() {
+        let amqp = |url: &str| AmqpConfig {
+            url: Secret::new(url),
+            ..Config::load(None).expect("defaults").amqp
+        };
+        assert_eq!(
+            amqp("amqp://otp%40svc:pw@127.0.0.1:5672/%2f").user().as_deref(),
+            Some("otp@svc")
+        );
+        assert_eq!(amqp("amqp://127.0.0.1:5672/%2f").user().as_deref(), Some("guest"));
+    }
     use figment::providers::Serialized;
 
     /// Every key of the defaults file, dotted; an empty table counts as a key of its own.

@@ -18,8 +18,7 @@ use crate::domain::{Channel, OtpId};
 use crate::message::pin::Pin;
 use crate::platform::config::ProviderConfig;
 
-/// One message to hand to a provider.
-#[derive(Debug)]
+/// One message to hand to a provider. Its `Debug` leaves out the text, which holds the PIN.
 pub struct Message<'a> {
     pub otp_id: OtpId,
     /// E.164.
@@ -31,6 +30,23 @@ pub struct Message<'a> {
     /// For providers that take the code as a separate parameter (WhatsApp templates).
     pub pin: &'a Pin,
     pub locale: &'a str,
+}
+
+impl std::fmt::Debug for Message<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Message")
+            .field("otp_id", &self.otp_id)
+            .field("to", &self.to)
+            .field("channel", &self.channel)
+            .field("from", &self.from)
+            .field(
+                "text",
+                &format_args!("[{} characters, redacted]", self.text.chars().count()),
+            )
+            .field("pin", self.pin)
+            .field("locale", &self.locale)
+            .finish()
+    }
 }
 
 /// The provider took the message.
@@ -133,11 +149,14 @@ impl Provider {
 pub struct Providers(HashMap<String, Provider>);
 
 impl Providers {
+    /// `proxy`: the one proxy requests go through (`delivery.proxy`); the environment's
+    /// proxy variables are never read.
     pub fn from_config<'a>(
         configs: impl IntoIterator<Item = (&'a String, &'a ProviderConfig)>,
         timeout: Duration,
+        proxy: Option<&str>,
     ) -> Result<Self, reqwest::Error> {
-        let http = Http::new(timeout)?;
+        let http = Http::new(timeout, proxy)?;
         let providers = configs
             .into_iter()
             .map(|(name, config)| {
@@ -166,7 +185,8 @@ impl Providers {
 }
 
 /// The HTTP client providers share: bounded time, no redirects (a provider that
-/// redirects a POST is misconfigured, and following it could resend the message).
+/// redirects a POST is misconfigured, and following it could resend the message), and no
+/// proxy but the configured one.
 #[derive(Debug, Clone)]
 pub(crate) struct Http {
     client: reqwest::Client,
@@ -174,13 +194,17 @@ pub(crate) struct Http {
 }
 
 impl Http {
-    fn new(timeout: Duration) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
+    fn new(timeout: Duration, proxy: Option<&str>) -> Result<Self, reqwest::Error> {
+        let mut builder = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("otp-courier/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .no_proxy();
+        if let Some(proxy) = proxy {
+            builder = builder.proxy(reqwest::Proxy::all(proxy)?);
+        }
+        let client = builder.build()?;
         Ok(Self { client, timeout })
     }
 
@@ -231,8 +255,8 @@ pub(crate) fn retry_after(response: &Response) -> Option<Duration> {
     Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
 }
 
-/// The start of a provider's answer, PIN removed. Redaction comes first, so a cut can never
-/// leave part of a PIN behind.
+/// The start of a provider's answer, or a fixed text when it held the PIN. Redaction comes
+/// first, so a cut can never leave part of a PIN behind.
 fn excerpt(body: &str, pin: &Pin, status: StatusCode) -> String {
     let text: String = redact(body, pin).chars().take(300).collect();
     if text.trim().is_empty() {
@@ -241,10 +265,17 @@ fn excerpt(body: &str, pin: &Pin, status: StatusCode) -> String {
     text
 }
 
-/// Removes every occurrence of the PIN, in either case, from a text about to be logged or stored.
+/// What is kept of a text that held the PIN. Not an excerpt with the PIN cut out: the
+/// characters around the cut (`+33[redacted]78`) can tell the code.
+pub const WITHHELD: &str = "[withheld: the text contained the code]";
+
+/// A text about to be logged or stored, as it is, or [`WITHHELD`] when it holds the PIN in
+/// either case.
 pub fn redact(text: &str, pin: &Pin) -> String {
-    text.replace(pin.expose(), "[redacted]")
-        .replace(&pin.expose().to_ascii_lowercase(), "[redacted]")
+    if text.to_ascii_uppercase().contains(&pin.expose().to_ascii_uppercase()) {
+        return WITHHELD.to_string();
+    }
+    text.to_string()
 }
 
 #[cfg(test)]
@@ -269,7 +300,35 @@ mod tests {
             "no prefix of the PIN survives the cut: {kept}"
         );
         let lower = redact(&format!("code={}", pin.expose().to_ascii_lowercase()), &pin);
-        assert_eq!(lower, "code=[redacted]");
+        assert_eq!(lower, WITHHELD);
+    }
+
+    #[test]
+    fn an_answer_that_holds_the_pin_is_withheld_whole_not_cut_around_it() {
+        let pin = Pin::from_digits_for_tests("481516");
+        let answer = r#"{"error": "invalid destination +33481516 78", "code": 21211}"#;
+        let kept = excerpt(answer, &pin, StatusCode::BAD_REQUEST);
+        assert_eq!(kept, WITHHELD);
+        assert!(!kept.contains("+33") && !kept.contains("78"), "{kept}");
+        let clean = excerpt(r#"{"error": "unknown sender"}"#, &pin, StatusCode::BAD_REQUEST);
+        assert_eq!(clean, r#"{"error": "unknown sender"}"#);
+    }
+
+    #[test]
+    fn a_messages_debug_output_holds_neither_the_text_nor_the_pin() {
+        let pin = Pin::from_digits_for_tests("481516");
+        let message = Message {
+            otp_id: crate::domain::OtpId::new(),
+            to: "+14155550123",
+            channel: Channel::Sms,
+            from: None,
+            text: "Your code is 481516",
+            pin: &pin,
+            locale: "en",
+        };
+        let shown = format!("{message:?}");
+        assert!(!shown.contains("481516"), "{shown}");
+        assert!(shown.contains("+14155550123") && shown.contains("redacted"), "{shown}");
     }
 
     #[test]

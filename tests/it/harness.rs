@@ -496,6 +496,11 @@ impl RoleProcess {
 
     /// As `spawn`, logging what `rust_log` (a `RUST_LOG` filter) lets through.
     pub fn spawn_logging(role: &str, config: &std::path::Path, log: &std::path::Path, rust_log: &str) -> Self {
+        Self::spawn_with_env(role, config, log, &[("RUST_LOG", rust_log)])
+    }
+
+    /// As `spawn`, with these environment variables set.
+    pub fn spawn_with_env(role: &str, config: &std::path::Path, log: &std::path::Path, env: &[(&str, &str)]) -> Self {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -505,7 +510,8 @@ impl RoleProcess {
             .arg("--config")
             .arg(config)
             .arg(role)
-            .env("RUST_LOG", rust_log)
+            .env("RUST_LOG", "debug")
+            .envs(env.iter().copied())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
             .kill_on_drop(true)

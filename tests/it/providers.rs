@@ -17,7 +17,7 @@ use crate::harness::PIN_KEY;
 fn provider(config: Value) -> Providers {
     let config: ProviderConfig = serde_json::from_value(config).expect("provider config");
     let configs = BTreeMap::from([("p".to_string(), config)]);
-    Providers::from_config(&configs, Duration::from_secs(2)).expect("providers")
+    Providers::from_config(&configs, Duration::from_secs(2), None).expect("providers")
 }
 
 async fn send(
@@ -220,5 +220,31 @@ async fn provider_errors_are_classified_and_never_echo_the_pin() {
     let refused = send(&providers, Channel::Sms, None).await.expect_err("422");
     assert!(!refused.is_transient());
     let text = refused.to_string();
-    assert!(text.contains("Code [redacted]"), "{text}");
+    assert!(text.contains(otp_courier::provider::WITHHELD), "{text}");
+    assert!(
+        !text.contains("Code "),
+        "nothing of the answer around the code is kept: {text}"
+    );
+}
+
+#[tokio::test]
+async fn a_configured_proxy_carries_provider_requests() {
+    let proxy = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "via-proxy"})))
+        .mount(&proxy)
+        .await;
+    let config: ProviderConfig = serde_json::from_value(json!({
+        "kind": "http-json", "url": "http://127.0.0.1:9/send", "body": {"text": "{{message}}"},
+        "message_id_pointer": "/id"
+    }))
+    .expect("provider config");
+    let configs = BTreeMap::from([("p".to_string(), config)]);
+    let providers = Providers::from_config(&configs, Duration::from_secs(2), Some(&proxy.uri())).expect("providers");
+    send(&providers, Channel::Sms, None)
+        .await
+        .expect("sent through the proxy");
+    let seen = proxy.received_requests().await.unwrap_or_default();
+    assert_eq!(seen.len(), 1, "the proxy carried the request");
+    assert_eq!(seen[0].url.path(), "/send");
 }
