@@ -171,16 +171,29 @@ fn parse_template(fields: &mut Map<String, Value>, key: &str) -> Result<Option<T
     })
 }
 
-/// Removes the first of `names` present; `null` counts as absent.
+/// Removes a field given under any of `names` (a name and its aliases); `null` counts as
+/// absent. A field given under two names with different values is refused, naming both:
+/// picking one would send to a number, or for an app, the producer may not have meant.
 fn take_str(fields: &mut Map<String, Value>, names: &[&str]) -> Result<Option<String>, JobError> {
+    let mut found: Option<(&str, String)> = None;
     for name in names {
-        match fields.remove(*name) {
+        let value = match fields.remove(*name) {
             None | Some(Value::Null) => continue,
-            Some(Value::String(s)) => return Ok(Some(s)),
+            Some(Value::String(s)) => s,
             Some(_) => return Err(JobError::invalid(name, "must be a string")),
+        };
+        match &found {
+            Some((first, kept)) if *kept != value => {
+                return Err(JobError::invalid(
+                    first,
+                    format!("`{first}` and `{name}` name the same field with different values; give one"),
+                ))
+            }
+            Some(_) => {}
+            None => found = Some((name, value)),
         }
     }
-    Ok(None)
+    Ok(found.map(|(_, value)| value))
 }
 
 fn parse_opt<T>(

@@ -450,3 +450,44 @@ async fn one_phone_number_is_limited_across_apps(pool: PgPool) {
     assert_eq!(problem["limit"], "send_per_phone_all_apps");
     api.finish().await;
 }
+
+#[sqlx::test]
+async fn a_field_and_its_alias_with_different_values_are_refused_naming_both(pool: PgPool) {
+    let api = Api::start(pool).await;
+    let (status, problem) = api
+        .post(
+            "/v1/otp/send",
+            json!({"phoneNumber": "+14155550123", "recipient": "+14155550199"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(problem["reason"], "invalid_field");
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("phoneNumber") && detail.contains("recipient"),
+        "{problem}"
+    );
+    // The same value under both names is one field.
+    let (status, _) = api
+        .post(
+            "/v1/otp/send",
+            json!({"phoneNumber": "+14155550123", "recipient": "+14155550123"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+
+    let (otp_id, pin) = api.send_delivered(json!({"phoneNumber": "+14155550124"})).await;
+    let (status, problem) = api
+        .post(
+            "/v1/otp/verify",
+            json!({"otpId": otp_id, "code": "000000", "otp_code": pin}),
+        )
+        .await;
+    assert!(
+        status.is_client_error() && status != StatusCode::OK,
+        "{status} {problem}"
+    );
+    let (_, view) = api.get(&format!("/v1/otp/{otp_id}")).await;
+    assert_eq!(view["status"], "pending", "neither code was picked silently: {view}");
+    api.finish().await;
+}
