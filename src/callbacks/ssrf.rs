@@ -17,7 +17,9 @@ pub enum Refused {
     Scheme(String),
     #[error("callback URL has no host")]
     NoHost,
-    #[error("callback address {addr} of `{host}` is not public")]
+    /// The text names the host, never the address it resolved to: the tenant who gave the
+    /// URL reads it, and addresses would map the internal network for them. The log has it.
+    #[error("callback host `{host}` is not a public address")]
     NotPublic { host: String, addr: IpAddr },
     #[error("callback host `{0}` resolves to no address")]
     NoAddress(String),

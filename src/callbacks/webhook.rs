@@ -130,7 +130,7 @@ impl Sender {
             Err(error) => return Answer::Refused(format!("callback URL is invalid: {error}")),
         };
         if let Err(refused) = self.guard.check_url(&url) {
-            return Answer::Refused(refused.to_string());
+            return Answer::Refused(log_refusal(&refused));
         }
         let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
         let Some(signature) = signature(message.secrets, message.id, timestamp, message.body) else {
@@ -149,7 +149,7 @@ impl Sender {
         match sent {
             Ok(response) => self.answer(response).await,
             Err(error) => match refusal(&error) {
-                Some(refused) => Answer::Refused(refused.to_string()),
+                Some(refused) => Answer::Refused(log_refusal(refused)),
                 None => Answer::Failed {
                     status: None,
                     retry_after: None,
@@ -186,6 +186,15 @@ impl Sender {
 
 /// The guard's refusal, if that is what failed the request (it comes back from the resolver
 /// wrapped in reqwest's and hyper's errors).
+/// Logs a refused destination with the address it resolved to, for operators; returns the
+/// text kept for the tenant, which does not name it.
+fn log_refusal(refused: &Refused) -> String {
+    if let Refused::NotPublic { host, addr } = refused {
+        tracing::warn!(host, %addr, "callback refused: the host resolves to an address that is not public");
+    }
+    refused.to_string()
+}
+
 fn refusal(error: &reqwest::Error) -> Option<&Refused> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(current) = source {
