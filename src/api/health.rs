@@ -6,6 +6,7 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::ops::Operator;
 use super::AppState;
 use crate::platform::db::MIGRATOR;
 
@@ -37,6 +38,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
     let readiness = Readiness {
         database: applied.is_ok(),
         migrations: matches!(applied, Ok(Some(v)) if v >= latest),
+        // The probe has a broker channel of its own: it never waits behind a send.
         broker: state.publisher.ready().await,
     };
     let ok = readiness.database && readiness.broker && readiness.migrations;
@@ -50,8 +52,10 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
     )
 }
 
-/// Prometheus metrics in the text format; 404 where this process records none.
-pub async fn metrics(State(state): State<AppState>) -> axum::response::Response {
+/// Prometheus metrics in the text format, for operator credentials only: the page names
+/// every tenant's app ids, and this port is the tenants'. (`metrics.listen` serves it without
+/// credentials on an internal address.) 404 where this process records none.
+pub async fn metrics(_operator: Operator, State(state): State<AppState>) -> axum::response::Response {
     use axum::response::IntoResponse;
     match &state.metrics {
         Some(handle) => (

@@ -334,7 +334,7 @@ async fn run_roles(config: Arc<Config>, run: &[Role]) -> anyhow::Result<()> {
             Ok(())
         });
     }
-    if !run.contains(&Role::Api) && !config.metrics.listen.is_empty() {
+    if !config.metrics.listen.is_empty() {
         let listener = tokio::net::TcpListener::bind(&config.metrics.listen)
             .await
             .with_context(|| format!("binding metrics.listen {}", config.metrics.listen))?;

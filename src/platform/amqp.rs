@@ -86,11 +86,16 @@ pub async fn publish_confirmed(
     }
 }
 
-/// A broker channel shared by request handlers (and the metrics sampler); it reconnects on
-/// the first use after the broker connection was lost.
+/// A broker connection slot; reconnects on the first use after the connection was lost.
+type Slot = tokio::sync::Mutex<Option<(Connection, Channel)>>;
+
+/// A broker channel shared by request handlers, and a second one for readiness and the
+/// metrics sampler, so a probe never waits behind a send (or a send behind a probe that
+/// is reconnecting).
 pub struct Publisher {
     config: AmqpConfig,
-    channel: tokio::sync::Mutex<Option<(Connection, Channel)>>,
+    channel: Slot,
+    probe: Slot,
 }
 
 impl Publisher {
@@ -98,11 +103,16 @@ impl Publisher {
         Self {
             config,
             channel: tokio::sync::Mutex::new(None),
+            probe: tokio::sync::Mutex::new(None),
         }
     }
 
     async fn channel(&self) -> Result<Channel, lapin::Error> {
-        let mut slot = self.channel.lock().await;
+        self.open(&self.channel).await
+    }
+
+    async fn open(&self, slot: &Slot) -> Result<Channel, lapin::Error> {
+        let mut slot = slot.lock().await;
         if let Some((connection, channel)) = slot.as_ref() {
             if connection.status().connected() && channel.status().connected() {
                 return Ok(channel.clone());
@@ -142,7 +152,7 @@ impl Publisher {
     /// failure, so the next call reconnects.
     pub async fn depth(&self, queue: &str) -> Option<u32> {
         let probe = async {
-            let channel = self.channel().await?;
+            let channel = self.open(&self.probe).await?;
             let passive = QueueDeclareOptions {
                 passive: true,
                 ..QueueDeclareOptions::default()
@@ -155,9 +165,41 @@ impl Publisher {
         match answer {
             Ok(Ok(declared)) => Some(declared.message_count()),
             _ => {
-                self.channel.lock().await.take();
+                self.probe.lock().await.take();
                 None
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::platform::config::{Config, Secret};
+
+    /// Needs the RabbitMQ of the tests (`AMQP_URL`, default guest on 127.0.0.1).
+    #[tokio::test]
+    async fn readiness_does_not_wait_behind_the_publishing_channel() {
+        let url = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+        let suffix = uuid::Uuid::now_v7().simple().to_string();
+        let config = AmqpConfig {
+            url: Secret::new(url),
+            send_queue: format!("test.readiness.{suffix}"),
+            dead_letter_queue: format!("test.readiness.dlq.{suffix}"),
+            ..Config::load(None).expect("defaults").amqp
+        };
+        let publisher = Publisher::new(config.clone());
+        // A send holding the publishing channel (reconnecting, say) for longer than a probe waits.
+        let held = publisher.channel.lock().await;
+        let ready = tokio::time::timeout(Duration::from_secs(5), publisher.ready()).await;
+        drop(held);
+        assert_eq!(ready, Ok(true), "the probe answered on its own channel");
+        let channel = publisher.open(&publisher.probe).await.expect("channel");
+        for queue in [&config.send_queue, &config.dead_letter_queue] {
+            channel
+                .queue_delete(queue.as_str().into(), Default::default())
+                .await
+                .expect("delete the test's queue");
         }
     }
 }

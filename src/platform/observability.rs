@@ -123,7 +123,7 @@ async fn outbox_backlog(pool: &PgPool) -> Result<(i64, f64), sqlx::Error> {
     Ok((row.pending, row.oldest))
 }
 
-/// Serves `/metrics` alone, for a process without the API role.
+/// Serves `/metrics` alone, without credentials, on `metrics.listen` (an internal address).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     handle: Option<PrometheusHandle>,

@@ -1,4 +1,5 @@
-//! `/metrics` of a real `otp-courier serve` process counts what the run did.
+//! `/metrics` of a real `otp-courier serve` process counts what the run did, and is served
+//! to operators only on the API port, to anyone on the internal `metrics.listen`.
 
 use std::time::Duration;
 
@@ -26,6 +27,11 @@ async fn metrics_count_what_a_run_did(pool: PgPool) {
     let mut harness = Harness::new(pool).await;
     harness.provider_accepts().await;
     let (key, secret) = harness.create_app_with_key("shop").await;
+    let (operator, operator_secret) = harness.operator_key().await;
+    let internal = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    harness.set("metrics.listen", json!(internal.to_string()));
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut serve, base) = harness.spawn_serve(dir.path(), &dir.path().join("serve.log")).await;
     let http = reqwest::Client::new();
@@ -60,9 +66,36 @@ async fn metrics_count_what_a_run_did(pool: PgPool) {
     assert_eq!(wrong.status(), 422);
 
     let scrape = || async {
-        let response = http.get(format!("{base}/metrics")).send().await.expect("scrape");
+        let response = http
+            .get(format!("{base}/metrics"))
+            .basic_auth(&operator, Some(&operator_secret))
+            .send()
+            .await
+            .expect("scrape");
+        assert_eq!(response.status(), 200);
         response.text().await.expect("text")
     };
+    // The page names every tenant's apps: not for tenants, nor for anyone without credentials.
+    let anonymous = http.get(format!("{base}/metrics")).send().await.expect("scrape");
+    assert_eq!(anonymous.status(), 401);
+    let tenant = http
+        .get(format!("{base}/metrics"))
+        .basic_auth(&key, Some(&secret))
+        .send()
+        .await
+        .expect("scrape");
+    assert_eq!(tenant.status(), 403);
+    let internal_page = http
+        .get(format!("http://{internal}/metrics"))
+        .send()
+        .await
+        .expect("scrape the internal port");
+    assert_eq!(internal_page.status(), 200);
+    assert!(internal_page
+        .text()
+        .await
+        .expect("text")
+        .contains("otp_courier_jobs_total"));
     let sent = [("provider", "fake"), ("channel", "sms"), ("outcome", "sent")];
     // A round is counted once its outcome is recorded, which the provider's request
     // precedes; the duplicate, once its insert finds the first.
