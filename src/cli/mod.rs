@@ -97,6 +97,16 @@ pub enum DlqCommand {
 pub enum OperatorsCommand {
     /// Issue an operator API key; the secret is printed once.
     CreateKey,
+    /// List operator keys: id, created, and when each was or will be revoked (never secrets).
+    ListKeys,
+    /// Revoke an operator key at once.
+    RevokeKey { key_id: String },
+    /// Issue a new operator key; the old one keeps working for --grace-hours, then is revoked.
+    RotateKey {
+        key_id: String,
+        #[arg(long, default_value_t = 0)]
+        grace_hours: i64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,8 +117,13 @@ pub enum AppsCommand {
     List,
     /// Show an app's settings and key ids (never secrets).
     Show { id: String },
-    /// Revoke the app's API keys and issue a new one; the secret is printed once.
-    RotateSecret { id: String },
+    /// Issue a new API key; the app's others are revoked after --grace-hours (at once by
+    /// default). The secret is printed once.
+    RotateSecret {
+        id: String,
+        #[arg(long, default_value_t = 0)]
+        grace_hours: i64,
+    },
     /// Issue a new webhook signing secret; old ones keep signing for --grace-hours.
     RotateWebhookSecret {
         id: String,
@@ -195,11 +210,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Apps(AppsCommand::Create(args)) => create_app(&config, *args).await,
         Command::Apps(AppsCommand::List) => list_apps(&config).await,
         Command::Apps(AppsCommand::Show { id }) => show_app(&config, &id).await,
-        Command::Apps(AppsCommand::RotateSecret { id }) => rotate_secret(&config, &id).await,
+        Command::Apps(AppsCommand::RotateSecret { id, grace_hours }) => rotate_secret(&config, &id, grace_hours).await,
         Command::Apps(AppsCommand::RotateWebhookSecret { id, grace_hours }) => {
             rotate_webhook_secret(&config, &id, grace_hours).await
         }
         Command::Operators(OperatorsCommand::CreateKey) => create_operator_key(&config).await,
+        Command::Operators(OperatorsCommand::ListKeys) => list_operator_keys(&config).await,
+        Command::Operators(OperatorsCommand::RevokeKey { key_id }) => revoke_operator_key(&config, &key_id).await,
+        Command::Operators(OperatorsCommand::RotateKey { key_id, grace_hours }) => {
+            rotate_operator_key(&config, &key_id, grace_hours).await
+        }
         Command::Enqueue(args) => enqueue(&config, args).await,
     }
 }
@@ -442,10 +462,11 @@ async fn show_app(config: &Config, id: &str) -> anyhow::Result<()> {
         .await?
         .with_context(|| format!("no app `{id}`"))?;
     println!("{app:#?}");
-    let keys: Vec<String> = sqlx::query_scalar("select id from api_keys where app_id = $1 and revoked_at is null")
-        .bind(id.as_str())
-        .fetch_all(&pool)
-        .await?;
+    let keys: Vec<String> =
+        sqlx::query_scalar("select id from api_keys where app_id = $1 and (revoked_at is null or revoked_at > now())")
+            .bind(id.as_str())
+            .fetch_all(&pool)
+            .await?;
     println!("active api keys: {}", keys.join(", "));
     println!(
         "signing webhook secrets: {}",
@@ -454,32 +475,73 @@ async fn show_app(config: &Config, id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn rotate_secret(config: &Config, id: &str) -> anyhow::Result<()> {
+/// `--grace-hours` as a duration: 0 to 720 hours.
+fn grace(hours: i64) -> anyhow::Result<time::Duration> {
+    anyhow::ensure!((0..=720).contains(&hours), "--grace-hours must be between 0 and 720");
+    Ok(time::Duration::hours(hours))
+}
+
+async fn rotate_secret(config: &Config, id: &str, grace_hours: i64) -> anyhow::Result<()> {
+    let grace = grace(grace_hours)?;
     let pool = db::pool(&config.database)?;
     let id = AppId::parse(id).map_err(anyhow::Error::msg)?;
     apps::load(&pool, &id)
         .await?
         .with_context(|| format!("no app `{id}`"))?;
-    let key = keys::rotate(&pool, &id).await?;
+    let key = keys::rotate(&pool, &id, Some(grace)).await?;
     println!(
-        "api key    {}\napi secret {}\n(the app's previous keys are revoked)",
+        "api key    {}\napi secret {}\n(the app's previous keys work for {grace_hours} h more)",
+        key.key_id, key.secret
+    );
+    Ok(())
+}
+
+async fn list_operator_keys(config: &Config) -> anyhow::Result<()> {
+    let pool = db::pool(&config.database)?;
+    let now = time::OffsetDateTime::now_utc();
+    for key in keys::operator_keys(&pool).await? {
+        let state = match key.revoked_at {
+            None => "active".to_string(),
+            Some(at) if at > now => format!("active until {at}"),
+            Some(at) => format!("revoked {at}"),
+        };
+        println!("{}\tcreated {}\t{state}", key.key_id, key.created_at);
+    }
+    Ok(())
+}
+
+async fn revoke_operator_key(config: &Config, key_id: &str) -> anyhow::Result<()> {
+    let pool = db::pool(&config.database)?;
+    anyhow::ensure!(
+        keys::revoke_operator_key(&pool, key_id).await?,
+        "no working operator key `{key_id}`"
+    );
+    println!("operator key {key_id} revoked");
+    Ok(())
+}
+
+async fn rotate_operator_key(config: &Config, key_id: &str, grace_hours: i64) -> anyhow::Result<()> {
+    let grace = grace(grace_hours)?;
+    let pool = db::pool(&config.database)?;
+    let key = keys::rotate_operator_key(&pool, key_id, Some(grace))
+        .await?
+        .with_context(|| format!("no working operator key `{key_id}`"))?;
+    println!(
+        "operator key    {}\noperator secret {}\n({key_id} works for {grace_hours} h more; the secret is shown only now)",
         key.key_id, key.secret
     );
     Ok(())
 }
 
 async fn rotate_webhook_secret(config: &Config, id: &str, grace_hours: i64) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        (0..=720).contains(&grace_hours),
-        "--grace-hours must be between 0 and 720"
-    );
+    let grace = grace(grace_hours)?;
     let pool = db::pool(&config.database)?;
     let id = AppId::parse(id).map_err(anyhow::Error::msg)?;
     apps::load(&pool, &id)
         .await?
         .with_context(|| format!("no app `{id}`"))?;
     let mut tx = pool.begin().await?;
-    let secret = keys::rotate_webhook_secret(&mut tx, &id, Some(time::Duration::hours(grace_hours))).await?;
+    let secret = keys::rotate_webhook_secret(&mut tx, &id, Some(grace)).await?;
     tx.commit().await?;
     println!("webhook secret {secret}\n(previous secrets keep signing for {grace_hours} h)");
     Ok(())

@@ -80,18 +80,77 @@ pub async fn issue(conn: &mut PgConnection, app: Option<&AppId>) -> Result<Issue
     Ok(key)
 }
 
-/// Revokes the app's keys and issues a new one, in one transaction.
-pub async fn rotate(pool: &PgPool, app: &AppId) -> Result<IssuedKey, sqlx::Error> {
+/// Issues a new key for the app and revokes its others once `grace` has passed (at once
+/// without one), in one transaction, so callers can move to the new key without a gap.
+pub async fn rotate(pool: &PgPool, app: &AppId, grace: Option<time::Duration>) -> Result<IssuedKey, sqlx::Error> {
+    let until = OffsetDateTime::now_utc() + grace.unwrap_or(time::Duration::ZERO);
     let mut tx = pool.begin().await?;
     sqlx::query!(
-        "update api_keys set revoked_at = now() where app_id = $1 and revoked_at is null",
-        app.as_str()
+        "update api_keys set revoked_at = $2 where app_id = $1 and (revoked_at is null or revoked_at > $2)",
+        app.as_str(),
+        until,
     )
     .execute(&mut *tx)
     .await?;
     let key = issue(&mut tx, Some(app)).await?;
     tx.commit().await?;
     Ok(key)
+}
+
+/// An operator key as listed: never its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorKey {
+    pub key_id: String,
+    pub created_at: OffsetDateTime,
+    /// When it stops (or stopped) working; `None`: it has not been revoked.
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// Every operator key, newest first.
+pub async fn operator_keys(pool: &PgPool) -> Result<Vec<OperatorKey>, sqlx::Error> {
+    sqlx::query_as!(
+        OperatorKey,
+        "select id as key_id, created_at, revoked_at from api_keys where role = 'operator' order by created_at desc"
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Revokes an operator key at once; `false` when there is no such operator key still working.
+pub async fn revoke_operator_key(pool: &PgPool, key_id: &str) -> Result<bool, sqlx::Error> {
+    let revoked = sqlx::query!(
+        "update api_keys set revoked_at = now()
+         where id = $1 and role = 'operator' and (revoked_at is null or revoked_at > now())",
+        key_id
+    )
+    .execute(pool)
+    .await?;
+    Ok(revoked.rows_affected() == 1)
+}
+
+/// Issues a new operator key and revokes `key_id` once `grace` has passed; `None` when
+/// `key_id` is no operator key still working.
+pub async fn rotate_operator_key(
+    pool: &PgPool,
+    key_id: &str,
+    grace: Option<time::Duration>,
+) -> Result<Option<IssuedKey>, sqlx::Error> {
+    let until = OffsetDateTime::now_utc() + grace.unwrap_or(time::Duration::ZERO);
+    let mut tx = pool.begin().await?;
+    let revoked = sqlx::query!(
+        "update api_keys set revoked_at = $2
+         where id = $1 and role = 'operator' and (revoked_at is null or revoked_at > now())",
+        key_id,
+        until,
+    )
+    .execute(&mut *tx)
+    .await?;
+    if revoked.rows_affected() != 1 {
+        return Ok(None);
+    }
+    let key = issue(&mut tx, None).await?;
+    tx.commit().await?;
+    Ok(Some(key))
 }
 
 /// The caller a key id and secret belong to, if they match an active key.
@@ -101,7 +160,7 @@ pub async fn authenticate(pool: &PgPool, key_id: &str, secret: &str) -> Result<O
         return Ok(None);
     }
     let row = sqlx::query!(
-        "select app_id, secret_sha256 from api_keys where id = $1 and revoked_at is null",
+        "select app_id, secret_sha256 from api_keys where id = $1 and (revoked_at is null or revoked_at > now())",
         key_id
     )
     .fetch_optional(pool)

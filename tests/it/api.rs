@@ -532,7 +532,7 @@ async fn health_readiness_and_the_openapi_document_are_served(pool: PgPool) {
 async fn a_rotated_api_secret_replaces_the_old_one_and_webhook_secrets_overlap_for_the_grace(pool: PgPool) {
     let api = Api::start(pool).await;
     let app = otp_courier::domain::AppId::parse("shop").expect("app id");
-    let fresh = otp_courier::tenancy::keys::rotate(&api.harness.pool, &app)
+    let fresh = otp_courier::tenancy::keys::rotate(&api.harness.pool, &app, None)
         .await
         .expect("rotated");
     let url = format!("{}/v1/otp", api.base);

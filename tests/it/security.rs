@@ -491,3 +491,69 @@ async fn a_field_and_its_alias_with_different_values_are_refused_naming_both(poo
     assert_eq!(view["status"], "pending", "neither code was picked silently: {view}");
     api.finish().await;
 }
+
+#[sqlx::test]
+async fn operator_keys_are_listed_revoked_and_rotated_with_a_grace(pool: PgPool) {
+    use otp_courier::tenancy::keys::{self, Caller};
+    let harness = Harness::new(pool).await;
+    let pool = &harness.pool;
+    let (first, first_secret) = harness.operator_key().await;
+    let (second, second_secret) = harness.operator_key().await;
+    let listed: Vec<String> = keys::operator_keys(pool)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|k| k.key_id)
+        .collect();
+    assert_eq!(listed, [second.clone(), first.clone()], "newest first, ids only");
+
+    assert!(keys::revoke_operator_key(pool, &first).await.expect("revoke"));
+    assert_eq!(
+        keys::authenticate(pool, &first, &first_secret).await.expect("auth"),
+        None
+    );
+    assert!(
+        !keys::revoke_operator_key(pool, &first).await.expect("again"),
+        "already revoked"
+    );
+
+    let rotated = keys::rotate_operator_key(pool, &second, Some(time::Duration::hours(1)))
+        .await
+        .expect("rotate")
+        .expect("a working key");
+    for (id, secret) in [(&second, &second_secret), (&rotated.key_id, &rotated.secret)] {
+        assert_eq!(
+            keys::authenticate(pool, id, secret).await.expect("auth"),
+            Some(Caller::Operator(id.clone())),
+            "{id} works during the grace"
+        );
+    }
+    let listed = keys::operator_keys(pool).await.expect("list");
+    let old = listed.iter().find(|k| k.key_id == second).expect("listed");
+    assert!(old.revoked_at.is_some_and(|at| at > time::OffsetDateTime::now_utc()));
+
+    // An app's API key rotated with a grace keeps working until it ends, then stops.
+    let (app_key, app_secret) = harness.create_app_with_key("shop").await;
+    let app = otp_courier::domain::AppId::parse("shop").expect("app");
+    let fresh = keys::rotate(pool, &app, Some(time::Duration::hours(1)))
+        .await
+        .expect("rotate");
+    assert!(keys::authenticate(pool, &app_key, &app_secret)
+        .await
+        .expect("auth")
+        .is_some());
+    assert!(keys::authenticate(pool, &fresh.key_id, &fresh.secret)
+        .await
+        .expect("auth")
+        .is_some());
+    sqlx::query("update api_keys set revoked_at = now() - interval '1 second' where id = $1")
+        .bind(&app_key)
+        .execute(pool)
+        .await
+        .expect("the grace ends");
+    assert!(keys::authenticate(pool, &app_key, &app_secret)
+        .await
+        .expect("auth")
+        .is_none());
+    harness.finish().await;
+}
