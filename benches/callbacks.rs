@@ -56,7 +56,8 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let app = AppId::parse("bench").map_err(anyhow::Error::msg)?;
-    otp_courier::tenancy::keys::rotate_webhook_secret(&mut *pool.acquire().await?, &app, None).await?;
+    let sealer = otp_courier::tenancy::sealing::Sealer::from_config(&config.secrets);
+    otp_courier::tenancy::keys::rotate_webhook_secret(&mut *pool.acquire().await?, &sealer, &app, None).await?;
     let (receiver, received) = start_receiver().await?;
     let payload = sample_payload();
 
@@ -202,6 +203,7 @@ async fn dispatch(config: &Config, pool: &PgPool, received: &AtomicUsize, n: usi
         otp_courier::platform::db::batch_pool(&config.database)?,
         otp_courier::callbacks::webhook::Sender::new(&config.callbacks)?,
         config.callbacks.clone(),
+        otp_courier::tenancy::sealing::Sealer::from_config(&config.secrets),
     );
     let shutdown = CancellationToken::new();
     let started = Instant::now();

@@ -170,7 +170,10 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let app = otp_courier::domain::AppId::parse("bench").map_err(anyhow::Error::msg)?;
-    let secret = otp_courier::tenancy::keys::rotate_webhook_secret(&mut *pool.acquire().await?, &app, None).await?;
+    // The bench's configuration names no sealing key: secrets are stored in clear.
+    let sealer = otp_courier::tenancy::sealing::Sealer::default();
+    let secret =
+        otp_courier::tenancy::keys::rotate_webhook_secret(&mut *pool.acquire().await?, &sealer, &app, None).await?;
     let shared = Arc::new(Shared {
         tracker: Tracker::default(),
         epoch: Instant::now(),

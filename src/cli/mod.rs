@@ -26,6 +26,7 @@ use crate::platform::{amqp, db, observability, telemetry};
 use crate::provider::Providers;
 use crate::tenancy::apps::{self, NewApp};
 use crate::tenancy::keys;
+use crate::tenancy::sealing::Sealer;
 use crate::{api, Worker};
 
 mod ops;
@@ -68,6 +69,16 @@ pub enum Command {
     /// Operator credentials (cross-app reads, reports, replay).
     #[command(subcommand)]
     Operators(OperatorsCommand),
+    /// Webhook signing secrets at rest.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Seal every webhook secret under `secrets.active_key`: those in clear and those sealed
+    /// under an older key (then that key can be removed).
+    Reseal,
 }
 
 #[derive(Debug, Subcommand)]
@@ -221,6 +232,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             rotate_operator_key(&config, &key_id, grace_hours).await
         }
         Command::Enqueue(args) => enqueue(&config, args).await,
+        Command::Secrets(SecretsCommand::Reseal) => reseal(&config).await,
     }
 }
 
@@ -306,6 +318,7 @@ pub fn build_dispatcher(config: &Config, shared: &Resources) -> anyhow::Result<D
         shared.batch_pool.clone(),
         sender,
         config.callbacks.clone(),
+        Sealer::from_config(&config.secrets),
     ))
 }
 
@@ -445,7 +458,7 @@ async fn create_app(config: &Config, args: CreateAppArgs) -> anyhow::Result<()> 
     let id = AppId::parse(&app.id).map_err(anyhow::Error::msg)?;
     let mut tx = pool.begin().await?;
     let key = keys::issue(&mut tx, Some(&id)).await?;
-    let webhook = keys::rotate_webhook_secret(&mut tx, &id, None).await?;
+    let webhook = keys::rotate_webhook_secret(&mut tx, &Sealer::from_config(&config.secrets), &id, None).await?;
     tx.commit().await?;
     println!("app            {id}");
     println!("api key        {}", key.key_id);
@@ -470,7 +483,9 @@ async fn show_app(config: &Config, id: &str) -> anyhow::Result<()> {
     println!("active api keys: {}", keys.join(", "));
     println!(
         "signing webhook secrets: {}",
-        keys::webhook_secrets(&pool, id.as_str()).await?.len()
+        keys::webhook_secrets(&pool, &Sealer::from_config(&config.secrets), id.as_str())
+            .await?
+            .len()
     );
     Ok(())
 }
@@ -541,7 +556,7 @@ async fn rotate_webhook_secret(config: &Config, id: &str, grace_hours: i64) -> a
         .await?
         .with_context(|| format!("no app `{id}`"))?;
     let mut tx = pool.begin().await?;
-    let secret = keys::rotate_webhook_secret(&mut tx, &id, Some(grace)).await?;
+    let secret = keys::rotate_webhook_secret(&mut tx, &Sealer::from_config(&config.secrets), &id, Some(grace)).await?;
     tx.commit().await?;
     println!("webhook secret {secret}\n(previous secrets keep signing for {grace_hours} h)");
     Ok(())
@@ -553,6 +568,21 @@ async fn create_operator_key(config: &Config) -> anyhow::Result<()> {
     println!(
         "operator key    {}\noperator secret {}\n(the secret is shown only now)",
         key.key_id, key.secret
+    );
+    Ok(())
+}
+
+async fn reseal(config: &Config) -> anyhow::Result<()> {
+    let sealer = Sealer::from_config(&config.secrets);
+    anyhow::ensure!(
+        sealer.is_active(),
+        "secrets.active_key is empty: configure a key under [secrets.keys] and name it first"
+    );
+    let pool = db::pool(&config.database)?;
+    let sealed = keys::reseal_webhook_secrets(&pool, &sealer).await?;
+    println!(
+        "{sealed} webhook secrets sealed under key `{}`",
+        config.secrets.active_key
     );
     Ok(())
 }

@@ -55,6 +55,7 @@ pub struct Config {
     pub worker: WorkerConfig,
     pub delivery: DeliveryConfig,
     pub pin: PinConfig,
+    pub secrets: SecretsConfig,
     pub callbacks: CallbacksConfig,
     pub sweeper: SweeperConfig,
     pub metrics: MetricsConfig,
@@ -167,6 +168,15 @@ pub struct PinConfig {
     pub active_key: String,
     /// The shortest `pinLength` a job may ask for (4-6; a job that gives none gets 6).
     pub min_length: u8,
+    #[serde(default)]
+    pub keys: BTreeMap<String, Secret>,
+}
+
+/// Keys that seal webhook signing secrets at rest (`tenancy::sealing`).
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct SecretsConfig {
+    /// Id of the key new secrets are sealed with; empty: stored in clear.
+    pub active_key: String,
     #[serde(default)]
     pub keys: BTreeMap<String, Secret>,
 }
@@ -408,6 +418,7 @@ impl Config {
         )?;
         self.validate_limits_and_api()?;
         self.validate_pin_keys()?;
+        self.validate_secrets()?;
         self.validate_routing()
     }
 
@@ -501,6 +512,32 @@ impl Config {
         in_range("pin.min_length", self.pin.min_length, 4..=6)?;
         for (id, key) in &self.pin.keys {
             decode_pin_key(key.expose()).map_err(|reason| invalid(&format!("pin.keys.{id}"), reason.to_string()))?;
+        }
+        Ok(())
+    }
+
+    fn validate_secrets(&self) -> Result<(), ConfigError> {
+        for (id, key) in &self.secrets.keys {
+            let ok = hex::decode(key.expose().trim()).is_ok_and(|bytes| bytes.len() == 32);
+            if !ok {
+                return Err(invalid(
+                    &format!("secrets.keys.{id}"),
+                    "must be 32 bytes as 64 hex digits".into(),
+                ));
+            }
+            if id.contains(':') || id.is_empty() {
+                return Err(invalid(
+                    &format!("secrets.keys.{id}"),
+                    "a key id may not contain `:`".into(),
+                ));
+            }
+        }
+        let active = &self.secrets.active_key;
+        if !active.is_empty() && !self.secrets.keys.contains_key(active) {
+            return Err(invalid(
+                "secrets.active_key",
+                format!("names key `{active}`, which is not under [secrets.keys]"),
+            ));
         }
         Ok(())
     }

@@ -12,6 +12,7 @@ use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
 use crate::domain::AppId;
+use crate::tenancy::sealing::{SealError, Sealer};
 
 /// Who is calling the API.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,10 +178,12 @@ pub async fn authenticate(pool: &PgPool, key_id: &str, secret: &str) -> Result<O
     }))
 }
 
-/// A new webhook secret for `app` (Standard Webhooks `whsec_` + base64 of 32 bytes). With a
-/// grace period, the app's current secrets keep signing until it ends; without, they stop now.
+/// A new webhook secret for `app` (Standard Webhooks `whsec_` + base64 of 32 bytes), stored
+/// sealed by `sealer`. With a grace period, the app's current secrets keep signing until it
+/// ends; without, they stop now. Returns the secret in clear, to be shown once.
 pub async fn rotate_webhook_secret(
     conn: &mut PgConnection,
+    sealer: &Sealer,
     app: &AppId,
     grace: Option<time::Duration>,
 ) -> Result<String, sqlx::Error> {
@@ -198,20 +201,57 @@ pub async fn rotate_webhook_secret(
     sqlx::query!(
         "insert into webhook_secrets (app_id, secret) values ($1, $2)",
         app.as_str(),
-        secret
+        sealer.seal(app.as_str(), &secret),
     )
     .execute(&mut *conn)
     .await?;
     Ok(secret)
 }
 
-/// The secrets that sign the app's callbacks now, newest first.
-pub async fn webhook_secrets(pool: &PgPool, app: &str) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar!(
+/// Why the secrets of an app cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Sealed(#[from] SealError),
+}
+
+/// The secrets that sign the app's callbacks now, newest first, opened.
+pub async fn webhook_secrets(pool: &PgPool, sealer: &Sealer, app: &str) -> Result<Vec<String>, SecretsError> {
+    let stored = sqlx::query_scalar!(
         "select secret from webhook_secrets where app_id = $1 and (expires_at is null or expires_at > now())
          order by id desc",
         app
     )
     .fetch_all(pool)
-    .await
+    .await?;
+    Ok(stored.iter().map(|s| sealer.open(app, s)).collect::<Result<_, _>>()?)
+}
+
+/// Seals every webhook secret not yet sealed under the active key (those in clear and those
+/// under an older key), in one transaction; returns how many it sealed. With no active key
+/// it does nothing: it never writes a secret back in clear.
+pub async fn reseal_webhook_secrets(pool: &PgPool, sealer: &Sealer) -> Result<u64, SecretsError> {
+    if !sealer.is_active() {
+        return Ok(0);
+    }
+    let mut tx = pool.begin().await?;
+    let rows = sqlx::query!("select id, app_id, secret from webhook_secrets order by id for update")
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut sealed = 0;
+    for row in rows.iter().filter(|r| !sealer.is_current(&r.secret)) {
+        let secret = sealer.open(&row.app_id, &row.secret)?;
+        sqlx::query!(
+            "update webhook_secrets set secret = $2 where id = $1",
+            row.id,
+            sealer.seal(&row.app_id, &secret)
+        )
+        .execute(&mut *tx)
+        .await?;
+        sealed += 1;
+    }
+    tx.commit().await?;
+    Ok(sealed)
 }

@@ -553,18 +553,20 @@ async fn a_rotated_api_secret_replaces_the_old_one_and_webhook_secrets_overlap_f
         .expect("new");
     assert_eq!(new.status(), StatusCode::OK);
 
+    let sealer = api.harness.sealer();
     let secrets = |pool: PgPool| async move {
-        otp_courier::tenancy::keys::webhook_secrets(&pool, "shop")
+        otp_courier::tenancy::keys::webhook_secrets(&pool, &Default::default(), "shop")
             .await
             .expect("secrets")
     };
     let mut tx = api.harness.pool.begin().await.expect("tx");
-    let first = otp_courier::tenancy::keys::rotate_webhook_secret(&mut tx, &app, None)
+    let first = otp_courier::tenancy::keys::rotate_webhook_secret(&mut tx, &sealer, &app, None)
         .await
         .expect("first");
-    let second = otp_courier::tenancy::keys::rotate_webhook_secret(&mut tx, &app, Some(time::Duration::hours(1)))
-        .await
-        .expect("second");
+    let second =
+        otp_courier::tenancy::keys::rotate_webhook_secret(&mut tx, &sealer, &app, Some(time::Duration::hours(1)))
+            .await
+            .expect("second");
     tx.commit().await.expect("commit");
     assert!(first.starts_with("whsec_") && second.starts_with("whsec_"));
     assert_eq!(
@@ -573,7 +575,7 @@ async fn a_rotated_api_secret_replaces_the_old_one_and_webhook_secrets_overlap_f
         "both sign during the grace period"
     );
     let mut tx = api.harness.pool.begin().await.expect("tx");
-    let third = otp_courier::tenancy::keys::rotate_webhook_secret(&mut tx, &app, None)
+    let third = otp_courier::tenancy::keys::rotate_webhook_secret(&mut tx, &sealer, &app, None)
         .await
         .expect("third");
     tx.commit().await.expect("commit");

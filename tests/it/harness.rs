@@ -204,8 +204,12 @@ impl Harness {
         sender: otp_courier::callbacks::webhook::Sender,
     ) -> (CancellationToken, JoinHandle<()>) {
         let config = self.config();
-        let dispatcher =
-            otp_courier::callbacks::dispatcher::Dispatcher::new(self.pool.clone(), sender, config.callbacks);
+        let dispatcher = otp_courier::callbacks::dispatcher::Dispatcher::new(
+            self.pool.clone(),
+            sender,
+            config.callbacks,
+            self.sealer(),
+        );
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(dispatcher.run(shutdown.clone(), Duration::from_secs(5)));
         (shutdown, task)
@@ -215,9 +219,14 @@ impl Harness {
     pub async fn webhook_secret(&self, app: &str, grace: Option<time::Duration>) -> String {
         let app = otp_courier::domain::AppId::parse(app).expect("app id");
         let mut conn = self.pool.acquire().await.expect("conn");
-        otp_courier::tenancy::keys::rotate_webhook_secret(&mut conn, &app, grace)
+        otp_courier::tenancy::keys::rotate_webhook_secret(&mut conn, &self.sealer(), &app, grace)
             .await
             .expect("webhook secret")
+    }
+
+    /// The sealer of this harness's configuration (`[secrets]`).
+    pub fn sealer(&self) -> otp_courier::tenancy::sealing::Sealer {
+        otp_courier::tenancy::sealing::Sealer::from_config(&self.config().secrets)
     }
 
     /// Writes an `otp.rejected` event for `app` to `url` straight into the outbox, as the

@@ -557,3 +557,77 @@ async fn operator_keys_are_listed_revoked_and_rotated_with_a_grace(pool: PgPool)
         .is_none());
     harness.finish().await;
 }
+
+#[sqlx::test]
+async fn webhook_secrets_are_sealed_at_rest_and_still_sign(pool: PgPool) {
+    let key = |byte: u8| hex::encode([byte; 32]);
+    let mut harness = Harness::new(pool).await;
+    harness.set("secrets", json!({"active_key": "k1", "keys": {"k1": key(1)}}));
+    let receiver = receiver().await;
+    harness.create_app("shop", json!({"": "Code {{pin}}"})).await;
+    // A secret from before sealing, stored in clear, and one sealed now.
+    sqlx::query("insert into webhook_secrets (app_id, secret, expires_at) values ('shop', 'whsec_b2xkLXNlY3JldC1pbi1jbGVhcg==', now() + interval '1 hour')")
+        .execute(&harness.pool)
+        .await
+        .expect("a secret in clear");
+    let secret = harness.webhook_secret("shop", Some(time::Duration::hours(1))).await;
+    let stored: Vec<String> = sqlx::query_scalar("select secret from webhook_secrets order by id")
+        .fetch_all(&harness.pool)
+        .await
+        .expect("stored");
+    assert!(stored[1].starts_with("enc:v1:k1:"), "{stored:?}");
+    assert!(
+        !stored.iter().any(|s| s.contains(&secret)),
+        "the new secret is not in the database in clear"
+    );
+
+    harness.start_dispatcher();
+    harness.record_event("shop", &receiver.uri()).await;
+    wait_until("the callback", LONG, || async {
+        !receiver.received_requests().await.unwrap_or_default().is_empty()
+    })
+    .await;
+    let request = receiver.received_requests().await.unwrap_or_default().remove(0);
+    let headers: Vec<(String, String)> = request
+        .headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
+        .collect();
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let mut map = http::HeaderMap::new();
+    for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        map.insert(name, header(name).parse().expect("header"));
+    }
+    standardwebhooks::Webhook::new(&secret)
+        .expect("secret")
+        .verify(&request.body, &map)
+        .expect("signed with the sealed secret, opened to sign");
+    assert_eq!(
+        header("webhook-signature").split(' ').count(),
+        2,
+        "the secret in clear still signs"
+    );
+
+    // Resealing seals the one in clear; a sealed value moved to another app does not open.
+    let sealer = harness.sealer();
+    assert_eq!(
+        otp_courier::tenancy::keys::reseal_webhook_secrets(&harness.pool, &sealer)
+            .await
+            .expect("reseal"),
+        1
+    );
+    let stored: Vec<String> = sqlx::query_scalar("select secret from webhook_secrets order by id")
+        .fetch_all(&harness.pool)
+        .await
+        .expect("stored");
+    assert!(stored.iter().all(|s| s.starts_with("enc:v1:k1:")), "{stored:?}");
+    assert!(sealer.open("bank", &stored[1]).is_err(), "bound to its app");
+    assert_eq!(sealer.open("shop", &stored[1]).as_deref(), Ok(secret.as_str()));
+    harness.finish().await;
+}

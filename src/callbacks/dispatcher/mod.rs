@@ -29,6 +29,7 @@ use uuid::Uuid;
 use crate::callbacks::webhook::{self, Answer, Message, Sender};
 use crate::domain::EventId;
 use crate::platform::config::CallbacksConfig;
+use crate::tenancy::sealing::Sealer;
 
 mod record;
 
@@ -52,7 +53,7 @@ pub struct Claimed {
     pub destination: String,
     pub app_id: String,
     pub payload: Value,
-    /// The app's valid signing secrets, newest first.
+    /// The app's valid signing secrets as stored (sealed, `tenancy::sealing`), newest first.
     pub secrets: Vec<String>,
 }
 
@@ -172,12 +173,19 @@ struct Inner {
     pool: PgPool,
     sender: Sender,
     config: CallbacksConfig,
+    sealer: Sealer,
 }
 
 impl Dispatcher {
-    pub fn new(pool: PgPool, sender: Sender, config: CallbacksConfig) -> Self {
+    /// `sealer` opens the apps' signing secrets, which are stored sealed.
+    pub fn new(pool: PgPool, sender: Sender, config: CallbacksConfig, sealer: Sealer) -> Self {
         Self {
-            inner: Arc::new(Inner { pool, sender, config }),
+            inner: Arc::new(Inner {
+                pool,
+                sender,
+                config,
+                sealer,
+            }),
         }
     }
 
@@ -382,16 +390,31 @@ impl Dispatcher {
         let body = serde_json::to_vec(&event.payload).unwrap_or_default();
         let started_at = OffsetDateTime::now_utc();
         let clock = Instant::now();
-        let answer = self
-            .inner
-            .sender
-            .send(&Message {
-                url: &event.callback_url,
-                id: &id,
-                body: &body,
-                secrets: &event.secrets,
-            })
-            .await;
+        // Opened only to sign; a key missing from the configuration is fixed by an operator,
+        // so the event is retried on its schedule rather than given up.
+        let secrets: Result<Vec<String>, _> = event
+            .secrets
+            .iter()
+            .map(|stored| self.inner.sealer.open(&event.app_id, stored))
+            .collect();
+        let answer = match secrets {
+            Ok(secrets) => {
+                self.inner
+                    .sender
+                    .send(&Message {
+                        url: &event.callback_url,
+                        id: &id,
+                        body: &body,
+                        secrets: &secrets,
+                    })
+                    .await
+            }
+            Err(error) => Answer::Failed {
+                status: None,
+                retry_after: None,
+                error: format!("cannot open the app's signing secrets: {error}"),
+            },
+        };
         drop(share);
         let latency_ms = webhook::elapsed_ms(clock);
         let (state, next_attempt_at) = self.judge(event.attempts - event.retry_base, &answer);
