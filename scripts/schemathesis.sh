@@ -32,6 +32,9 @@ window_seconds = 1
 [limits.send_per_phone]
 max = 100000
 window_seconds = 600
+[limits.send_per_phone_all_apps]
+max = 100000
+window_seconds = 600
 [pin]
 active_key = "st"
 [pin.keys]
