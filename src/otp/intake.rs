@@ -67,6 +67,27 @@ pub enum Source<'a> {
     Api,
 }
 
+impl<'a> Source<'a> {
+    /// Where a broker message comes from. RabbitMQ validates `user-id` against the publishing
+    /// connection's user, so a message carrying our own broker user (`own`) was published by
+    /// our API, which authenticated the app.
+    pub fn of_message(user_id: Option<&'a str>, own: Option<&str>) -> Self {
+        match (user_id, own) {
+            (Some(user), Some(own)) if user == own => Source::Api,
+            _ => Source::Broker { user_id },
+        }
+    }
+
+    /// Whether this source may act for `app`: anyone may for an app bound to no broker
+    /// user; for a bound one, that user or our API.
+    pub fn may_act_for(&self, app: &App) -> bool {
+        match (&app.broker_user, self) {
+            (Some(bound), Source::Broker { user_id }) => *user_id == Some(bound.as_str()),
+            _ => true,
+        }
+    }
+}
+
 /// An OTP ready to insert: every default applied, every choice made.
 #[derive(Debug, Clone)]
 pub struct NewOtp {
@@ -96,10 +117,8 @@ pub fn resolve(
     config: &Config,
     providers: &Providers,
 ) -> Result<NewOtp, Rejection> {
-    if let (Some(bound), Source::Broker { user_id }) = (&app.broker_user, source) {
-        if user_id != Some(bound.as_str()) {
-            return Err(Rejection::BrokerUser(app.id.to_string()));
-        }
+    if !source.may_act_for(app) {
+        return Err(Rejection::BrokerUser(app.id.to_string()));
     }
     let min_length = config.pin.min_length;
     if job.pin_length.get() < min_length {
@@ -398,10 +417,12 @@ async fn insert_rows(
         r#"insert into otps (id, app_id, request_id, request_id_derived, phone_number, channel, sender, locale,
                              template, parts, provider, pin_type, pin_length, pin_key_id, max_attempts,
                              ttl_seconds, expires_at, callback_url, metadata, delivery, delivery_claims,
-                             next_attempt_at)
+                             next_attempt_at, pin_salt)
            select t.id, t.app_id, t.request_id, t.derived, t.phone, t.channel, t.sender, t.locale, t.template,
                   t.parts, t.provider, t.pin_type, t.pin_length, $14, t.max_attempts, t.ttl, t.expires_at,
-                  t.callback_url, t.metadata, 'sending', 1, now() + make_interval(secs => $20)
+                  t.callback_url, t.metadata, 'sending', 1, now() + make_interval(secs => $20),
+                  -- 16 random bytes per OTP, part of its PIN input (message::pin).
+                  uuid_send(gen_random_uuid())
            from unnest($1::uuid[], $2::text[], $3::text[], $4::bool[], $5::text[], $6::text[], $7::text[],
                        $8::text[], $9::text[], $10::int[], $11::text[], $12::text[], $13::smallint[],
                        $15::smallint[], $16::int[], $17::timestamptz[], $18::text[], $19::jsonb[])

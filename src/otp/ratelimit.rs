@@ -205,6 +205,16 @@ pub async fn hit(conn: &mut PgConnection, key: &str, limit: Limit) -> Result<Dec
     Ok(decision(limit, start, hits))
 }
 
+/// Holds `key` for the rest of the caller's transaction (an advisory lock), so a
+/// [`peek`] followed by a [`hit`] or [`clear`] decides on a count nobody else changes
+/// meanwhile.
+pub async fn lock(conn: &mut PgConnection, key: &str) -> Result<(), sqlx::Error> {
+    sqlx::query!("select pg_advisory_xact_lock(hashtextextended($1, 0))", key)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Forgets every window of `key`, inside the caller's transaction.
 pub async fn clear(conn: &mut PgConnection, key: &str) -> Result<(), sqlx::Error> {
     sqlx::query!("delete from rate_limit_windows where key = $1", key)

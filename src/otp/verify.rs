@@ -97,6 +97,9 @@ pub async fn verify(
     let failures = failures_key(&otp.app_id, &otp.phone_number);
     let locked = match otp.status.as_str() {
         "pending" if !expired && otp.attempts < i32::from(otp.max_attempts) => {
+            // Checks of the number's other OTPs wait here, so concurrent wrong codes cannot
+            // all pass on the same count.
+            ratelimit::lock(&mut tx, &failures).await?;
             Some(ratelimit::peek(&mut tx, &failures, failure_limit).await?).filter(|d| !d.allowed)
         }
         _ => None,

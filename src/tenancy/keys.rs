@@ -138,8 +138,9 @@ pub async fn rotate_operator_key(
 ) -> Result<Option<IssuedKey>, sqlx::Error> {
     let until = OffsetDateTime::now_utc() + grace.unwrap_or(time::Duration::ZERO);
     let mut tx = pool.begin().await?;
+    // A revocation already due sooner stays.
     let revoked = sqlx::query!(
-        "update api_keys set revoked_at = $2
+        "update api_keys set revoked_at = least(coalesce(revoked_at, $2), $2)
          where id = $1 and role = 'operator' and (revoked_at is null or revoked_at > now())",
         key_id,
         until,

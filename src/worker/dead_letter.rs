@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::{Retry, Worker};
 use crate::callbacks::outbox::{self, EventType, OtpSnapshot};
 use crate::domain::{AppId, Metadata};
-use crate::otp::intake::Rejection;
+use crate::otp::intake::{Rejection, Source};
 use crate::otp::ratelimit;
 use crate::platform::amqp;
 use crate::tenancy::apps;
@@ -88,11 +88,16 @@ async fn record(worker: &Worker, salvaged: &Salvaged, rejection: &Rejection, del
         }
     }
     let body_bytes = delivery.data.len();
-    // The source may not act for the app it names: nothing is sent on that app's behalf,
-    // and the refusal does not use up that app's allowance.
+    // A refusal is the app's only when its source may act for the app. Checked here again,
+    // whatever the reason: a job refused as unreadable or invalid never reached the
+    // broker-user check, yet names an app all the same. Otherwise nothing is sent on that
+    // app's behalf, and the refusal does not use up that app's allowance.
+    let user_id = delivery.properties.user_id().as_ref().map(|s| s.as_str());
+    let own = worker.config.amqp.user();
+    let source = Source::of_message(user_id, own.as_deref());
     let attributable = !matches!(rejection, Rejection::UnknownApp(_) | Rejection::BrokerUser(_));
     let app = match salvaged.app_id.as_deref().map(AppId::parse) {
-        Some(Ok(id)) if attributable => apps::load(pool, &id).await?,
+        Some(Ok(id)) if attributable => apps::load(pool, &id).await?.filter(|app| source.may_act_for(app)),
         _ => None,
     };
     let counter = app

@@ -262,13 +262,8 @@ impl Worker {
         let Some(app) = self.apps.get(&job.app_id).await?? else {
             return Ok(Settled::Rejected(Rejection::UnknownApp(job.app_id.to_string())));
         };
-        // RabbitMQ validates `user-id` against the publishing connection's user, so a job
-        // carrying our own broker user was published by our API, which authenticated the app.
         let user_id = properties.user_id().as_ref().map(|s| s.as_str());
-        let source = match (user_id, self.config.amqp.user()) {
-            (Some(user), Some(own)) if user == own => Source::Api,
-            _ => Source::Broker { user_id },
-        };
+        let source = Source::of_message(user_id, self.config.amqp.user().as_deref());
         let mut otp = match intake::resolve(job, &app, source, &self.config, self.deliverer.providers()) {
             Ok(otp) => otp,
             Err(rejection) => return Ok(Settled::Rejected(rejection)),

@@ -214,7 +214,10 @@ async fn an_otp_replayed_after_its_ttl_gets_a_new_code_and_keeps_its_failed_atte
     .await;
 
     let after = harness.otp_rows().await;
-    for (old, new) in before.iter().zip(&after) {
+    // Matched by id: rows inserted in one transaction share `created_at`, so the order of
+    // two reads of them can differ.
+    for new in &after {
+        let old = before.iter().find(|o| o.id == new.id).expect("the same OTP before");
         let sent: Vec<String> = harness
             .provider_requests()
             .await

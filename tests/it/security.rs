@@ -61,15 +61,29 @@ async fn a_job_from_a_broker_user_not_bound_to_the_app_gets_no_callback_at_all(p
                       "otpCallbackUrl": format!("{}/attacker", canary.uri()),
                       "metadata": {"forged": true}});
     harness.publish(body.to_string().as_bytes()).await;
+    // The same producer's invalid job is refused before the binding is looked at, and still
+    // may not make the app's callback happen.
+    let invalid = json!({"appId": "shop", "phoneNumber": "+1415", "requestId": "forged-2",
+                         "metadata": {"forged": true}});
+    harness.publish(invalid.to_string().as_bytes()).await;
     let dlq = harness.dlq.clone();
-    wait_until("the job is dead-lettered", LONG, || async {
-        harness.ready(&dlq).await == 1
+    wait_until("both jobs are dead-lettered", LONG, || async {
+        harness.ready(&dlq).await == 2
     })
     .await;
-    let dead = harness.drain_dlq().await;
+    let mut reasons: Vec<Option<String>> = harness
+        .drain_dlq()
+        .await
+        .iter()
+        .map(|(_, properties)| crate::harness::text_header(properties, "x-otp-rejection-reason"))
+        .collect();
+    reasons.sort();
     assert_eq!(
-        crate::harness::text_header(&dead[0].1, "x-otp-rejection-reason").as_deref(),
-        Some("broker_user_mismatch")
+        reasons,
+        [
+            Some("broker_user_mismatch".to_string()),
+            Some("invalid_phone_number".to_string())
+        ]
     );
     assert_eq!(
         count(&harness.pool, "select count(*) from outbox").await,
@@ -78,8 +92,17 @@ async fn a_job_from_a_broker_user_not_bound_to_the_app_gets_no_callback_at_all(p
     );
     assert_eq!(
         count(&harness.pool, "select count(*) from otp_rejections").await,
-        1,
-        "the refusal is still on record"
+        2,
+        "the refusals are still on record"
+    );
+    assert_eq!(
+        count(
+            &harness.pool,
+            "select count(*) from rate_limit_windows where key = 'reject:app:shop'"
+        )
+        .await,
+        0,
+        "nor do they use up the app's allowance"
     );
     // A control event for the same app goes out through the running dispatcher: once it has
     // arrived, the canary has heard everything it ever will from this test.
@@ -320,36 +343,43 @@ async fn a_resend_counts_against_the_send_limits(pool: PgPool) {
     api.finish().await;
 }
 
-#[sqlx::test]
-async fn failed_verifications_are_limited_per_phone_across_otps(pool: PgPool) {
-    let api = Api::start_with(pool, |h| {
+/// A wrong code (too long to be anyone's).
+const WRONG: &str = "000000x";
+
+/// The API with `limits.verify_failures_per_phone` at `max` a day.
+async fn with_failure_limit(pool: PgPool, max: u32) -> Api {
+    Api::start_with(pool, |h| {
         h.set(
             "limits.verify_failures_per_phone",
-            json!({"max": 3, "window_seconds": 86400}),
+            json!({"max": max, "window_seconds": 86400}),
         )
     })
-    .await;
+    .await
+}
+
+/// Checks `code` against OTP `otp`; the answer's status and body.
+async fn check(api: &Api, otp: &str, code: &str) -> (StatusCode, Value) {
+    api.post("/v1/otp/verify", json!({"otpId": otp, "code": code})).await
+}
+
+/// Sends an OTP to `phone` and waits for its delivery; (otpId, PIN).
+async fn otp_for(api: &Api, phone: &str, request: &str) -> (String, String) {
+    api.send_delivered(json!({"phoneNumber": phone, "requestId": request}))
+        .await
+}
+
+#[sqlx::test]
+async fn failed_verifications_are_limited_per_phone_across_otps(pool: PgPool) {
+    let api = with_failure_limit(pool, 3).await;
     let target = "+14155550123";
-    let (first, _) = api
-        .send_delivered(json!({"phoneNumber": target, "requestId": "a"}))
-        .await;
+    let (first, _) = otp_for(&api, target, "a").await;
     for _ in 0..2 {
-        let (status, _) = api
-            .post("/v1/otp/verify", json!({"otpId": first, "code": "000000x"}))
-            .await;
-        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(check(&api, &first, WRONG).await.0, StatusCode::UNPROCESSABLE_ENTITY);
     }
     // A new OTP for the same number does not start the count again.
-    let (second, second_pin) = api
-        .send_delivered(json!({"phoneNumber": target, "requestId": "b"}))
-        .await;
-    let (status, _) = api
-        .post("/v1/otp/verify", json!({"otpId": second, "code": "000000x"}))
-        .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    let (status, problem) = api
-        .post("/v1/otp/verify", json!({"otpId": second, "code": second_pin}))
-        .await;
+    let (second, second_pin) = otp_for(&api, target, "b").await;
+    assert_eq!(check(&api, &second, WRONG).await.0, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, problem) = check(&api, &second, &second_pin).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{problem}");
     assert_eq!(problem["type"], "urn:otp-courier:problem:too-many-failed-verifications");
     assert!(problem["retryAfter"].as_u64().is_some_and(|s| s > 0), "{problem}");
@@ -357,52 +387,54 @@ async fn failed_verifications_are_limited_per_phone_across_otps(pool: PgPool) {
     assert_eq!(view["attempts"], 1, "a refused check uses no attempt: {view}");
 
     // Another number is unaffected.
-    let (other, other_pin) = api
-        .send_delivered(json!({"phoneNumber": "+14155550124", "requestId": "c"}))
-        .await;
-    let (status, _) = api
-        .post("/v1/otp/verify", json!({"otpId": other, "code": other_pin}))
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    let (other, other_pin) = otp_for(&api, "+14155550124", "c").await;
+    assert_eq!(check(&api, &other, &other_pin).await.0, StatusCode::OK);
+    api.finish().await;
+}
+
+#[sqlx::test]
+async fn concurrent_wrong_codes_for_one_number_are_counted_one_after_another(pool: PgPool) {
+    let api = Api::start_with(pool, |h| {
+        h.set(
+            "limits.verify_failures_per_phone",
+            json!({"max": 3, "window_seconds": 86400}),
+        );
+        h.set("limits.send_per_phone", json!({"max": 100, "window_seconds": 600}));
+        h.set(
+            "limits.send_per_phone_all_apps",
+            json!({"max": 100, "window_seconds": 600}),
+        );
+    })
+    .await;
+    let mut otps = Vec::new();
+    for i in 0..8 {
+        otps.push(otp_for(&api, "+14155550123", &format!("r-{i}")).await.0);
+    }
+    // One wrong code against each OTP, all at once: only the first three may be judged.
+    let statuses = futures_util::future::join_all(otps.iter().map(|otp| check(&api, otp, WRONG))).await;
+    let judged = statuses
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::UNPROCESSABLE_ENTITY)
+        .count();
+    let refused = statuses
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!((judged, refused), (3, 5), "{statuses:?}");
     api.finish().await;
 }
 
 #[sqlx::test]
 async fn a_successful_verification_starts_the_failure_count_again(pool: PgPool) {
-    let api = Api::start_with(pool, |h| {
-        h.set(
-            "limits.verify_failures_per_phone",
-            json!({"max": 2, "window_seconds": 86400}),
-        )
-    })
-    .await;
+    let api = with_failure_limit(pool, 2).await;
     let target = "+14155550123";
-    let (first, first_pin) = api
-        .send_delivered(json!({"phoneNumber": target, "requestId": "a"}))
-        .await;
-    let (status, _) = api
-        .post("/v1/otp/verify", json!({"otpId": first, "code": "000000x"}))
-        .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    let (status, _) = api
-        .post("/v1/otp/verify", json!({"otpId": first, "code": first_pin}))
-        .await;
-    assert_eq!(status, StatusCode::OK);
-    let (second, second_pin) = api
-        .send_delivered(json!({"phoneNumber": target, "requestId": "b"}))
-        .await;
-    let (status, _) = api
-        .post("/v1/otp/verify", json!({"otpId": second, "code": "000000x"}))
-        .await;
-    assert_eq!(
-        status,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "one failure since the success"
-    );
-    let (status, _) = api
-        .post("/v1/otp/verify", json!({"otpId": second, "code": second_pin}))
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    let (first, first_pin) = otp_for(&api, target, "a").await;
+    assert_eq!(check(&api, &first, WRONG).await.0, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(check(&api, &first, &first_pin).await.0, StatusCode::OK);
+    // Without the reset, this failure would be the second and use up the limit.
+    let (second, second_pin) = otp_for(&api, target, "b").await;
+    assert_eq!(check(&api, &second, WRONG).await.0, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(check(&api, &second, &second_pin).await.0, StatusCode::OK);
     api.finish().await;
 }
 

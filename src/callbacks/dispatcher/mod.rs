@@ -390,15 +390,31 @@ impl Dispatcher {
         let body = serde_json::to_vec(&event.payload).unwrap_or_default();
         let started_at = OffsetDateTime::now_utc();
         let clock = Instant::now();
-        // Opened only to sign; a key missing from the configuration is fixed by an operator,
-        // so the event is retried on its schedule rather than given up.
-        let secrets: Result<Vec<String>, _> = event
+        // Opened only to sign. A secret that does not open (its key was removed from the
+        // configuration) is left out; with none left the attempt fails and is retried on the
+        // schedule, since an operator can restore the key.
+        let mut unopened = None;
+        let secrets: Vec<String> = event
             .secrets
             .iter()
-            .map(|stored| self.inner.sealer.open(&event.app_id, stored))
+            .filter_map(|stored| {
+                self.inner
+                    .sealer
+                    .open(&event.app_id, stored)
+                    .inspect_err(|error| {
+                        tracing::warn!(%error, "a signing secret of the app cannot be opened; signing without it");
+                        unopened = Some(error.clone());
+                    })
+                    .ok()
+            })
             .collect();
-        let answer = match secrets {
-            Ok(secrets) => {
+        let answer = match (secrets.is_empty(), unopened) {
+            (true, Some(error)) => Answer::Failed {
+                status: None,
+                retry_after: None,
+                error: format!("cannot open the app's signing secrets: {error}"),
+            },
+            _ => {
                 self.inner
                     .sender
                     .send(&Message {
@@ -409,11 +425,6 @@ impl Dispatcher {
                     })
                     .await
             }
-            Err(error) => Answer::Failed {
-                status: None,
-                retry_after: None,
-                error: format!("cannot open the app's signing secrets: {error}"),
-            },
         };
         drop(share);
         let latency_ms = webhook::elapsed_ms(clock);
