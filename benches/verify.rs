@@ -120,7 +120,8 @@ async fn insert_otps(pool: &PgPool, n: usize) -> anyhow::Result<Arc<Vec<(Uuid, S
             "insert into otps (id, app_id, request_id, request_id_derived, phone_number, channel, locale, template,
                                parts, provider, pin_type, pin_length, pin_key_id, max_attempts, ttl_seconds,
                                expires_at, delivery, sent_at, callback_url, pin_salt)
-             select id, 'bench', id::text, false, '+14155550123', 'sms', 'en', 'Code {{pin}}', 1, 'file',
+             select id, 'bench', id::text, false, '+1415555' || lpad((abs(hashtext(id::text)) % 10000)::text, 4, '0'),
+                    'sms', 'en', 'Code {{pin}}', 1, 'file',
                     'numbers', 6, 'b', 5, 1800, now() + interval '30 minutes', 'sent', now(), $2, uuid_send(id)
              from unnest($1::uuid[]) as id",
         )
@@ -167,9 +168,24 @@ async fn raw_transactions(
         async move {
             let mut tx = pool.begin().await?;
             otp_courier::callbacks::outbox::without_notify(&mut tx).await?;
-            sqlx::query("select status, attempts from otps where id = $1 for update")
+            let phone: String = sqlx::query_scalar("select phone_number from otps where id = $1 for update")
                 .bind(id)
                 .fetch_one(&mut *tx)
+                .await?;
+            // The number's count of wrong codes: held, read, and cleared by the correct code.
+            let failures = format!("verify:failures:bench:{phone}");
+            sqlx::query("select pg_advisory_xact_lock(hashtextextended($1, 0))")
+                .bind(&failures)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("select hits from rate_limit_windows where key = $1 and window_start = $2")
+                .bind(&failures)
+                .bind(time::OffsetDateTime::UNIX_EPOCH)
+                .fetch_optional(&mut *tx)
+                .await?;
+            sqlx::query("delete from rate_limit_windows where key = $1")
+                .bind(&failures)
+                .execute(&mut *tx)
                 .await?;
             sqlx::query(
                 "update otps set attempts = attempts + 1, status = 'verified', verified_at = now() where id = $1",
