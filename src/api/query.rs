@@ -290,6 +290,8 @@ pub struct DeliveryAttemptView {
     http_status: Option<i32>,
     latency_ms: i32,
     error: Option<String>,
+    /// The provider's id of the message this request made, where it answered with one.
+    message_id: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -319,7 +321,8 @@ pub async fn attempts(
     let id = visible(&state, &caller, &id).await?;
     let deliveries = sqlx::query_as!(
         DeliveryAttemptView,
-        "select started_at, provider, outcome, http_status, latency_ms, error from delivery_attempts where otp_id = $1 order by id",
+        "select started_at, provider, outcome, http_status, latency_ms, error, message_id
+         from delivery_attempts where otp_id = $1 order by id",
         id
     )
     .fetch_all(&state.pool)

@@ -97,6 +97,8 @@ struct Attempt {
     outcome: &'static str,
     http_status: Option<i32>,
     error: Option<String>,
+    /// The provider's id of the message this request made, where it answered with one.
+    message_id: Option<String>,
 }
 
 /// Delivers claimed OTPs. Cheap to clone.
@@ -397,12 +399,13 @@ fn attempt_record(
     latency: Duration,
     pin: &Pin,
 ) -> Attempt {
-    let (outcome, http_status, error) = match result {
-        Ok(_) => ("accepted", None, None),
+    let (outcome, http_status, error, message_id) = match result {
+        Ok(accepted) => ("accepted", None, None, accepted.message_id.clone()),
         Err(e) => (
             if e.is_transient() { "transient" } else { "permanent" },
             e.http_status().map(i32::from),
             Some(redact(&e.to_string(), pin)),
+            None,
         ),
     };
     Attempt {
@@ -411,6 +414,7 @@ fn attempt_record(
         outcome,
         http_status,
         error,
+        message_id,
     }
 }
 
@@ -471,10 +475,12 @@ async fn insert_attempts(conn: &mut PgConnection, rounds: &[(&Claim, &[Attempt])
     let outcome: Vec<String> = rows.iter().map(|(_, a)| a.outcome.to_string()).collect();
     let status: Vec<Option<i32>> = rows.iter().map(|(_, a)| a.http_status).collect();
     let error: Vec<Option<String>> = rows.iter().map(|(_, a)| a.error.clone()).collect();
+    let message_ids: Vec<Option<String>> = rows.iter().map(|(_, a)| a.message_id.clone()).collect();
     sqlx::query!(
-        r#"insert into delivery_attempts (otp_id, claim, provider, started_at, latency_ms, outcome, http_status, error)
+        r#"insert into delivery_attempts (otp_id, claim, provider, started_at, latency_ms, outcome, http_status, error,
+                                          message_id)
            select * from unnest($1::uuid[], $2::int[], $3::text[], $4::timestamptz[], $5::int[], $6::text[],
-                                $7::int[], $8::text[])"#,
+                                $7::int[], $8::text[], $9::text[])"#,
         &otp_ids,
         &claims,
         &providers,
@@ -483,6 +489,7 @@ async fn insert_attempts(conn: &mut PgConnection, rounds: &[(&Claim, &[Attempt])
         &outcome,
         &status as &[Option<i32>],
         &error as &[Option<String>],
+        &message_ids as &[Option<String>],
     )
     .execute(conn)
     .await?;

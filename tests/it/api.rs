@@ -226,6 +226,50 @@ async fn an_app_cannot_read_verify_resend_or_cancel_another_apps_otp(pool: PgPoo
 }
 
 #[sqlx::test]
+async fn every_provider_request_keeps_its_message_id_and_a_resend_keeps_the_first(pool: PgPool) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let api = Api::start_with(pool, |h| h.set("providers.fake.message_id_pointer", json!("/id"))).await;
+    // The fake provider names each message it takes: msg-0, msg-1, ...
+    api.harness.provider.reset().await;
+    let sent = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = sent.clone();
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(move |_: &wiremock::Request| {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            wiremock::ResponseTemplate::new(200).set_body_json(json!({"id": format!("msg-{n}")}))
+        })
+        .mount(&api.harness.provider)
+        .await;
+    let (otp_id, _) = api.send_delivered(json!({"phoneNumber": "+14155550123"})).await;
+    let (status, _) = api.post("/v1/otp/resend", json!({"otpId": otp_id})).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let attempts = || async {
+        let (_, attempts) = api.get(&format!("/v1/otp/{otp_id}/attempts")).await;
+        attempts["deliveries"]
+            .as_array()
+            .map(|d| d.iter().map(|a| a["messageId"].clone()).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    wait_until("the resend's request is recorded", Duration::from_secs(10), || async {
+        attempts().await.len() == 2
+    })
+    .await;
+    assert_eq!(
+        attempts().await,
+        [json!("msg-0"), json!("msg-1")],
+        "the first message's id is kept"
+    );
+    let indexed: i64 = sqlx::query_scalar(
+        "select count(*) from delivery_attempts where provider = 'fake' and message_id in ('msg-0', 'msg-1')",
+    )
+    .fetch_one(&api.harness.pool)
+    .await
+    .expect("attempts by message id");
+    assert_eq!(indexed, 2);
+    api.finish().await;
+}
+
+#[sqlx::test]
 async fn resend_sends_the_same_pin_within_the_ttl_and_a_new_one_after_expiry(pool: PgPool) {
     let api = Api::start(pool).await;
     let (otp_id, pin) = api.send_delivered(json!({"phoneNumber": "+14155550123"})).await;
