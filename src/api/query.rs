@@ -292,6 +292,8 @@ pub struct DeliveryAttemptView {
     error: Option<String>,
     /// The provider's id of the message this request made, where it answered with one.
     message_id: Option<String>,
+    /// The provider's own error code (Twilio `code`, Meta `error.code`, the field Xoxzo names).
+    provider_code: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -321,7 +323,7 @@ pub async fn attempts(
     let id = visible(&state, &caller, &id).await?;
     let deliveries = sqlx::query_as!(
         DeliveryAttemptView,
-        "select started_at, provider, outcome, http_status, latency_ms, error, message_id
+        "select started_at, provider, outcome, http_status, latency_ms, error, message_id, provider_code
          from delivery_attempts where otp_id = $1 order by id",
         id
     )

@@ -99,6 +99,8 @@ struct Attempt {
     error: Option<String>,
     /// The provider's id of the message this request made, where it answered with one.
     message_id: Option<String>,
+    /// The provider's own error code, where its error answer carried one.
+    provider_code: Option<String>,
 }
 
 /// Delivers claimed OTPs. Cheap to clone.
@@ -328,6 +330,7 @@ impl Deliverer {
             "class": failure.class(),
             "message": failure.to_string(),
             "httpStatus": match failure { Failure::Provider(e) => e.http_status(), _ => None },
+            "providerCode": match failure { Failure::Provider(e) => e.provider_code(), _ => None },
         });
         if let Some(due) = self.next_round(claim, failure) {
             tracing::warn!(error = %failure, next_attempt_at = %due, "delivery round failed; rescheduled");
@@ -399,13 +402,14 @@ fn attempt_record(
     latency: Duration,
     pin: &Pin,
 ) -> Attempt {
-    let (outcome, http_status, error, message_id) = match result {
-        Ok(accepted) => ("accepted", None, None, accepted.message_id.clone()),
+    let (outcome, http_status, error, message_id, provider_code) = match result {
+        Ok(accepted) => ("accepted", None, None, accepted.message_id.clone(), None),
         Err(e) => (
             if e.is_transient() { "transient" } else { "permanent" },
             e.http_status().map(i32::from),
             Some(redact(&e.to_string(), pin)),
             None,
+            e.provider_code().map(str::to_string),
         ),
     };
     Attempt {
@@ -415,6 +419,7 @@ fn attempt_record(
         http_status,
         error,
         message_id,
+        provider_code,
     }
 }
 
@@ -476,11 +481,12 @@ async fn insert_attempts(conn: &mut PgConnection, rounds: &[(&Claim, &[Attempt])
     let status: Vec<Option<i32>> = rows.iter().map(|(_, a)| a.http_status).collect();
     let error: Vec<Option<String>> = rows.iter().map(|(_, a)| a.error.clone()).collect();
     let message_ids: Vec<Option<String>> = rows.iter().map(|(_, a)| a.message_id.clone()).collect();
+    let codes: Vec<Option<String>> = rows.iter().map(|(_, a)| a.provider_code.clone()).collect();
     sqlx::query!(
         r#"insert into delivery_attempts (otp_id, claim, provider, started_at, latency_ms, outcome, http_status, error,
-                                          message_id)
+                                          message_id, provider_code)
            select * from unnest($1::uuid[], $2::int[], $3::text[], $4::timestamptz[], $5::int[], $6::text[],
-                                $7::int[], $8::text[], $9::text[])"#,
+                                $7::int[], $8::text[], $9::text[], $10::text[])"#,
         &otp_ids,
         &claims,
         &providers,
@@ -490,6 +496,7 @@ async fn insert_attempts(conn: &mut PgConnection, rounds: &[(&Claim, &[Attempt])
         &status as &[Option<i32>],
         &error as &[Option<String>],
         &message_ids as &[Option<String>],
+        &codes as &[Option<String>],
     )
     .execute(conn)
     .await?;

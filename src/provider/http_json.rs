@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use super::twilio::json_str;
-use super::{Accepted, Http, Message, SendError};
+use super::{Accepted, CodeShape, Http, Message, SendError};
 use crate::platform::config::HttpJsonConfig;
 
 #[derive(Debug)]
@@ -35,7 +35,7 @@ impl HttpJson {
         for (name, value) in &self.config.headers {
             request = request.header(name, value.expose());
         }
-        let answer = self.http.execute(request, message.pin).await?;
+        let answer = self.http.execute(request, message.pin, CodeShape::None).await?;
         let message_id = self
             .config
             .message_id_pointer

@@ -63,11 +63,13 @@ pub enum SendError {
     Timeout(Duration),
     #[error("could not reach the provider: {0}")]
     Connect(String),
-    #[error("provider answered {status}: {detail}")]
+    #[error("provider answered {status}{}: {detail}", code.as_ref().map(|c| format!(" ({c})")).unwrap_or_default())]
     Status {
         status: u16,
         retry_after: Option<Duration>,
         detail: String,
+        /// The provider's own error code, where its answer carries one.
+        code: Option<ProviderCode>,
     },
     #[error("could not write the message file: {0}")]
     File(#[from] std::io::Error),
@@ -75,11 +77,118 @@ pub enum SendError {
     Config(String),
 }
 
+/// A provider's own error code, and what it says about retrying where the HTTP status
+/// misleads (Meta answers throttling with 400; Twilio's 20429 is a rate limit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderCode {
+    pub code: String,
+    /// `Some(true)`: retry whatever the status; `Some(false)`: never; `None`: the status decides.
+    pub retry: Option<bool>,
+    /// What the code means, for codes that name a problem with the number.
+    pub meaning: Option<&'static str>,
+}
+
+impl ProviderCode {
+    fn new(code: String, known: &[(&str, Option<bool>, Option<&'static str>)]) -> Self {
+        let (retry, meaning) = known
+            .iter()
+            .find(|(c, _, _)| *c == code)
+            .map_or((None, None), |(_, retry, meaning)| (*retry, *meaning));
+        Self { code, retry, meaning }
+    }
+}
+
+impl std::fmt::Display for ProviderCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "code {}", self.code)?;
+        if let Some(meaning) = self.meaning {
+            write!(f, ": {meaning}")?;
+        }
+        Ok(())
+    }
+}
+
+/// How a provider's error answer names its code.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum CodeShape {
+    /// None is read (`http-json`).
+    None,
+    /// Twilio: `{"code": 21211, "message": ...}`.
+    Twilio,
+    /// Meta Graph API: `{"error": {"code": 131026, ...}}`.
+    Meta,
+    /// Xoxzo: field errors, `{"recipient": ["..."]}`: the first field named.
+    Xoxzo,
+}
+
+/// Twilio codes whose meaning changes what to do: 20429 is its rate limit; the others are
+/// about the number and final.
+const TWILIO_CODES: &[(&str, Option<bool>, Option<&str>)] = &[
+    ("20429", Some(true), Some("too many requests")),
+    ("21211", Some(false), Some("the number is not a valid phone number")),
+    ("21610", Some(false), Some("the recipient has opted out (STOP)")),
+    ("21614", Some(false), Some("the number is not a mobile number")),
+];
+
+/// Meta throttling codes (transient whatever the HTTP status) and number-level errors.
+const META_CODES: &[(&str, Option<bool>, Option<&str>)] = &[
+    ("4", Some(true), Some("application request limit reached")),
+    (
+        "80007",
+        Some(true),
+        Some("WhatsApp Business Account rate limit reached"),
+    ),
+    ("130429", Some(true), Some("Cloud API throughput reached")),
+    (
+        "131056",
+        Some(true),
+        Some("too many messages to this number in a short time"),
+    ),
+    (
+        "131026",
+        Some(false),
+        Some("the message is undeliverable to this number"),
+    ),
+];
+
+impl CodeShape {
+    /// The code in an error answer, if any. Never a code that holds the PIN.
+    fn read(self, body: &str, pin: &Pin) -> Option<ProviderCode> {
+        let value: serde_json::Value = serde_json::from_str(body).ok()?;
+        let text = |v: &serde_json::Value| match v {
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            serde_json::Value::String(s) if s.len() <= 64 => Some(s.clone()),
+            _ => None,
+        };
+        let code = match self {
+            CodeShape::None => None,
+            CodeShape::Twilio => value
+                .get("code")
+                .and_then(text)
+                .map(|c| ProviderCode::new(c, TWILIO_CODES)),
+            CodeShape::Meta => value
+                .pointer("/error/code")
+                .and_then(text)
+                .map(|c| ProviderCode::new(c, META_CODES)),
+            CodeShape::Xoxzo => value
+                .as_object()
+                .and_then(|fields| fields.iter().find(|(_, v)| v.is_array()).map(|(k, _)| k.clone()))
+                .filter(|k| k.len() <= 64)
+                .map(|field| ProviderCode::new(field, &[])),
+        }?;
+        (redact(&code.code, pin) == code.code).then_some(code)
+    }
+}
+
 impl SendError {
-    /// Whether another try may succeed.
+    /// Whether another try may succeed: the provider's code where it says, else the status.
     pub fn is_transient(&self) -> bool {
         match self {
             SendError::Timeout(_) | SendError::Connect(_) => true,
+            SendError::Status {
+                code: Some(ProviderCode { retry: Some(retry), .. }),
+                ..
+            } => *retry,
             SendError::Status { status, .. } => *status >= 500 || *status == 429,
             SendError::File(_) | SendError::Config(_) => false,
         }
@@ -88,6 +197,14 @@ impl SendError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             SendError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The provider's own error code, where its answer carried one.
+    pub fn provider_code(&self) -> Option<&str> {
+        match self {
+            SendError::Status { code: Some(code), .. } => Some(&code.code),
             _ => None,
         }
     }
@@ -105,6 +222,10 @@ impl SendError {
             SendError::Timeout(_) => "timeout",
             SendError::Connect(_) => "connect",
             SendError::Status { status: 429, .. } => "rate_limited",
+            SendError::Status {
+                code: Some(ProviderCode { retry: Some(true), .. }),
+                ..
+            } => "rate_limited",
             SendError::Status { status, .. } if *status >= 500 => "provider_unavailable",
             SendError::Status { .. } => "provider_rejected",
             SendError::File(_) => "file",
@@ -208,9 +329,15 @@ impl Http {
         Ok(Self { client, timeout })
     }
 
-    /// Sends the request and reads the answer; anything but a 2xx becomes a `SendError`.
-    /// `pin` is cut out of whatever the provider answered before it is kept.
-    async fn execute(&self, request: reqwest::RequestBuilder, pin: &Pin) -> Result<String, SendError> {
+    /// Sends the request and reads the answer; anything but a 2xx becomes a `SendError`,
+    /// with the provider's own error code read the way `shape` says. An answer that holds
+    /// the PIN is never kept.
+    async fn execute(
+        &self,
+        request: reqwest::RequestBuilder,
+        pin: &Pin,
+        shape: CodeShape,
+    ) -> Result<String, SendError> {
         let response = request
             .send()
             .await
@@ -227,6 +354,7 @@ impl Http {
             status: status.as_u16(),
             retry_after,
             detail: excerpt(&body, pin, status),
+            code: shape.read(&body, pin),
         })
     }
 }
@@ -337,6 +465,7 @@ mod tests {
             status,
             retry_after: None,
             detail: String::new(),
+            code: None,
         };
         assert!(status(503).is_transient());
         assert!(status(429).is_transient());

@@ -2,7 +2,7 @@
 //! form-encoded, HTTP Basic with the account SID and auth token. WhatsApp goes through
 //! the same API with `whatsapp:`-prefixed addresses.
 
-use super::{Accepted, Http, Message, SendError};
+use super::{Accepted, CodeShape, Http, Message, SendError};
 use crate::domain::Channel;
 use crate::platform::config::TwilioConfig;
 
@@ -43,7 +43,7 @@ impl Twilio {
             .post(url)
             .basic_auth(&self.config.account_sid, Some(self.config.auth_token.expose()))
             .form(&form);
-        let body = self.http.execute(request, message.pin).await?;
+        let body = self.http.execute(request, message.pin, CodeShape::Twilio).await?;
         Ok(Accepted {
             message_id: json_str(&body, "/sid"),
         })

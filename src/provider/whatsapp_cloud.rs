@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use super::twilio::json_str;
-use super::{Accepted, Http, Message, SendError};
+use super::{Accepted, CodeShape, Http, Message, SendError};
 use crate::domain::Channel;
 use crate::platform::config::WhatsappCloudConfig;
 
@@ -57,7 +57,7 @@ impl WhatsappCloud {
             .post(url)
             .bearer_auth(self.config.access_token.expose())
             .json(&body);
-        let answer = self.http.execute(request, message.pin).await?;
+        let answer = self.http.execute(request, message.pin, CodeShape::Meta).await?;
         Ok(Accepted {
             message_id: json_str(&answer, "/messages/0/id"),
         })

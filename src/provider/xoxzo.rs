@@ -2,7 +2,7 @@
 //! HTTP Basic with the SID and auth token. SMS only.
 
 use super::twilio::json_str;
-use super::{Accepted, Http, Message, SendError};
+use super::{Accepted, CodeShape, Http, Message, SendError};
 use crate::domain::Channel;
 use crate::platform::config::XoxzoConfig;
 
@@ -34,7 +34,7 @@ impl Xoxzo {
             .post(url)
             .basic_auth(&self.config.sid, Some(self.config.auth_token.expose()))
             .form(&form);
-        let body = self.http.execute(request, message.pin).await?;
+        let body = self.http.execute(request, message.pin, CodeShape::Xoxzo).await?;
         Ok(Accepted {
             message_id: json_str(&body, "/0/msgid"),
         })

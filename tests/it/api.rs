@@ -270,6 +270,47 @@ async fn every_provider_request_keeps_its_message_id_and_a_resend_keeps_the_firs
 }
 
 #[sqlx::test]
+async fn a_number_the_provider_refuses_fails_at_once_with_the_providers_code(pool: PgPool) {
+    let api = Api::start_with(pool, |h| {
+        let twilio = json!({"kind": "twilio", "account_sid": "AC1", "auth_token": "t",
+                            "messaging_service_sid": "MG1", "base_url": h.provider.uri()});
+        h.set("providers.fake", twilio);
+    })
+    .await;
+    // The fake provider, as Twilio, refusing the number.
+    api.harness.provider.reset().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(400).set_body_json(
+            json!({"code": 21614, "message": "'To' number is not a valid mobile number", "status": 400}),
+        ))
+        .mount(&api.harness.provider)
+        .await;
+    let (status, accepted) = api.post("/v1/otp/send", json!({"phoneNumber": "+14155550123"})).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let otp_id = accepted["otpId"].as_str().expect("otpId").to_string();
+    wait_until("failed", Duration::from_secs(10), || async {
+        api.get(&format!("/v1/otp/{otp_id}")).await.1["delivery"] == "failed"
+    })
+    .await;
+    let (_, view) = api.get(&format!("/v1/otp/{otp_id}")).await;
+    assert_eq!(view["lastError"]["providerCode"], "21614", "{view}");
+    let message = view["lastError"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("code 21614: the number is not a mobile number"),
+        "{view}"
+    );
+    let (_, attempts) = api.get(&format!("/v1/otp/{otp_id}/attempts")).await;
+    let codes: Vec<&Value> = attempts["deliveries"]
+        .as_array()
+        .expect("deliveries")
+        .iter()
+        .map(|a| &a["providerCode"])
+        .collect();
+    assert_eq!(codes, [&json!("21614")], "one request: a number-level error is final");
+    api.finish().await;
+}
+
+#[sqlx::test]
 async fn resend_sends_the_same_pin_within_the_ttl_and_a_new_one_after_expiry(pool: PgPool) {
     let api = Api::start(pool).await;
     let (otp_id, pin) = api.send_delivered(json!({"phoneNumber": "+14155550123"})).await;

@@ -248,3 +248,76 @@ async fn a_configured_proxy_carries_provider_requests() {
     assert_eq!(seen.len(), 1, "the proxy carried the request");
     assert_eq!(seen[0].url.path(), "/send");
 }
+
+/// A provider of `config` (its `base_url` set to `server`) whose every answer is `status`
+/// with `body`; the error the send ends in.
+async fn refusal(config: Value, channel: Channel, status: u16, body: Value) -> otp_courier::provider::SendError {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(status).set_body_json(body))
+        .mount(&server)
+        .await;
+    let mut config = config;
+    config["base_url"] = json!(server.uri());
+    send(&provider(config), channel, Some("+14155550100"))
+        .await
+        .expect_err("refused")
+}
+
+#[tokio::test]
+async fn provider_error_codes_are_read_and_decide_where_the_status_misleads() {
+    let twilio = json!({"kind": "twilio", "account_sid": "AC1", "auth_token": "t"});
+    let meta = json!({"kind": "whatsapp-cloud", "access_token": "a", "phone_number_id": "P", "template_name": "otp"});
+    let xoxzo = json!({"kind": "xoxzo", "sid": "s", "auth_token": "t"});
+
+    // Twilio's invalid number: final, its code and meaning kept.
+    let invalid = refusal(
+        twilio.clone(),
+        Channel::Sms,
+        400,
+        json!({"code": 21211, "message": "The 'To' number is not a valid phone number.", "status": 400}),
+    )
+    .await;
+    assert!(!invalid.is_transient());
+    assert_eq!(invalid.provider_code(), Some("21211"));
+    assert!(
+        invalid
+            .to_string()
+            .contains("code 21211: the number is not a valid phone number"),
+        "{invalid}"
+    );
+    // Twilio's rate limit under a 400 is worth retrying.
+    let limited = refusal(
+        twilio,
+        Channel::Sms,
+        400,
+        json!({"code": 20429, "message": "Too Many Requests"}),
+    )
+    .await;
+    assert!(limited.is_transient());
+    assert_eq!(limited.class(), "rate_limited");
+
+    // Meta throttling answers 400; it is transient. A number-level error is final even as 5xx.
+    let throttled = refusal(
+        meta.clone(),
+        Channel::Whatsapp,
+        400,
+        json!({"error": {"message": "(#130429) Rate limit hit", "type": "OAuthException", "code": 130429}}),
+    )
+    .await;
+    assert!(throttled.is_transient(), "{throttled}");
+    let undeliverable = refusal(
+        meta,
+        Channel::Whatsapp,
+        502,
+        json!({"error": {"message": "Message undeliverable", "code": 131026}}),
+    )
+    .await;
+    assert!(!undeliverable.is_transient(), "{undeliverable}");
+    assert_eq!(undeliverable.provider_code(), Some("131026"));
+
+    // Xoxzo names the field it refused.
+    let field = refusal(xoxzo, Channel::Sms, 400, json!({"recipient": ["invalid phone number"]})).await;
+    assert_eq!(field.provider_code(), Some("recipient"));
+    assert!(!field.is_transient());
+}
