@@ -184,8 +184,6 @@ impl Sender {
     }
 }
 
-/// The guard's refusal, if that is what failed the request (it comes back from the resolver
-/// wrapped in reqwest's and hyper's errors).
 /// Logs a refused destination with the address it resolved to, for operators; returns the
 /// text kept for the tenant, which does not name it.
 fn log_refusal(refused: &Refused) -> String {
@@ -195,6 +193,8 @@ fn log_refusal(refused: &Refused) -> String {
     refused.to_string()
 }
 
+/// The guard's refusal, if that is what failed the request (it comes back from the resolver
+/// wrapped in reqwest's and hyper's errors).
 fn refusal(error: &reqwest::Error) -> Option<&Refused> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(current) = source {

@@ -94,31 +94,25 @@ pub async fn verify(
     span.record("app_id", otp.app_id.as_str());
     span.record("request_id", otp.request_id.as_str());
     let expired = OffsetDateTime::now_utc() >= otp.expires_at;
-    let failures = failures_key(&otp.app_id, &otp.phone_number);
-    let locked = match otp.status.as_str() {
-        "pending" if !expired && otp.attempts < i32::from(otp.max_attempts) => {
+    // Which outcomes write an event: a pending OTP's, unless its attempts were used up or
+    // the check was refused unread (`Locked`, below).
+    let judged = otp.status == "pending" && (expired || otp.attempts < i32::from(otp.max_attempts));
+    let verification = match otp.status.as_str() {
+        "pending" if expired => {
+            set_status(&mut tx, otp_id, "expired").await?;
+            outbox::record_for_otp(&mut tx, otp_id, EventType::Expired, None).await?;
+            Verification::Expired
+        }
+        "pending" if otp.attempts >= i32::from(otp.max_attempts) => Verification::Exhausted,
+        "pending" => {
             // Checks of the number's other OTPs wait here, so concurrent wrong codes cannot
             // all pass on the same count.
+            let failures = failures_key(&otp.app_id, &otp.phone_number);
             ratelimit::lock(&mut tx, &failures).await?;
-            Some(ratelimit::peek(&mut tx, &failures, failure_limit).await?).filter(|d| !d.allowed)
-        }
-        _ => None,
-    };
-    // Which outcomes write an event: a pending OTP's, unless its attempts were used up or
-    // the check was refused unread.
-    let writes_event =
-        otp.status == "pending" && locked.is_none() && (expired || otp.attempts < i32::from(otp.max_attempts));
-    let verification = if let Some(decision) = locked {
-        Verification::Locked(decision)
-    } else {
-        match otp.status.as_str() {
-            "pending" if expired => {
-                set_status(&mut tx, otp_id, "expired").await?;
-                outbox::record_for_otp(&mut tx, otp_id, EventType::Expired, None).await?;
-                Verification::Expired
-            }
-            "pending" if otp.attempts >= i32::from(otp.max_attempts) => Verification::Exhausted,
-            "pending" => {
+            let count = ratelimit::peek(&mut tx, &failures, failure_limit).await?;
+            if !count.allowed {
+                Verification::Locked(count)
+            } else {
                 let key = keys
                     .get(&otp.pin_key_id)
                     .ok_or_else(|| VerifyError::UnknownKey(otp.pin_key_id.clone()))?;
@@ -132,35 +126,35 @@ pub async fn verify(
                 };
                 let pin = pin::derive(key, &input, pin_type, length);
                 let correct = code.len() <= MAX_CODE_LEN && pin.matches(code);
-                if correct {
-                    ratelimit::clear(&mut tx, &failures).await?;
-                } else {
-                    ratelimit::hit(&mut tx, &failures, failure_limit).await?;
-                }
                 let attempts = otp.attempts + 1;
                 let remaining = i32::from(otp.max_attempts) - attempts;
                 if correct {
+                    ratelimit::clear(&mut tx, &failures).await?;
                     let otp = record_attempt(&mut tx, otp_id, attempts, "verified").await?;
                     outbox::record(&mut tx, EventType::Verified, &otp.into_snapshot(None)).await?;
                     Verification::Verified
-                } else if remaining > 0 {
-                    let otp = record_attempt(&mut tx, otp_id, attempts, "pending").await?;
-                    outbox::record(&mut tx, EventType::VerificationFailed, &otp.into_snapshot(None)).await?;
-                    Verification::InvalidCode { remaining }
                 } else {
-                    let otp = record_attempt(&mut tx, otp_id, attempts, "max_attempts_reached")
-                        .await?
-                        .into_snapshot(None);
-                    outbox::record(&mut tx, EventType::VerificationFailed, &otp).await?;
-                    outbox::record(&mut tx, EventType::MaxAttemptsReached, &otp).await?;
-                    Verification::Exhausted
+                    ratelimit::hit(&mut tx, &failures, failure_limit).await?;
+                    if remaining > 0 {
+                        let otp = record_attempt(&mut tx, otp_id, attempts, "pending").await?;
+                        outbox::record(&mut tx, EventType::VerificationFailed, &otp.into_snapshot(None)).await?;
+                        Verification::InvalidCode { remaining }
+                    } else {
+                        let otp = record_attempt(&mut tx, otp_id, attempts, "max_attempts_reached")
+                            .await?
+                            .into_snapshot(None);
+                        outbox::record(&mut tx, EventType::VerificationFailed, &otp).await?;
+                        outbox::record(&mut tx, EventType::MaxAttemptsReached, &otp).await?;
+                        Verification::Exhausted
+                    }
                 }
             }
-            "expired" => Verification::Expired,
-            "max_attempts_reached" => Verification::Exhausted,
-            other => Verification::NotPending(other.to_string()),
         }
+        "expired" => Verification::Expired,
+        "max_attempts_reached" => Verification::Exhausted,
+        other => Verification::NotPending(other.to_string()),
     };
+    let writes_event = judged && !matches!(verification, Verification::Locked(_));
     sqlx::query!(
         "insert into verification_attempts (otp_id, outcome) values ($1, $2)",
         otp_id,

@@ -393,21 +393,17 @@ impl Dispatcher {
         // Opened only to sign. A secret that does not open (its key was removed from the
         // configuration) is left out; with none left the attempt fails and is retried on the
         // schedule, since an operator can restore the key.
+        let mut secrets = Vec::with_capacity(event.secrets.len());
         let mut unopened = None;
-        let secrets: Vec<String> = event
-            .secrets
-            .iter()
-            .filter_map(|stored| {
-                self.inner
-                    .sealer
-                    .open(&event.app_id, stored)
-                    .inspect_err(|error| {
-                        tracing::warn!(%error, "a signing secret of the app cannot be opened; signing without it");
-                        unopened = Some(error.clone());
-                    })
-                    .ok()
-            })
-            .collect();
+        for stored in &event.secrets {
+            match self.inner.sealer.open(&event.app_id, stored) {
+                Ok(secret) => secrets.push(secret),
+                Err(error) => {
+                    tracing::warn!(%error, "a signing secret of the app cannot be opened; signing without it");
+                    unopened = Some(error);
+                }
+            }
+        }
         let answer = match (secrets.is_empty(), unopened) {
             (true, Some(error)) => Answer::Failed {
                 status: None,
