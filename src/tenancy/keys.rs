@@ -119,12 +119,23 @@ pub async fn operator_keys(pool: &PgPool) -> Result<Vec<OperatorKey>, sqlx::Erro
 
 /// Revokes an operator key at once; `false` when there is no such operator key still working.
 pub async fn revoke_operator_key(pool: &PgPool, key_id: &str) -> Result<bool, sqlx::Error> {
+    revoke_operator_key_at(&mut *pool.acquire().await?, key_id, OffsetDateTime::now_utc()).await
+}
+
+/// Revokes a working operator key as of `until` (a revocation already due sooner stays);
+/// `false` when there is no such key.
+async fn revoke_operator_key_at(
+    conn: &mut PgConnection,
+    key_id: &str,
+    until: OffsetDateTime,
+) -> Result<bool, sqlx::Error> {
     let revoked = sqlx::query!(
-        "update api_keys set revoked_at = now()
+        "update api_keys set revoked_at = least(coalesce(revoked_at, $2), $2)
          where id = $1 and role = 'operator' and (revoked_at is null or revoked_at > now())",
-        key_id
+        key_id,
+        until,
     )
-    .execute(pool)
+    .execute(conn)
     .await?;
     Ok(revoked.rows_affected() == 1)
 }
@@ -138,16 +149,7 @@ pub async fn rotate_operator_key(
 ) -> Result<Option<IssuedKey>, sqlx::Error> {
     let until = OffsetDateTime::now_utc() + grace.unwrap_or(time::Duration::ZERO);
     let mut tx = pool.begin().await?;
-    // A revocation already due sooner stays.
-    let revoked = sqlx::query!(
-        "update api_keys set revoked_at = least(coalesce(revoked_at, $2), $2)
-         where id = $1 and role = 'operator' and (revoked_at is null or revoked_at > now())",
-        key_id,
-        until,
-    )
-    .execute(&mut *tx)
-    .await?;
-    if revoked.rows_affected() != 1 {
+    if !revoke_operator_key_at(&mut tx, key_id, until).await? {
         return Ok(None);
     }
     let key = issue(&mut tx, None).await?;
