@@ -518,8 +518,7 @@ impl Config {
 
     fn validate_secrets(&self) -> Result<(), ConfigError> {
         for (id, key) in &self.secrets.keys {
-            let ok = hex::decode(key.expose().trim()).is_ok_and(|bytes| bytes.len() == 32);
-            if !ok {
+            if decode_sealing_key(key.expose()).is_none() {
                 return Err(invalid(
                     &format!("secrets.keys.{id}"),
                     "must be 32 bytes as 64 hex digits".into(),
@@ -588,6 +587,11 @@ pub fn decode_pin_key(hex_key: &str) -> Result<Vec<u8>, PinKeyError> {
         return Err(PinKeyError::TooShort);
     }
     Ok(bytes)
+}
+
+/// The bytes of a sealing key given as hex (`[secrets.keys]`): exactly 32.
+pub fn decode_sealing_key(hex_key: &str) -> Option<[u8; 32]> {
+    hex::decode(hex_key.trim()).ok()?.try_into().ok()
 }
 
 fn in_range<T: PartialOrd + fmt::Display>(key: &str, value: T, range: RangeInclusive<T>) -> Result<(), ConfigError> {

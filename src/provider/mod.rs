@@ -154,29 +154,21 @@ const META_CODES: &[(&str, Option<bool>, Option<&str>)] = &[
 impl CodeShape {
     /// The code in an error answer, if any. Never a code that holds the PIN.
     fn read(self, body: &str, pin: &Pin) -> Option<ProviderCode> {
-        let value: serde_json::Value = serde_json::from_str(body).ok()?;
-        let text = |v: &serde_json::Value| match v {
-            serde_json::Value::Number(n) => Some(n.to_string()),
-            serde_json::Value::String(s) if s.len() <= 64 => Some(s.clone()),
-            _ => None,
+        let (code, known) = match self {
+            CodeShape::None => return None,
+            CodeShape::Twilio => (twilio::json_str(body, "/code")?, TWILIO_CODES),
+            CodeShape::Meta => (twilio::json_str(body, "/error/code")?, META_CODES),
+            CodeShape::Xoxzo => {
+                let value: serde_json::Value = serde_json::from_str(body).ok()?;
+                let field = value.as_object()?.iter().find(|(_, v)| v.is_array())?.0.clone();
+                (field, &[][..])
+            }
         };
-        let code = match self {
-            CodeShape::None => None,
-            CodeShape::Twilio => value
-                .get("code")
-                .and_then(text)
-                .map(|c| ProviderCode::new(c, TWILIO_CODES)),
-            CodeShape::Meta => value
-                .pointer("/error/code")
-                .and_then(text)
-                .map(|c| ProviderCode::new(c, META_CODES)),
-            CodeShape::Xoxzo => value
-                .as_object()
-                .and_then(|fields| fields.iter().find(|(_, v)| v.is_array()).map(|(k, _)| k.clone()))
-                .filter(|k| k.len() <= 64)
-                .map(|field| ProviderCode::new(field, &[])),
-        }?;
-        (redact(&code.code, pin) == code.code).then_some(code)
+        // A code is a short constant of the provider's, never a PIN.
+        if code.len() > 64 || redact(&code, pin) != code {
+            return None;
+        }
+        Some(ProviderCode::new(code, known))
     }
 }
 

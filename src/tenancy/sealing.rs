@@ -15,7 +15,7 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 
-use crate::platform::config::SecretsConfig;
+use crate::platform::config::{decode_sealing_key, SecretsConfig};
 
 const PREFIX: &str = "enc:v1:";
 
@@ -50,10 +50,7 @@ impl Sealer {
         let keys = config
             .keys
             .iter()
-            .filter_map(|(id, hex_key)| {
-                let bytes: [u8; 32] = hex::decode(hex_key.expose().trim()).ok()?.try_into().ok()?;
-                Some((id.clone(), bytes))
-            })
+            .filter_map(|(id, hex_key)| Some((id.clone(), decode_sealing_key(hex_key.expose())?)))
             .collect();
         Self {
             active: Some(config.active_key.clone()).filter(|k| !k.is_empty()),
