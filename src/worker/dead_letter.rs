@@ -93,8 +93,7 @@ async fn record(worker: &Worker, salvaged: &Salvaged, rejection: &Rejection, del
     // broker-user check, yet names an app all the same. Otherwise nothing is sent on that
     // app's behalf, and the refusal does not use up that app's allowance.
     let user_id = delivery.properties.user_id().as_ref().map(|s| s.as_str());
-    let own = worker.config.amqp.user();
-    let source = Source::of_message(user_id, own.as_deref());
+    let source = Source::of_message(user_id, worker.own_user.as_deref());
     let attributable = !matches!(rejection, Rejection::UnknownApp(_) | Rejection::BrokerUser(_));
     let app = match salvaged.app_id.as_deref().map(AppId::parse) {
         Some(Ok(id)) if attributable => apps::load(pool, &id).await?.filter(|app| source.may_act_for(app)),

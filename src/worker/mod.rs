@@ -82,6 +82,8 @@ pub struct Worker {
     deliverer: Deliverer,
     inserter: Inserter,
     apps: apps::Cache,
+    /// Our own broker user (`amqp.url`), read once: jobs carrying it come from our API.
+    own_user: Option<String>,
 }
 
 impl Worker {
@@ -95,6 +97,7 @@ impl Worker {
         );
         let apps = apps::Cache::spawn(deliverer.batch_pool().clone(), config.worker.app_cache());
         Self {
+            own_user: config.amqp.user(),
             config,
             deliverer,
             inserter,
@@ -263,7 +266,7 @@ impl Worker {
             return Ok(Settled::Rejected(Rejection::UnknownApp(job.app_id.to_string())));
         };
         let user_id = properties.user_id().as_ref().map(|s| s.as_str());
-        let source = Source::of_message(user_id, self.config.amqp.user().as_deref());
+        let source = Source::of_message(user_id, self.own_user.as_deref());
         let mut otp = match intake::resolve(job, &app, source, &self.config, self.deliverer.providers()) {
             Ok(otp) => otp,
             Err(rejection) => return Ok(Settled::Rejected(rejection)),
