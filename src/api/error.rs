@@ -18,6 +18,10 @@ pub enum ApiError {
     Forbidden,
     #[error("no such OTP")]
     NotFound,
+    #[error("no provider `{0}` takes receipts here")]
+    NoReceiptRoute(String),
+    #[error("receipt refused: {0}")]
+    ReceiptRefused(#[from] crate::provider::receipt::Refused),
     #[error("{0}")]
     Malformed(String),
     #[error("request body is larger than the limit (api.max_body_bytes)")]
@@ -109,7 +113,8 @@ impl ApiError {
         match self {
             Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
             Forbidden => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
-            NotFound => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            NotFound | NoReceiptRoute(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            ReceiptRefused(_) => (StatusCode::FORBIDDEN, "receipt-refused", "Receipt refused"),
             Malformed(_) => (StatusCode::BAD_REQUEST, "malformed-request", "Malformed request"),
             TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large"),
             UnsupportedMediaType => (

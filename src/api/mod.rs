@@ -1,5 +1,6 @@
 //! The HTTP API (`otp-courier api`, and part of `serve`): send, verify, resend, cancel,
-//! status, list, events, attempts, reports and rate limits under `/v1`, operator replays and
+//! status, list, events, attempts, reports and rate limits under `/v1`, providers' delivery
+//! receipts at `/v1/receipts/{provider}`, operator replays and
 //! dead-letter tools under `/v1/ops`, per-app credentials,
 //! problem+json errors, and the OpenAPI document at `/openapi.json`.
 
@@ -10,6 +11,7 @@ mod health;
 mod ops;
 mod otp;
 mod query;
+mod receipts;
 mod reports;
 mod trace;
 
@@ -100,6 +102,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/otp/{id}/attempts", get(query::attempts))
         .route("/v1/reports", get(reports::reports))
         .route("/v1/rate-limits", get(reports::rate_limits))
+        .route(
+            "/v1/receipts/{provider}",
+            get(receipts::receive).post(receipts::receive),
+        )
         .route("/v1/ops/replay/deliveries", post(ops::replay_deliveries))
         .route("/v1/ops/replay/callbacks", post(ops::replay_callbacks))
         .route("/v1/ops/dlq", get(ops::dlq_list))

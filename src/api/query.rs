@@ -294,6 +294,28 @@ pub struct DeliveryAttemptView {
     message_id: Option<String>,
     /// The provider's own error code (Twilio `code`, Meta `error.code`, the field Xoxzo names).
     provider_code: Option<String>,
+    /// The furthest state the provider's receipts gave the message: `queued`, `sent`,
+    /// `delivered`, `read`, `undelivered` or `failed`; null before any receipt.
+    receipt_status: Option<String>,
+    /// The error code of that receipt, if any.
+    receipt_code: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    receipt_at: Option<OffsetDateTime>,
+}
+
+/// A delivery receipt, as the provider sent it and as we read it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReceiptView {
+    #[serde(with = "time::serde::rfc3339")]
+    received_at: OffsetDateTime,
+    provider: String,
+    message_id: String,
+    /// Ours: `queued`, `sent`, `delivered`, `read`, `undelivered`, `failed`.
+    status: String,
+    /// The provider's own status name.
+    provider_status: String,
+    provider_code: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -308,6 +330,8 @@ pub struct VerificationAttemptView {
 #[serde(rename_all = "camelCase")]
 pub struct Attempts {
     deliveries: Vec<DeliveryAttemptView>,
+    /// Every receipt of the OTP's messages, in the order they came.
+    receipts: Vec<ReceiptView>,
     verifications: Vec<VerificationAttemptView>,
 }
 
@@ -323,8 +347,17 @@ pub async fn attempts(
     let id = visible(&state, &caller, &id).await?;
     let deliveries = sqlx::query_as!(
         DeliveryAttemptView,
-        "select started_at, provider, outcome, http_status, latency_ms, error, message_id, provider_code
+        "select started_at, provider, outcome, http_status, latency_ms, error, message_id, provider_code,
+                receipt_status, receipt_code, receipt_at
          from delivery_attempts where otp_id = $1 order by id",
+        id
+    )
+    .fetch_all(&state.pool)
+    .await?;
+    let receipts = sqlx::query_as!(
+        ReceiptView,
+        "select received_at, provider, message_id, status, provider_status, provider_code
+         from delivery_receipts where otp_id = $1 order by id",
         id
     )
     .fetch_all(&state.pool)
@@ -338,6 +371,7 @@ pub async fn attempts(
     .await?;
     Ok(Json(Attempts {
         deliveries,
+        receipts,
         verifications,
     }))
 }

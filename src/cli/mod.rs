@@ -278,6 +278,7 @@ impl Resources {
                 &config.providers,
                 config.delivery.timeout(),
                 Some(config.delivery.proxy.expose()).filter(|p| !p.is_empty()),
+                &config.receipts,
             )?),
             keys: PinKeys::from_config(&config.pin)?,
             metrics: None,

@@ -24,7 +24,7 @@ use crate::message::template::{Template, Values};
 use crate::platform::batch::{Batch, BatchError, Batcher};
 use crate::platform::config::DeliveryConfig;
 use crate::platform::observability;
-use crate::provider::{redact, Accepted, Message, Providers, SendError};
+use crate::provider::{redact, Accepted, Message, PollPlan, Providers, SendError};
 
 /// An OTP this process holds the delivery lease of, with what sending it needs.
 #[derive(Debug, Clone)]
@@ -101,6 +101,8 @@ struct Attempt {
     message_id: Option<String>,
     /// The provider's own error code, where its error answer carried one.
     provider_code: Option<String>,
+    /// When the message this request made is to be asked about (providers that must be polled).
+    poll: Option<PollPlan>,
 }
 
 /// Delivers claimed OTPs. Cheap to clone.
@@ -157,6 +159,10 @@ impl Deliverer {
 
     pub fn providers(&self) -> &Providers {
         &self.inner.providers
+    }
+
+    pub fn shared_providers(&self) -> Arc<Providers> {
+        self.inner.providers.clone()
     }
 
     pub fn pin_keys(&self) -> &pin::PinKeys {
@@ -224,7 +230,10 @@ impl Deliverer {
             let started_at = OffsetDateTime::now_utc();
             let clock = Instant::now();
             let result = provider.send(&message).await;
-            let attempt = attempt_record(&result, started_at, clock.elapsed(), &pin);
+            let mut attempt = attempt_record(&result, started_at, clock.elapsed(), &pin);
+            if attempt.message_id.is_some() {
+                attempt.poll = provider.poll_plan();
+            }
             metrics::histogram!(observability::PROVIDER_REQUESTS, "provider" => claim.provider.clone(),
                 "outcome" => attempt.outcome)
             .record(clock.elapsed().as_secs_f64());
@@ -420,6 +429,7 @@ fn attempt_record(
         error,
         message_id,
         provider_code,
+        poll: None,
     }
 }
 
@@ -482,11 +492,35 @@ async fn insert_attempts(conn: &mut PgConnection, rounds: &[(&Claim, &[Attempt])
     let error: Vec<Option<String>> = rows.iter().map(|(_, a)| a.error.clone()).collect();
     let message_ids: Vec<Option<String>> = rows.iter().map(|(_, a)| a.message_id.clone()).collect();
     let codes: Vec<Option<String>> = rows.iter().map(|(_, a)| a.provider_code.clone()).collect();
+    let poll_first: Vec<Option<f64>> = rows
+        .iter()
+        .map(|(_, a)| a.poll.map(|p| p.first_seconds as f64))
+        .collect();
+    let poll_for: Vec<Option<f64>> = rows
+        .iter()
+        .map(|(_, a)| a.poll.map(|p| p.deadline_seconds as f64))
+        .collect();
+    // Messages of providers that must be asked about their fate get their first poll.
     sqlx::query!(
-        r#"insert into delivery_attempts (otp_id, claim, provider, started_at, latency_ms, outcome, http_status, error,
-                                          message_id, provider_code)
-           select * from unnest($1::uuid[], $2::int[], $3::text[], $4::timestamptz[], $5::int[], $6::text[],
-                                $7::int[], $8::text[], $9::text[], $10::text[])"#,
+        r#"with rows as (
+               select * from unnest($1::uuid[], $2::int[], $3::text[], $4::timestamptz[], $5::int[], $6::text[],
+                                    $7::int[], $8::text[], $9::text[], $10::text[], $11::float8[], $12::float8[])
+                   as t(otp_id, claim, provider, started_at, latency_ms, outcome, http_status, error,
+                        message_id, provider_code, poll_first, poll_for)
+           ), inserted as (
+               insert into delivery_attempts (otp_id, claim, provider, started_at, latency_ms, outcome, http_status,
+                                              error, message_id, provider_code)
+               select otp_id, claim, provider, started_at, latency_ms, outcome, http_status, error, message_id,
+                      provider_code
+               from rows
+               returning id, provider, message_id
+           )
+           insert into receipt_polls (attempt_id, provider, message_id, next_at, deadline)
+           select i.id, i.provider, i.message_id, now() + make_interval(secs => r.poll_first),
+                  now() + make_interval(secs => r.poll_for)
+           from inserted i join rows r on r.provider = i.provider and r.message_id = i.message_id
+           where r.poll_first is not null
+           on conflict do nothing"#,
         &otp_ids,
         &claims,
         &providers,
@@ -497,6 +531,8 @@ async fn insert_attempts(conn: &mut PgConnection, rounds: &[(&Claim, &[Attempt])
         &error as &[Option<String>],
         &message_ids as &[Option<String>],
         &codes as &[Option<String>],
+        &poll_first as &[Option<f64>],
+        &poll_for as &[Option<f64>],
     )
     .execute(conn)
     .await?;

@@ -62,6 +62,7 @@ pub struct Config {
     pub log: LogConfig,
     pub limits: LimitsConfig,
     pub api: ApiConfig,
+    pub receipts: ReceiptsConfig,
     #[serde(default)]
     pub routing: BTreeMap<Channel, String>,
     #[serde(default)]
@@ -207,6 +208,26 @@ pub struct ApiConfig {
     pub max_resends: u32,
 }
 
+/// The delivery states a receipt can report (`provider::receipt::ReceiptStatus`).
+pub const RECEIPT_STATUSES: [&str; 6] = ["queued", "sent", "delivered", "read", "undelivered", "failed"];
+
+/// Delivery receipts from providers.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReceiptsConfig {
+    /// The public base URL the providers reach the API at (`https://otp.example.com`);
+    /// each provider's receipt route is `{public_url}/v1/receipts/{provider name}`. Empty:
+    /// no status callback URL is sent with messages.
+    pub public_url: String,
+}
+
+impl ReceiptsConfig {
+    /// The URL of `provider`'s receipt route, when receipts are on.
+    pub fn url_for(&self, provider: &str) -> Option<String> {
+        let base = self.public_url.trim_end_matches('/');
+        (!base.is_empty()).then(|| format!("{base}/v1/receipts/{provider}"))
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct CallbacksConfig {
     pub allow_http: bool,
@@ -300,6 +321,10 @@ pub struct TwilioConfig {
     pub base_url: String,
     /// Used instead of `From` when set (Twilio picks the sender from the service).
     pub messaging_service_sid: Option<String>,
+    /// An approved Content template (`HX…`, of the authentication kind) for WhatsApp
+    /// messages, sent with the code as variable `1`. Without it WhatsApp messages go as a
+    /// free `Body`, which WhatsApp delivers only inside a 24-hour customer session.
+    pub content_sid: Option<String>,
 }
 
 impl TwilioConfig {
@@ -314,11 +339,37 @@ pub struct XoxzoConfig {
     pub auth_token: Secret,
     #[serde(default = "XoxzoConfig::default_base_url")]
     pub base_url: String,
+    /// A template registered with Xoxzo: messages go to `POST /sms/templates/{id}/messages/`
+    /// with the code as the variable `template_variable`. Without it, free text goes to
+    /// `/sms/messages/`, which Xoxzo opens to approved partners only.
+    pub template_id: Option<String>,
+    #[serde(default = "XoxzoConfig::default_template_variable")]
+    pub template_variable: String,
+    /// Send `callbackurl` with each message (needs `receipts.public_url`). Xoxzo's notice
+    /// carries no signature, so it only makes the status be asked for at once.
+    #[serde(default)]
+    pub callback: bool,
+    /// Delays between status polls of a sent message (seconds; each 1-3600; empty: no
+    /// polling). The last delay repeats until the message's status is final or
+    /// `poll_deadline_seconds` passed.
+    #[serde(default = "XoxzoConfig::default_poll_schedule")]
+    pub poll_schedule_seconds: Vec<u64>,
+    #[serde(default = "XoxzoConfig::default_poll_deadline")]
+    pub poll_deadline_seconds: u64,
 }
 
 impl XoxzoConfig {
     fn default_base_url() -> String {
         "https://api.xoxzo.com".into()
+    }
+    fn default_template_variable() -> String {
+        "code".into()
+    }
+    fn default_poll_schedule() -> Vec<u64> {
+        vec![5, 15, 60, 300]
+    }
+    fn default_poll_deadline() -> u64 {
+        3600
     }
 }
 
@@ -332,9 +383,21 @@ pub struct WhatsappCloudConfig {
     pub base_url: String,
     #[serde(default = "WhatsappCloudConfig::default_api_version")]
     pub api_version: String,
-    /// Authentication templates with a copy-code button need the code again as a button parameter.
+    /// Legacy: every current authentication template has a copy-code (or one-tap) button,
+    /// which needs the code again as a button parameter. `false` only for a template made
+    /// before buttons were required.
     #[serde(default = "WhatsappCloudConfig::default_copy_code_button")]
     pub copy_code_button: bool,
+    /// Our locale -> the template's language code, over the built-in map (`en` -> `en_US`,
+    /// `pt-BR` -> `pt_BR`, `zh-Hant-TW` -> `zh_TW`, ...). A locale in neither is sent with
+    /// `-` turned into `_`.
+    #[serde(default)]
+    pub languages: BTreeMap<String, String>,
+    /// The token Meta's webhook subscription handshake (`hub.verify_token`) must present.
+    pub verify_token: Option<Secret>,
+    /// The Meta app's secret, which signs its webhooks (`X-Hub-Signature-256`). Without it
+    /// status webhooks are refused.
+    pub app_secret: Option<Secret>,
 }
 
 impl WhatsappCloudConfig {
@@ -359,6 +422,25 @@ pub struct HttpJsonConfig {
     pub body: serde_json::Value,
     /// JSON pointer to the provider's message id in a successful answer (e.g. `/id`).
     pub message_id_pointer: Option<String>,
+    /// How the provider's delivery receipts read; without it, receipts are refused.
+    pub receipt: Option<HttpJsonReceiptConfig>,
+}
+
+/// A generic JSON receipt: where its fields are, what its statuses mean, how it is signed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpJsonReceiptConfig {
+    /// JSON pointers into the receipt body.
+    pub message_id_pointer: String,
+    pub status_pointer: String,
+    pub error_code_pointer: Option<String>,
+    /// The provider's status -> ours (`queued`, `sent`, `delivered`, `read`,
+    /// `undelivered`, `failed`). A status not listed is acknowledged and ignored.
+    pub statuses: BTreeMap<String, String>,
+    /// The header holding the hex HMAC-SHA256 of the raw body (a `sha256=` prefix is allowed).
+    pub signature_header: String,
+    /// The shared HMAC key (at least 16 bytes).
+    pub secret: Secret,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -419,6 +501,7 @@ impl Config {
         self.validate_limits_and_api()?;
         self.validate_pin_keys()?;
         self.validate_secrets()?;
+        self.validate_receipts()?;
         self.validate_routing()
     }
 
@@ -537,6 +620,65 @@ impl Config {
                 "secrets.active_key",
                 format!("names key `{active}`, which is not under [secrets.keys]"),
             ));
+        }
+        Ok(())
+    }
+
+    fn validate_receipts(&self) -> Result<(), ConfigError> {
+        let public = &self.receipts.public_url;
+        if !public.is_empty() {
+            let parsed =
+                url::Url::parse(public).map_err(|e| invalid("receipts.public_url", format!("must be a URL ({e})")))?;
+            if !matches!(parsed.scheme(), "https" | "http") || parsed.query().is_some() || parsed.fragment().is_some() {
+                return Err(invalid(
+                    "receipts.public_url",
+                    "must be an http(s) URL without query or fragment".into(),
+                ));
+            }
+        }
+        for (name, provider) in &self.providers {
+            match provider {
+                ProviderConfig::Xoxzo(x) => {
+                    in_range(
+                        &format!("providers.{name}.poll_schedule_seconds (entries)"),
+                        x.poll_schedule_seconds.len(),
+                        0..=20,
+                    )?;
+                    for delay in &x.poll_schedule_seconds {
+                        in_range(&format!("providers.{name}.poll_schedule_seconds"), *delay, 1..=3600)?;
+                    }
+                    in_range(
+                        &format!("providers.{name}.poll_deadline_seconds"),
+                        x.poll_deadline_seconds,
+                        1..=604_800,
+                    )?;
+                    if x.callback && public.is_empty() {
+                        return Err(invalid(
+                            &format!("providers.{name}.callback"),
+                            "needs receipts.public_url".into(),
+                        ));
+                    }
+                }
+                ProviderConfig::HttpJson(h) => {
+                    if let Some(r) = &h.receipt {
+                        if r.secret.expose().len() < 16 {
+                            return Err(invalid(
+                                &format!("providers.{name}.receipt.secret"),
+                                "must be at least 16 bytes".into(),
+                            ));
+                        }
+                        for (theirs, ours) in &r.statuses {
+                            if !RECEIPT_STATUSES.contains(&ours.as_str()) {
+                                return Err(invalid(
+                                    &format!("providers.{name}.receipt.statuses.{theirs}"),
+                                    "must be one of queued, sent, delivered, read, undelivered, failed".into(),
+                                ));
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
         }
         Ok(())
     }

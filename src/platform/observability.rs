@@ -25,6 +25,8 @@ pub const RATE_LIMITED: &str = "otp_courier_rate_limited_total";
 pub const OUTBOX_PENDING: &str = "otp_courier_outbox_pending";
 pub const OUTBOX_OLDEST: &str = "otp_courier_outbox_oldest_pending_seconds";
 pub const DLQ_DEPTH: &str = "otp_courier_dlq_depth";
+pub const RECEIPTS: &str = "otp_courier_receipts_total";
+pub const RECEIPT_LATENCY: &str = "otp_courier_receipt_latency_seconds";
 
 /// How often the recorder folds recorded histogram values into their buckets.
 const UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
@@ -36,6 +38,10 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
     let buckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0];
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_duration_seconds".into()), &buckets)?
+        .set_buckets_for_metric(
+            Matcher::Full(RECEIPT_LATENCY.into()),
+            &[1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0],
+        )?
         .install_recorder()?;
     describe();
     let upkept = handle.clone();
@@ -67,6 +73,15 @@ fn describe() {
     describe_counter!(
         PROVIDER_RETRIES,
         "Immediate provider retries within a round, by provider."
+    );
+    describe_counter!(
+        RECEIPTS,
+        "Delivery receipts taken (pushed or polled), by provider and status in our terms."
+    );
+    describe_histogram!(
+        RECEIPT_LATENCY,
+        Unit::Seconds,
+        "From the provider request to the receipt that first said delivered, by provider."
     );
     describe_counter!(VERIFICATIONS, "Verification attempts by app and outcome.");
     describe_counter!(EXPIRED, "Pending OTPs the sweeper expired.");
@@ -152,7 +167,7 @@ pub async fn serve(
 mod tests {
     use super::*;
 
-    const ALL: [&str; 12] = [
+    const ALL: [&str; 14] = [
         JOBS,
         DELIVERIES,
         PROVIDER_REQUESTS,
@@ -165,6 +180,8 @@ mod tests {
         OUTBOX_PENDING,
         OUTBOX_OLDEST,
         DLQ_DEPTH,
+        RECEIPTS,
+        RECEIPT_LATENCY,
     ];
 
     #[test]

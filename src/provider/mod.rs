@@ -4,9 +4,12 @@
 
 mod file;
 mod http_json;
+pub mod receipt;
 mod twilio;
 mod whatsapp_cloud;
 mod xoxzo;
+
+pub use twilio::{signature as twilio_signature, Algorithm as TwilioAlgorithm};
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -16,7 +19,7 @@ use reqwest::{Response, StatusCode};
 
 use crate::domain::{Channel, OtpId};
 use crate::message::pin::Pin;
-use crate::platform::config::ProviderConfig;
+use crate::platform::config::{ProviderConfig, ReceiptsConfig};
 
 /// One message to hand to a provider. Its `Debug` leaves out the text, which holds the PIN.
 pub struct Message<'a> {
@@ -245,7 +248,49 @@ pub enum Provider {
     File(file::FileSink),
 }
 
+/// When to ask a provider that must be asked (Xoxzo) for a sent message's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PollPlan {
+    pub first_seconds: u64,
+    pub deadline_seconds: u64,
+}
+
 impl Provider {
+    /// Reads an inbound request on this provider's receipt route, its proof checked first.
+    pub fn read_receipt(&self, inbound: &receipt::Inbound<'_>) -> Result<receipt::Answer, receipt::Refused> {
+        match self {
+            Provider::Twilio(p) => p.read_receipt(inbound),
+            Provider::Xoxzo(p) => p.read_receipt(inbound),
+            Provider::WhatsappCloud(p) => p.read_receipt(inbound),
+            Provider::HttpJson(p) => p.read_receipt(inbound),
+            Provider::File(_) => Err(receipt::Refused::NotConfigured("the file provider sends no receipts")),
+        }
+    }
+
+    /// Whether (and when) sent messages' status is to be polled.
+    pub fn poll_plan(&self) -> Option<PollPlan> {
+        match self {
+            Provider::Xoxzo(p) => p.poll_plan(),
+            _ => None,
+        }
+    }
+
+    /// The delay before the next poll, after `polls` polls.
+    pub fn poll_delay(&self, polls: usize) -> u64 {
+        match self {
+            Provider::Xoxzo(p) => p.poll_delay(polls),
+            _ => 60,
+        }
+    }
+
+    /// Asks the provider for a message's status; `None`: no status we know yet.
+    pub async fn poll(&self, message_id: &str) -> Result<Option<receipt::Receipt>, SendError> {
+        match self {
+            Provider::Xoxzo(p) => p.poll(message_id).await,
+            _ => Err(SendError::Config("this provider is not polled".into())),
+        }
+    }
+
     pub async fn send(&self, message: &Message<'_>) -> Result<Accepted, SendError> {
         match self {
             Provider::Twilio(p) => p.send(message).await,
@@ -263,19 +308,21 @@ pub struct Providers(HashMap<String, Provider>);
 
 impl Providers {
     /// `proxy`: the one proxy requests go through (`delivery.proxy`); the environment's
-    /// proxy variables are never read.
+    /// proxy variables are never read. `receipts`: where providers send delivery receipts.
     pub fn from_config<'a>(
         configs: impl IntoIterator<Item = (&'a String, &'a ProviderConfig)>,
         timeout: Duration,
         proxy: Option<&str>,
+        receipts: &ReceiptsConfig,
     ) -> Result<Self, reqwest::Error> {
         let http = Http::new(timeout, proxy)?;
         let providers = configs
             .into_iter()
             .map(|(name, config)| {
+                let receipt_url = receipts.url_for(name);
                 let provider = match config.clone() {
-                    ProviderConfig::Twilio(c) => Provider::Twilio(twilio::Twilio::new(c, http.clone())),
-                    ProviderConfig::Xoxzo(c) => Provider::Xoxzo(xoxzo::Xoxzo::new(c, http.clone())),
+                    ProviderConfig::Twilio(c) => Provider::Twilio(twilio::Twilio::new(c, http.clone(), receipt_url)),
+                    ProviderConfig::Xoxzo(c) => Provider::Xoxzo(xoxzo::Xoxzo::new(c, http.clone(), receipt_url)),
                     ProviderConfig::WhatsappCloud(c) => {
                         Provider::WhatsappCloud(whatsapp_cloud::WhatsappCloud::new(c, http.clone()))
                     }
@@ -347,6 +394,30 @@ impl Http {
             retry_after,
             detail: excerpt(&body, pin, status),
             code: shape.read(&body, pin),
+        })
+    }
+}
+
+impl Http {
+    /// A GET of the provider's API that is no message: its answer, or the error.
+    async fn fetch(&self, request: reqwest::RequestBuilder) -> Result<String, SendError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|e| SendError::from_reqwest(e, self.timeout))?;
+        let status = response.status();
+        let retry_after = retry_after(&response);
+        let body = read_limited(response, 16 * 1024)
+            .await
+            .map_err(|e| SendError::from_reqwest(e, self.timeout))?;
+        if status.is_success() {
+            return Ok(body);
+        }
+        Err(SendError::Status {
+            status: status.as_u16(),
+            retry_after,
+            detail: body.chars().take(300).collect(),
+            code: None,
         })
     }
 }

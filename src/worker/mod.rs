@@ -106,11 +106,18 @@ impl Worker {
     }
 
     /// Consumes until `shutdown`, reconnecting to the broker as long as it takes, and runs
-    /// the retry scheduler beside the consumer.
+    /// the retry scheduler and the receipt poller beside the consumer.
     pub async fn run(self, shutdown: CancellationToken) {
         let scheduler = tokio::spawn(run_scheduler(
             self.deliverer.clone(),
             self.config.worker.clone(),
+            shutdown.clone(),
+        ));
+        let receipts = tokio::spawn(crate::otp::receipts::run(
+            self.deliverer.pool().clone(),
+            self.deliverer.shared_providers(),
+            self.config.worker.poll_interval(),
+            self.config.worker.lease(),
             shutdown.clone(),
         ));
         let mut pauses = reconnect_backoff();
@@ -129,6 +136,9 @@ impl Worker {
         }
         if let Err(error) = scheduler.await {
             tracing::error!(%error, "the retry scheduler panicked");
+        }
+        if let Err(error) = receipts.await {
+            tracing::error!(%error, "the receipt poller panicked");
         }
         tracing::info!("worker stopped");
     }

@@ -14,6 +14,7 @@ mod metrics;
 mod ops;
 mod pipeline;
 mod providers;
+mod receipts;
 mod retries;
 mod secrecy;
 mod security;

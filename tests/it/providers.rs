@@ -17,7 +17,11 @@ use crate::harness::PIN_KEY;
 fn provider(config: Value) -> Providers {
     let config: ProviderConfig = serde_json::from_value(config).expect("provider config");
     let configs = BTreeMap::from([("p".to_string(), config)]);
-    Providers::from_config(&configs, Duration::from_secs(2), None).expect("providers")
+    Providers::from_config(&configs, Duration::from_secs(2), None, &no_receipts()).expect("providers")
+}
+
+fn no_receipts() -> otp_courier::platform::config::ReceiptsConfig {
+    serde_json::from_value(json!({"public_url": ""})).expect("receipts config")
 }
 
 async fn send(
@@ -120,6 +124,37 @@ async fn xoxzo_posts_recipient_sender_and_message_with_basic_auth() {
     assert_eq!(fields["recipient"], "+14155550123");
     assert_eq!(fields["sender"], "Shop");
     assert!(fields["message"].starts_with("Code "));
+}
+
+/// Xoxzo's documented template call: `POST /sms/templates/<template_id>/messages/`, JSON
+/// `sender`, `recipient` and `variables` (placeholder name -> value), HTTP Basic.
+#[tokio::test]
+async fn xoxzo_with_a_template_id_posts_the_documented_template_request() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/sms/templates/42/messages/"))
+        .and(header("authorization", basic("sid1", "tok1").as_str()))
+        .and(header("content-type", "application/json"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!([{"msgid": "x-7"}])))
+        .mount(&server)
+        .await;
+    let providers = provider(
+        json!({"kind": "xoxzo", "sid": "sid1", "auth_token": "tok1", "base_url": server.uri(),
+                                    "template_id": "42", "template_variable": "otp"}),
+    );
+
+    let accepted = send(&providers, Channel::Sms, Some("Shop")).await.expect("accepted");
+    assert_eq!(accepted.message_id.as_deref(), Some("x-7"));
+    let body: Value = serde_json::from_slice(&only_request(&server).await.body).expect("json");
+    let code = body["variables"]["otp"]
+        .as_str()
+        .expect("the code as variable `otp`")
+        .to_string();
+    assert_eq!(code.len(), 6);
+    assert_eq!(
+        body,
+        json!({"sender": "Shop", "recipient": "+14155550123", "variables": {"otp": code}})
+    );
 }
 
 #[tokio::test]
@@ -240,7 +275,8 @@ async fn a_configured_proxy_carries_provider_requests() {
     }))
     .expect("provider config");
     let configs = BTreeMap::from([("p".to_string(), config)]);
-    let providers = Providers::from_config(&configs, Duration::from_secs(2), Some(&proxy.uri())).expect("providers");
+    let providers = Providers::from_config(&configs, Duration::from_secs(2), Some(&proxy.uri()), &no_receipts())
+        .expect("providers");
     send(&providers, Channel::Sms, None)
         .await
         .expect("sent through the proxy");

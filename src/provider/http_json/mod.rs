@@ -2,8 +2,11 @@
 //! values may hold placeholders. Values are substituted into parsed JSON strings, so a
 //! message can never break out of its field.
 
+mod receipt;
+
 use serde_json::Value;
 
+use super::receipt::{Answer, Inbound, Refused};
 use super::twilio::json_str;
 use super::{Accepted, CodeShape, Http, Message, SendError};
 use crate::platform::config::HttpJsonConfig;
@@ -17,6 +20,15 @@ pub struct HttpJson {
 impl HttpJson {
     pub(super) fn new(config: HttpJsonConfig, http: Http) -> Self {
         Self { config, http }
+    }
+
+    pub(super) fn read_receipt(&self, inbound: &Inbound<'_>) -> Result<Answer, Refused> {
+        let config = self
+            .config
+            .receipt
+            .as_ref()
+            .ok_or(Refused::NotConfigured("no [receipt] is configured"))?;
+        receipt::read(config, inbound)
     }
 
     pub(super) async fn send(&self, message: &Message<'_>) -> Result<Accepted, SendError> {

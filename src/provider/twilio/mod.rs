@@ -1,7 +1,14 @@
 //! Twilio Programmable Messaging: `POST /2010-04-01/Accounts/{sid}/Messages.json`,
 //! form-encoded, HTTP Basic with the account SID and auth token. WhatsApp goes through
-//! the same API with `whatsapp:`-prefixed addresses.
+//! the same API with `whatsapp:`-prefixed addresses. A business-started WhatsApp message
+//! must be an approved template: with `content_sid` set, WhatsApp messages carry
+//! `ContentSid` and `ContentVariables` `{"1": code}` instead of a `Body`.
 
+mod receipt;
+
+pub use receipt::{signature, Algorithm};
+
+use super::receipt::{Answer, Inbound, Refused};
 use super::{Accepted, CodeShape, Http, Message, SendError};
 use crate::domain::Channel;
 use crate::platform::config::TwilioConfig;
@@ -10,11 +17,21 @@ use crate::platform::config::TwilioConfig;
 pub struct Twilio {
     config: TwilioConfig,
     http: Http,
+    /// Where Twilio posts the messages' status callbacks, when receipts are on.
+    receipt_url: Option<String>,
 }
 
 impl Twilio {
-    pub(super) fn new(config: TwilioConfig, http: Http) -> Self {
-        Self { config, http }
+    pub(super) fn new(config: TwilioConfig, http: Http, receipt_url: Option<String>) -> Self {
+        Self {
+            config,
+            http,
+            receipt_url,
+        }
+    }
+
+    pub(super) fn read_receipt(&self, inbound: &Inbound<'_>) -> Result<Answer, Refused> {
+        receipt::read(self.config.auth_token.expose(), inbound)
     }
 
     pub(super) async fn send(&self, message: &Message<'_>) -> Result<Accepted, SendError> {
@@ -22,7 +39,20 @@ impl Twilio {
             Channel::Sms => number.to_string(),
             Channel::Whatsapp => format!("whatsapp:{number}"),
         };
-        let mut form = vec![("To", address(message.to)), ("Body", message.text.to_string())];
+        let mut form = vec![("To", address(message.to))];
+        match (&self.config.content_sid, message.channel) {
+            (Some(content), Channel::Whatsapp) => {
+                form.push(("ContentSid", content.clone()));
+                form.push((
+                    "ContentVariables",
+                    serde_json::json!({"1": message.pin.expose()}).to_string(),
+                ));
+            }
+            _ => form.push(("Body", message.text.to_string())),
+        }
+        if let Some(url) = &self.receipt_url {
+            form.push(("StatusCallback", url.clone()));
+        }
         match (&self.config.messaging_service_sid, message.from) {
             (Some(service), _) => form.push(("MessagingServiceSid", service.clone())),
             (None, Some(from)) => form.push(("From", address(from))),

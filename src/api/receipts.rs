@@ -1,0 +1,54 @@
+//! The receipt routes: `/v1/receipts/{provider}`, one per configured provider, outside the
+//! app-key auth. Each request is let in only by its provider's own proof (a signature, a
+//! verify token, a token in the callback URL); anything else gets 403 and changes nothing.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use super::AppState;
+use crate::otp::receipts;
+use crate::provider::receipt::{Answer, Inbound};
+
+pub async fn receive(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let provider = state
+        .providers
+        .get(&name)
+        .ok_or_else(|| ApiError::NoReceiptRoute(name.chars().take(64).collect()))?;
+    // The URL the provider called, as Twilio signs it: the public base, then our path.
+    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let url = format!("{}{path}", state.config.receipts.public_url.trim_end_matches('/'));
+    let inbound = Inbound {
+        method: &method,
+        url: &url,
+        query: uri.query().unwrap_or_default(),
+        headers: &headers,
+        body: &body,
+    };
+    let answer = provider.read_receipt(&inbound).inspect_err(|refused| {
+        tracing::warn!(provider = %name, reason = %refused, "receipt refused");
+        metrics::counter!(crate::platform::observability::RECEIPTS, "provider" => name.clone(),
+            "status" => "refused")
+        .increment(1);
+    })?;
+    match answer {
+        Answer::Challenge(challenge) => Ok((StatusCode::OK, challenge).into_response()),
+        Answer::Receipts(list) => {
+            receipts::accept(&state.pool, &name, &list).await?;
+            Ok(StatusCode::OK.into_response())
+        }
+        Answer::PollNow(ids) => {
+            receipts::poll_now(&state.pool, &name, &ids).await?;
+            Ok(StatusCode::OK.into_response())
+        }
+    }
+}

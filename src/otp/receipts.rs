@@ -1,0 +1,307 @@
+//! What delivery receipts do to OTPs. Every receipt is stored; one that names a recorded
+//! provider request moves that request's receipt state forward (never back, never out of a
+//! final state), and, when the request made the OTP's current message, the OTP's
+//! `delivery`: `delivered` with an `otp.delivered` event, `undelivered` with an
+//! `otp.undelivered` event carrying the provider's code, in the same transaction. A receipt
+//! that comes before its request is recorded (fast providers) waits unapplied until the
+//! worker's scheduler finds the request. A missing receipt is not a failure.
+//!
+//! Providers that must be asked (Xoxzo) are polled from `receipt_polls`, claimed like
+//! delivery rounds (`SKIP LOCKED`), on the provider's schedule until a final status or the
+//! deadline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sqlx::{PgConnection, PgPool};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::callbacks::outbox::{self, EventType, OtpRow};
+use crate::platform::observability;
+use crate::provider::receipt::{Receipt, ReceiptStatus};
+use crate::provider::Providers;
+
+/// How a stored receipt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// No provider request with its message id is recorded (yet).
+    Waiting,
+    /// Its request is at this state or beyond already: nothing moved.
+    Stale,
+    /// The request's state moved; the OTP's too when the event is given.
+    Moved(Option<EventType>),
+}
+
+/// Stores each receipt and applies it, one transaction per receipt.
+pub async fn accept(pool: &PgPool, provider: &str, receipts: &[Receipt]) -> sqlx::Result<Vec<Applied>> {
+    let mut applied = Vec::with_capacity(receipts.len());
+    for receipt in receipts {
+        let mut tx = pool.begin().await?;
+        let id = store(&mut tx, provider, receipt).await?;
+        applied.push(apply(&mut tx, id).await?);
+        tx.commit().await?;
+        metrics::counter!(observability::RECEIPTS, "provider" => provider.to_string(),
+            "status" => receipt.status.as_str())
+        .increment(1);
+    }
+    Ok(applied)
+}
+
+async fn store(conn: &mut PgConnection, provider: &str, receipt: &Receipt) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(
+        "insert into delivery_receipts (provider, message_id, status, provider_status, provider_code, raw)
+         values ($1, $2, $3, $4, $5, $6) returning id",
+        provider,
+        receipt.message_id,
+        receipt.status.as_str(),
+        receipt.provider_status,
+        receipt.code,
+        receipt.raw,
+    )
+    .fetch_one(conn)
+    .await
+}
+
+/// Applies a stored receipt if its provider request is recorded.
+async fn apply(conn: &mut PgConnection, receipt_id: i64) -> sqlx::Result<Applied> {
+    let receipt = sqlx::query!(
+        "select provider, message_id, status, provider_status, provider_code, received_at
+         from delivery_receipts where id = $1",
+        receipt_id
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let Some(attempt) = sqlx::query!(
+        "select id, otp_id from delivery_attempts where provider = $1 and message_id = $2 order by id desc limit 1",
+        receipt.provider,
+        receipt.message_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(Applied::Waiting);
+    };
+    // Receipts of one OTP apply one at a time: the OTP row is their lock.
+    let otp = sqlx::query!(
+        "select delivery, provider_message_id from otps where id = $1 for update",
+        attempt.otp_id
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let current = sqlx::query!(
+        "select receipt_status, started_at from delivery_attempts where id = $1",
+        attempt.id
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "update delivery_receipts set attempt_id = $2, otp_id = $3, applied_at = now() where id = $1",
+        receipt_id,
+        attempt.id,
+        attempt.otp_id
+    )
+    .execute(&mut *conn)
+    .await?;
+    let status = ReceiptStatus::parse(&receipt.status).unwrap_or(ReceiptStatus::Queued);
+    let before = current.receipt_status.as_deref().and_then(ReceiptStatus::parse);
+    if !status.advances(before) {
+        return Ok(Applied::Stale);
+    }
+    sqlx::query!(
+        "update delivery_attempts set receipt_status = $2, receipt_code = $3, receipt_at = $4 where id = $1",
+        attempt.id,
+        status.as_str(),
+        receipt.provider_code,
+        receipt.received_at
+    )
+    .execute(&mut *conn)
+    .await?;
+    if status == ReceiptStatus::Delivered || (status == ReceiptStatus::Read && before != Some(ReceiptStatus::Delivered))
+    {
+        let latency = (receipt.received_at - current.started_at).as_seconds_f64().max(0.0);
+        metrics::histogram!(observability::RECEIPT_LATENCY, "provider" => receipt.provider.clone()).record(latency);
+    }
+    // Only the OTP's current message speaks for its delivery: a late receipt of a message
+    // a resend replaced does not.
+    if otp.delivery != "sent" || otp.provider_message_id.as_deref() != Some(receipt.message_id.as_str()) {
+        return Ok(Applied::Moved(None));
+    }
+    let (delivery, event, error) = match status {
+        ReceiptStatus::Delivered | ReceiptStatus::Read => ("delivered", EventType::Delivered, None),
+        ReceiptStatus::Undelivered | ReceiptStatus::Failed => (
+            "undelivered",
+            EventType::Undelivered,
+            Some(json!({
+                "class": "undelivered",
+                "message": format!("the provider reported the message {}", receipt.provider_status),
+                "providerStatus": receipt.provider_status,
+                "providerCode": receipt.provider_code,
+            })),
+        ),
+        ReceiptStatus::Queued | ReceiptStatus::Sent => return Ok(Applied::Moved(None)),
+    };
+    let row = move_delivery(conn, attempt.otp_id, delivery, error.as_ref()).await?;
+    outbox::record_rows(conn, event, vec![row], error).await?;
+    Ok(Applied::Moved(Some(event)))
+}
+
+async fn move_delivery(
+    conn: &mut PgConnection,
+    otp_id: Uuid,
+    delivery: &str,
+    error: Option<&Value>,
+) -> sqlx::Result<OtpRow> {
+    sqlx::query_as!(
+        OtpRow,
+        "update otps set delivery = $2, last_error = coalesce($3, last_error), updated_at = now()
+         where id = $1
+         returning id, app_id, request_id, phone_number, channel, status, delivery, locale, parts,
+                   attempts, max_attempts, expires_at, metadata, callback_url",
+        otp_id,
+        delivery,
+        error
+    )
+    .fetch_one(conn)
+    .await
+}
+
+/// Applies receipts that came before their provider request was recorded and whose
+/// request is recorded now. Receipts that found nothing within an hour are left alone.
+pub async fn apply_waiting(pool: &PgPool, limit: i64) -> sqlx::Result<usize> {
+    let waiting = sqlx::query_scalar!(
+        "select r.id from delivery_receipts r
+         where r.applied_at is null and r.received_at > now() - interval '1 hour'
+           and exists (select 1 from delivery_attempts a where a.provider = r.provider and a.message_id = r.message_id)
+         order by r.id limit $1",
+        limit
+    )
+    .fetch_all(pool)
+    .await?;
+    for id in &waiting {
+        let mut tx = pool.begin().await?;
+        apply(&mut tx, *id).await?;
+        tx.commit().await?;
+    }
+    Ok(waiting.len())
+}
+
+/// A message whose status is to be asked for.
+#[derive(Debug)]
+struct Poll {
+    attempt_id: i64,
+    provider: String,
+    message_id: String,
+    polls: i32,
+    deadline: OffsetDateTime,
+}
+
+/// Asks the providers for the status of up to `limit` messages whose poll is due, and
+/// applies what they say. A poll's claim lasts `lease`, so a crashed poller's polls come
+/// back. Answers how many were claimed.
+pub async fn poll_due(pool: &PgPool, providers: &Arc<Providers>, limit: i64, lease: Duration) -> sqlx::Result<usize> {
+    let due = sqlx::query_as!(
+        Poll,
+        "with due as (
+             select attempt_id from receipt_polls where next_at <= now()
+             order by next_at limit $1 for update skip locked
+         )
+         update receipt_polls p set next_at = now() + make_interval(secs => $2), polls = p.polls + 1
+         from due where p.attempt_id = due.attempt_id
+         returning p.attempt_id, p.provider, p.message_id, p.polls, p.deadline",
+        limit,
+        lease.as_secs_f64()
+    )
+    .fetch_all(pool)
+    .await?;
+    let claimed = due.len();
+    let polls = due.into_iter().map(|poll| {
+        let providers = providers.clone();
+        async move {
+            if let Err(error) = poll_one(pool, &providers, &poll).await {
+                tracing::warn!(%error, provider = %poll.provider, "could not record a receipt poll; it will be asked again");
+            }
+        }
+    });
+    futures_util::future::join_all(polls).await;
+    Ok(claimed)
+}
+
+async fn poll_one(pool: &PgPool, providers: &Providers, poll: &Poll) -> sqlx::Result<()> {
+    let Some(provider) = providers.get(&poll.provider) else {
+        sqlx::query!("delete from receipt_polls where attempt_id = $1", poll.attempt_id)
+            .execute(pool)
+            .await?;
+        return Ok(());
+    };
+    let answer = provider.poll(&poll.message_id).await;
+    let mut tx = pool.begin().await?;
+    let mut done = false;
+    match answer {
+        Ok(Some(receipt)) => {
+            // Nothing comes after delivered from a provider that is polled.
+            done = receipt.status.is_final() || receipt.status == ReceiptStatus::Delivered;
+            let id = store(&mut tx, &poll.provider, &receipt).await?;
+            apply(&mut tx, id).await?;
+            metrics::counter!(observability::RECEIPTS, "provider" => poll.provider.clone(),
+                "status" => receipt.status.as_str())
+            .increment(1);
+        }
+        Ok(None) => {}
+        Err(error) => tracing::warn!(%error, provider = %poll.provider, "receipt poll failed; asking again later"),
+    }
+    let next = OffsetDateTime::now_utc() + Duration::from_secs(provider.poll_delay(poll.polls as usize));
+    if done || next > poll.deadline {
+        if !done {
+            tracing::info!(provider = %poll.provider, message_id = %poll.message_id,
+                "no final status before the poll deadline; the delivery stays as it was");
+        }
+        sqlx::query!("delete from receipt_polls where attempt_id = $1", poll.attempt_id)
+            .execute(&mut *tx)
+            .await?;
+    } else {
+        sqlx::query!(
+            "update receipt_polls set next_at = $2 where attempt_id = $1",
+            poll.attempt_id,
+            next
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
+}
+
+/// Makes the polls of these messages due now (a provider's notice that they changed).
+pub async fn poll_now(pool: &PgPool, provider: &str, message_ids: &[String]) -> sqlx::Result<u64> {
+    let done = sqlx::query!(
+        "update receipt_polls set next_at = now() where provider = $1 and message_id = any($2)",
+        provider,
+        message_ids
+    )
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Runs in the worker: applies waiting receipts and polls providers, every `interval`.
+pub async fn run(
+    pool: PgPool,
+    providers: Arc<Providers>,
+    interval: Duration,
+    lease: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    while !shutdown.is_cancelled() {
+        if let Err(error) = apply_waiting(&pool, 500).await {
+            tracing::warn!(%error, "could not apply waiting receipts");
+        }
+        if let Err(error) = poll_due(&pool, &providers, 32, lease).await {
+            tracing::warn!(%error, "could not claim receipt polls");
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+}
