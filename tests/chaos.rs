@@ -1,8 +1,11 @@
 //! The chaos run: jobs flow through a worker process and a dispatcher process while the
 //! worker is SIGKILLed and restarted, RabbitMQ and PostgreSQL are restarted, the provider
-//! answers bursts of 503, 429 and timeouts, and the callback receiver goes away. A checker
-//! then accounts for every job: nothing lost, no send beyond the kills that hit it, every
-//! state change called back with one `webhook-id`, and no PIN in any log line.
+//! answers bursts of 503, 429 and timeouts, and the callback receiver goes away. The
+//! provider posts signed delivery receipts to an API process: some duplicated, some before
+//! it answers the send, some out of order. A checker then accounts for every job: nothing
+//! lost, no send beyond the kills that hit it, every final delivery state as its receipts
+//! say (none lost, none moved backwards), every state change called back with one
+//! `webhook-id`, and no PIN in any log line.
 //!
 //! `CHAOS_PROFILE=full` is the full run (10,000 jobs, 20 kills, 3 broker and 3 database
 //! restarts); the default is the reduced run CI makes. It stops shared services, so
@@ -126,6 +129,28 @@ impl Expect {
     }
 }
 
+/// The receipts the provider posts for each message of job `n`, in this order, and whether
+/// the first goes out before the provider answers the send (a fast provider).
+fn receipts_of(n: u64) -> (&'static [&'static str], bool) {
+    match n % 4 {
+        0 => (&["DELIVRD", "DELIVRD"], false),
+        1 => (&["DELIVRD"], true),
+        2 => (&["DELIVRD", "ACK"], false),
+        _ => (&["UNDELIV", "DELIVRD"], false),
+    }
+}
+
+/// The delivery a sent job must end in, by its receipts: `undelivered` is final.
+fn final_delivery(n: u64) -> &'static str {
+    if n % 4 == 3 {
+        "undelivered"
+    } else {
+        "delivered"
+    }
+}
+
+const RECEIPT_SECRET: &str = "chaos-receipt-secret-0123456789";
+
 fn job(n: u64, callback_url: &str) -> Vec<u8> {
     let phone = match Expect::of(n) {
         Expect::Rejected => "+1415".to_string(),
@@ -171,6 +196,8 @@ struct Provider {
     epoch: Instant,
     mode: AtomicU8,
     hits: Mutex<Vec<ProviderHit>>,
+    /// Where each accepted message's receipts go: (message id, job number).
+    receipts: tokio::sync::mpsc::UnboundedSender<(String, u64)>,
 }
 
 async fn provider(State(provider): State<Arc<Provider>>, body: axum::body::Bytes) -> Response {
@@ -183,12 +210,16 @@ async fn provider(State(provider): State<Arc<Provider>>, body: axum::body::Bytes
         _ if n.map(Expect::of) == Some(Expect::Failed) => 400,
         _ => 200,
     };
-    provider.hits.lock().expect("lock").push(ProviderHit {
-        otp: request["otp"].as_str().unwrap_or_default().to_string(),
-        text: request["text"].as_str().unwrap_or_default().to_string(),
-        at: provider.epoch.elapsed(),
-        status,
-    });
+    let message_id = {
+        let mut hits = provider.hits.lock().expect("lock");
+        hits.push(ProviderHit {
+            otp: request["otp"].as_str().unwrap_or_default().to_string(),
+            text: request["text"].as_str().unwrap_or_default().to_string(),
+            at: provider.epoch.elapsed(),
+            status,
+        });
+        format!("m-{}", hits.len())
+    };
     match status {
         0 => {
             tokio::time::sleep(HANG).await;
@@ -198,8 +229,16 @@ async fn provider(State(provider): State<Arc<Provider>>, body: axum::body::Bytes
         400 => (StatusCode::BAD_REQUEST, r#"{"error":"unreachable number"}"#).into_response(),
         503 => StatusCode::SERVICE_UNAVAILABLE.into_response(),
         _ => {
+            let n = n.unwrap_or_default();
+            let (_, early) = receipts_of(n);
+            if early {
+                let _ = provider.receipts.send((message_id.clone(), n));
+            }
             tokio::time::sleep(PROVIDER_LATENCY).await;
-            (StatusCode::OK, r#"{"id":"chaos-message"}"#).into_response()
+            if !early {
+                let _ = provider.receipts.send((message_id.clone(), n));
+            }
+            (StatusCode::OK, json!({"id": message_id}).to_string()).into_response()
         }
     }
 }
@@ -310,6 +349,66 @@ async fn serve_provider(state: Arc<Provider>) -> String {
         .with_state(state);
     tokio::spawn(async move { axum::serve(listener, router).await });
     format!("http://{address}/sms")
+}
+
+// ---------------------------------------------------------------------------------------
+// The provider's receipts: signed JSON posted to the API process's receipt route, each
+// message's in its order, retried while the API or its database is away.
+
+#[derive(Default)]
+struct Receipts {
+    posted: AtomicUsize,
+    refused: AtomicUsize,
+    given_up: AtomicUsize,
+}
+
+async fn post_receipts(
+    url: String,
+    mut messages: tokio::sync::mpsc::UnboundedReceiver<(String, u64)>,
+    counts: Arc<Receipts>,
+) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    while let Some((message_id, n)) = messages.recv().await {
+        let (http, url, counts) = (http.clone(), url.clone(), counts.clone());
+        tokio::spawn(async move {
+            for status in receipts_of(n).0 {
+                let body = json!({"data": {"id": message_id, "state": status}}).to_string();
+                let signature = {
+                    use hmac::Mac;
+                    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(RECEIPT_SECRET.as_bytes()).expect("key");
+                    mac.update(body.as_bytes());
+                    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+                };
+                let deadline = Instant::now() + Duration::from_secs(120);
+                loop {
+                    let answer = http
+                        .post(&url)
+                        .header("x-signature", &signature)
+                        .body(body.clone())
+                        .send()
+                        .await;
+                    match answer.map(|a| a.status()) {
+                        Ok(StatusCode::OK) => {
+                            counts.posted.fetch_add(1, Ordering::SeqCst);
+                            break;
+                        }
+                        Ok(StatusCode::FORBIDDEN) => {
+                            counts.refused.fetch_add(1, Ordering::SeqCst);
+                            return;
+                        }
+                        _ if Instant::now() > deadline => {
+                            counts.given_up.fetch_add(1, Ordering::SeqCst);
+                            return;
+                        }
+                        _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                    }
+                }
+            }
+        });
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -602,6 +701,15 @@ struct Report {
     /// Restarts after which no job was taken in within 10 s (jobs arrive all the time).
     restarts_without_intake: usize,
     rejected_without_dead_letter: usize,
+    /// Sent jobs by their final delivery, as receipts left it.
+    delivered: usize,
+    undelivered: usize,
+    /// Sent jobs whose delivery is not what their receipts say (a receipt lost, or a
+    /// delivery moved backwards).
+    delivery_not_as_receipts_say: usize,
+    receipts_posted: usize,
+    receipts_refused: usize,
+    receipts_given_up: usize,
     log_lines: usize,
     log_lines_with_pin: usize,
     worker_kills: usize,
@@ -630,6 +738,9 @@ impl Report {
             ("rejections_recorded_twice", self.rejections_recorded_twice),
             ("restarts_without_intake", self.restarts_without_intake),
             ("rejected_without_dead_letter", self.rejected_without_dead_letter),
+            ("delivery_not_as_receipts_say", self.delivery_not_as_receipts_say),
+            ("receipts_refused", self.receipts_refused),
+            ("receipts_given_up", self.receipts_given_up),
             ("log_lines_with_pin", self.log_lines_with_pin),
         ]
         .into_iter()
@@ -638,11 +749,12 @@ impl Report {
     }
 }
 
-/// Every job has its final state and no callback is pending. Errors (the database
-/// restarting under the test's own pool) mean "not yet".
+/// Every job has its final state (a sent one, the state its receipts give it) and no
+/// callback is pending. Errors (the database restarting under the test's own pool) mean
+/// "not yet".
 async fn settled(pool: &PgPool, jobs: u64) -> bool {
     let counts: Result<(i64, i64, i64), _> = sqlx::query_as(
-        "select (select count(*) from otps where delivery in ('sent', 'failed')),
+        "select (select count(*) from otps where delivery in ('delivered', 'undelivered', 'failed')),
                 (select count(distinct request_id) from otp_rejections),
                 (select count(*) from outbox where state = 'pending')",
     )
@@ -684,7 +796,17 @@ async fn check(
     for n in 0..profile.jobs {
         let request = request_id(n);
         let outcome = match (by_request.get(request.as_str()), rejections.get(&request)) {
-            (Some(otp), None) if otp.delivery == "sent" => Some(Expect::Sent),
+            (Some(otp), None) if ["sent", "delivered", "undelivered"].contains(&otp.delivery.as_str()) => {
+                if otp.delivery != final_delivery(n) {
+                    report.delivery_not_as_receipts_say += 1;
+                }
+                match otp.delivery.as_str() {
+                    "delivered" => report.delivered += 1,
+                    "undelivered" => report.undelivered += 1,
+                    _ => {}
+                }
+                Some(Expect::Sent)
+            }
             (Some(otp), None) if otp.delivery == "failed" => Some(Expect::Failed),
             (None, Some(_)) => Some(Expect::Rejected),
             _ => None,
@@ -848,12 +970,24 @@ async fn no_job_is_lost_and_none_is_sent_twice_beyond_the_kills_that_hit_it(pool
     let secret = harness.webhook_secret(APP, None).await;
 
     let epoch = Instant::now();
+    let (receipts_to_post, receipts_queued) = tokio::sync::mpsc::unbounded_channel();
     let provider = Arc::new(Provider {
         epoch,
         mode: AtomicU8::new(ACCEPT),
         hits: Mutex::default(),
+        receipts: receipts_to_post,
     });
     let provider_url = serve_provider(provider.clone()).await;
+    let api_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let receipt_counts = Arc::new(Receipts::default());
+    tokio::spawn(post_receipts(
+        format!("http://127.0.0.1:{api_port}/v1/receipts/fake"),
+        receipts_queued,
+        receipt_counts.clone(),
+    ));
     let receiver = ReceiverServer::start(Arc::new(Receiver {
         webhook: standardwebhooks::Webhook::new(&secret).expect("secret"),
         hits: Mutex::default(),
@@ -870,6 +1004,15 @@ async fn no_job_is_lost_and_none_is_sent_twice_beyond_the_kills_that_hit_it(pool
         .expect("configure the app's callback URL");
 
     harness.set("providers.fake.url", json!(provider_url));
+    harness.set("providers.fake.message_id_pointer", json!("/id"));
+    harness.set(
+        "providers.fake.receipt",
+        json!({"message_id_pointer": "/data/id", "status_pointer": "/data/state",
+               "statuses": {"DELIVRD": "delivered", "UNDELIV": "undelivered", "ACK": "sent"},
+               "signature_header": "x-signature", "secret": RECEIPT_SECRET}),
+    );
+    harness.set("api.listen", json!(format!("127.0.0.1:{api_port}")));
+    harness.set("receipts.public_url", json!(format!("http://127.0.0.1:{api_port}")));
     harness.set("amqp.prefetch", json!(32));
     harness.set("database.max_connections", json!(10));
     // Longer than a database restart takes here (about 5 s), shorter than the time between a
@@ -896,6 +1039,9 @@ async fn no_job_is_lost_and_none_is_sent_twice_beyond_the_kills_that_hit_it(pool
     std::fs::create_dir_all(&logs).expect("log dir");
     let config = harness.config_file(&logs);
     eprintln!("chaos run `{}`: logs in {}", profile.name, logs.display());
+    // The API takes the receipts; it lives through the whole run (the database restarts
+    // under it).
+    let mut api = spawn_role("api", 1, &config, &logs);
 
     let mut stage = Stage {
         worker: spawn_role("worker", 1, &config, &logs),
@@ -935,11 +1081,15 @@ async fn no_job_is_lost_and_none_is_sent_twice_beyond_the_kills_that_hit_it(pool
     let seconds = epoch.elapsed().as_secs_f64();
     stage.worker.kill().await;
     stage.dispatcher.kill().await;
+    api.kill().await;
 
     harness.reconnect().await;
     let dead_letters = harness.drain_dlq().await;
     let mut report = check(&harness, &profile, &stage, &dead_letters).await;
     report.republished = producer.republished;
+    report.receipts_posted = receipt_counts.posted.load(Ordering::SeqCst);
+    report.receipts_refused = receipt_counts.refused.load(Ordering::SeqCst);
+    report.receipts_given_up = receipt_counts.given_up.load(Ordering::SeqCst);
     report.seconds = seconds;
     print_report(&report, &profile, &stage.timeline);
     let path = stage.logs.join("report.json");
@@ -960,5 +1110,9 @@ async fn no_job_is_lost_and_none_is_sent_twice_beyond_the_kills_that_hit_it(pool
         "no callback had to be retried"
     );
     assert!(report.log_lines > 1000, "the logs were read");
+    assert!(
+        report.delivered > 0 && report.undelivered > 0 && report.receipts_posted > report.sent,
+        "receipts were posted and applied both ways"
+    );
     harness.finish().await;
 }

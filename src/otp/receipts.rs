@@ -23,30 +23,19 @@ use crate::platform::observability;
 use crate::provider::receipt::{Receipt, ReceiptStatus};
 use crate::provider::Providers;
 
-/// How a stored receipt ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Applied {
-    /// No provider request with its message id is recorded (yet).
-    Waiting,
-    /// Its request is at this state or beyond already: nothing moved.
-    Stale,
-    /// The request's state moved; the OTP's too when the event is given.
-    Moved(Option<EventType>),
-}
-
-/// Stores each receipt and applies it, one transaction per receipt.
-pub async fn accept(pool: &PgPool, provider: &str, receipts: &[Receipt]) -> sqlx::Result<Vec<Applied>> {
-    let mut applied = Vec::with_capacity(receipts.len());
+/// Stores each receipt and applies it (with any of its message's that wait), one
+/// transaction per receipt.
+pub async fn accept(pool: &PgPool, provider: &str, receipts: &[Receipt]) -> sqlx::Result<()> {
     for receipt in receipts {
         let mut tx = pool.begin().await?;
-        let id = store(&mut tx, provider, receipt).await?;
-        applied.push(apply(&mut tx, id).await?);
+        store(&mut tx, provider, receipt).await?;
+        apply_message(&mut tx, provider, &receipt.message_id).await?;
         tx.commit().await?;
         metrics::counter!(observability::RECEIPTS, "provider" => provider.to_string(),
             "status" => receipt.status.as_str())
         .increment(1);
     }
-    Ok(applied)
+    Ok(())
 }
 
 async fn store(conn: &mut PgConnection, provider: &str, receipt: &Receipt) -> sqlx::Result<i64> {
@@ -64,24 +53,18 @@ async fn store(conn: &mut PgConnection, provider: &str, receipt: &Receipt) -> sq
     .await
 }
 
-/// Applies a stored receipt if its provider request is recorded.
-async fn apply(conn: &mut PgConnection, receipt_id: i64) -> sqlx::Result<Applied> {
-    let receipt = sqlx::query!(
-        "select provider, message_id, status, provider_status, provider_code, received_at
-         from delivery_receipts where id = $1",
-        receipt_id
-    )
-    .fetch_one(&mut *conn)
-    .await?;
+/// Applies the stored receipts of one message that are not applied yet, in the order they
+/// came, if the provider request that made the message is recorded. Answers whether it was.
+async fn apply_message(conn: &mut PgConnection, provider: &str, message_id: &str) -> sqlx::Result<bool> {
     let Some(attempt) = sqlx::query!(
         "select id, otp_id from delivery_attempts where provider = $1 and message_id = $2 order by id desc limit 1",
-        receipt.provider,
-        receipt.message_id
+        provider,
+        message_id
     )
     .fetch_optional(&mut *conn)
     .await?
     else {
-        return Ok(Applied::Waiting);
+        return Ok(false);
     };
     // Receipts of one OTP apply one at a time: the OTP row is their lock.
     let otp = sqlx::query!(
@@ -96,55 +79,67 @@ async fn apply(conn: &mut PgConnection, receipt_id: i64) -> sqlx::Result<Applied
     )
     .fetch_one(&mut *conn)
     .await?;
-    sqlx::query!(
-        "update delivery_receipts set attempt_id = $2, otp_id = $3, applied_at = now() where id = $1",
-        receipt_id,
+    let receipts = sqlx::query!(
+        "update delivery_receipts set attempt_id = $3, otp_id = $4, applied_at = now()
+         where provider = $1 and message_id = $2 and applied_at is null
+         returning id, status, provider_status, provider_code, received_at",
+        provider,
+        message_id,
         attempt.id,
         attempt.otp_id
     )
-    .execute(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
-    let status = ReceiptStatus::parse(&receipt.status).unwrap_or(ReceiptStatus::Queued);
-    let before = current.receipt_status.as_deref().and_then(ReceiptStatus::parse);
-    if !status.advances(before) {
-        return Ok(Applied::Stale);
-    }
-    sqlx::query!(
-        "update delivery_attempts set receipt_status = $2, receipt_code = $3, receipt_at = $4 where id = $1",
-        attempt.id,
-        status.as_str(),
-        receipt.provider_code,
-        receipt.received_at
-    )
-    .execute(&mut *conn)
-    .await?;
-    if status == ReceiptStatus::Delivered || (status == ReceiptStatus::Read && before != Some(ReceiptStatus::Delivered))
-    {
-        let latency = (receipt.received_at - current.started_at).as_seconds_f64().max(0.0);
-        metrics::histogram!(observability::RECEIPT_LATENCY, "provider" => receipt.provider.clone()).record(latency);
-    }
+    let mut receipts = receipts;
+    receipts.sort_by_key(|r| r.id);
+    let mut standing = current.receipt_status.as_deref().and_then(ReceiptStatus::parse);
+    let mut delivery = otp.delivery;
     // Only the OTP's current message speaks for its delivery: a late receipt of a message
     // a resend replaced does not.
-    if otp.delivery != "sent" || otp.provider_message_id.as_deref() != Some(receipt.message_id.as_str()) {
-        return Ok(Applied::Moved(None));
+    let current_message = otp.provider_message_id.as_deref() == Some(message_id);
+    for receipt in receipts {
+        let status = ReceiptStatus::parse(&receipt.status).unwrap_or(ReceiptStatus::Queued);
+        if !status.advances(standing) {
+            continue;
+        }
+        sqlx::query!(
+            "update delivery_attempts set receipt_status = $2, receipt_code = $3, receipt_at = $4 where id = $1",
+            attempt.id,
+            status.as_str(),
+            receipt.provider_code,
+            receipt.received_at
+        )
+        .execute(&mut *conn)
+        .await?;
+        let first_delivered = matches!(status, ReceiptStatus::Delivered | ReceiptStatus::Read)
+            && !matches!(standing, Some(ReceiptStatus::Delivered | ReceiptStatus::Read));
+        if first_delivered {
+            let latency = (receipt.received_at - current.started_at).as_seconds_f64().max(0.0);
+            metrics::histogram!(observability::RECEIPT_LATENCY, "provider" => provider.to_string()).record(latency);
+        }
+        standing = Some(status);
+        if !current_message || delivery != "sent" {
+            continue;
+        }
+        let (moved, event, error) = match status {
+            ReceiptStatus::Delivered | ReceiptStatus::Read => ("delivered", EventType::Delivered, None),
+            ReceiptStatus::Undelivered | ReceiptStatus::Failed => (
+                "undelivered",
+                EventType::Undelivered,
+                Some(json!({
+                    "class": "undelivered",
+                    "message": format!("the provider reported the message {}", receipt.provider_status),
+                    "providerStatus": receipt.provider_status,
+                    "providerCode": receipt.provider_code,
+                })),
+            ),
+            ReceiptStatus::Queued | ReceiptStatus::Sent => continue,
+        };
+        let row = move_delivery(conn, attempt.otp_id, moved, error.as_ref()).await?;
+        outbox::record_rows(conn, event, vec![row], error).await?;
+        delivery = moved.to_string();
     }
-    let (delivery, event, error) = match status {
-        ReceiptStatus::Delivered | ReceiptStatus::Read => ("delivered", EventType::Delivered, None),
-        ReceiptStatus::Undelivered | ReceiptStatus::Failed => (
-            "undelivered",
-            EventType::Undelivered,
-            Some(json!({
-                "class": "undelivered",
-                "message": format!("the provider reported the message {}", receipt.provider_status),
-                "providerStatus": receipt.provider_status,
-                "providerCode": receipt.provider_code,
-            })),
-        ),
-        ReceiptStatus::Queued | ReceiptStatus::Sent => return Ok(Applied::Moved(None)),
-    };
-    let row = move_delivery(conn, attempt.otp_id, delivery, error.as_ref()).await?;
-    outbox::record_rows(conn, event, vec![row], error).await?;
-    Ok(Applied::Moved(Some(event)))
+    Ok(true)
 }
 
 async fn move_delivery(
@@ -170,18 +165,18 @@ async fn move_delivery(
 /// Applies receipts that came before their provider request was recorded and whose
 /// request is recorded now. Receipts that found nothing within an hour are left alone.
 pub async fn apply_waiting(pool: &PgPool, limit: i64) -> sqlx::Result<usize> {
-    let waiting = sqlx::query_scalar!(
-        "select r.id from delivery_receipts r
-         where r.applied_at is null and r.received_at > now() - interval '1 hour'
-           and exists (select 1 from delivery_attempts a where a.provider = r.provider and a.message_id = r.message_id)
-         order by r.id limit $1",
+    let waiting = sqlx::query!(
+        r#"select distinct r.provider as "provider!", r.message_id as "message_id!" from delivery_receipts r
+           where r.applied_at is null and r.received_at > now() - interval '1 hour'
+             and exists (select 1 from delivery_attempts a where a.provider = r.provider and a.message_id = r.message_id)
+           limit $1"#,
         limit
     )
     .fetch_all(pool)
     .await?;
-    for id in &waiting {
+    for message in &waiting {
         let mut tx = pool.begin().await?;
-        apply(&mut tx, *id).await?;
+        apply_message(&mut tx, &message.provider, &message.message_id).await?;
         tx.commit().await?;
     }
     Ok(waiting.len())
@@ -242,8 +237,8 @@ async fn poll_one(pool: &PgPool, providers: &Providers, poll: &Poll) -> sqlx::Re
         Ok(Some(receipt)) => {
             // Nothing comes after delivered from a provider that is polled.
             done = receipt.status.is_final() || receipt.status == ReceiptStatus::Delivered;
-            let id = store(&mut tx, &poll.provider, &receipt).await?;
-            apply(&mut tx, id).await?;
+            store(&mut tx, &poll.provider, &receipt).await?;
+            apply_message(&mut tx, &poll.provider, &poll.message_id).await?;
             metrics::counter!(observability::RECEIPTS, "provider" => poll.provider.clone(),
                 "status" => receipt.status.as_str())
             .increment(1);

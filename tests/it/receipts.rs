@@ -493,12 +493,17 @@ async fn whatsapp_cloud_receipts_need_metas_handshake_token_and_body_signature(p
 }
 
 async fn http_json(pool: PgPool) -> Api {
+    http_json_with(pool, &[]).await
+}
+
+async fn http_json_with(pool: PgPool, extra: &[(&str, Value)]) -> Api {
     // Time enough for a provider that holds its answer.
-    let slow = [
+    let mut slow = vec![
         ("delivery.timeout_ms", json!(3000)),
         ("delivery.quick_retries", json!(0)),
     ];
-    let api = start_with(
+    slow.extend(extra.iter().cloned());
+    start_with(
         pool,
         "gw",
         |base| {
@@ -511,8 +516,7 @@ async fn http_json(pool: PgPool) -> Api {
         },
         &slow,
     )
-    .await;
-    api
+    .await
 }
 
 fn gateway_receipt(id: &str, state: &str) -> (Vec<u8>, Vec<(&'static str, String)>) {
@@ -574,6 +578,49 @@ async fn a_receipt_that_comes_before_its_send_is_recorded_is_applied_once_it_is(
     assert_eq!(api.post_receipt("gw", body, &forged).await.0, StatusCode::FORBIDDEN);
     assert_eq!(api.receipts_stored().await, 2);
     assert_eq!(api.delivery(&otp_id).await, "delivered");
+    api.finish().await;
+}
+
+#[sqlx::test]
+async fn a_receipt_that_waited_is_applied_before_a_later_one_of_its_message(pool: PgPool) {
+    // The worker looks for waiting receipts once a minute here: the later receipt arrives
+    // after the send is recorded and before the waiting one was applied.
+    let api = http_json_with(pool, &[("worker.poll_interval_ms", json!(60_000))]).await;
+    Mock::given(method("POST"))
+        .and(path("/send"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"id": "m-1"}))
+                .set_delay(Duration::from_millis(1000)),
+        )
+        .with_priority(1)
+        .mount(&api.harness.provider)
+        .await;
+    let (status, accepted) = api.post("/v1/otp/send", json!({"phoneNumber": "+14155550123"})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    let otp_id = accepted["otpId"].as_str().expect("otpId").to_string();
+    wait_until("the provider has the message", LONG, || async {
+        !api.harness
+            .provider
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .is_empty()
+    })
+    .await;
+    let (body, headers) = gateway_receipt("m-1", "UNDELIV");
+    assert_eq!(api.post_receipt("gw", body, &headers).await.0, StatusCode::OK);
+    wait_until("the send recorded", LONG, || async {
+        api.delivery(&otp_id).await != "sending"
+    })
+    .await;
+    let (body, headers) = gateway_receipt("m-1", "DELIVRD");
+    assert_eq!(api.post_receipt("gw", body, &headers).await.0, StatusCode::OK);
+    assert_eq!(
+        api.delivery(&otp_id).await,
+        "undelivered",
+        "the provider said undelivered first, which is final"
+    );
     api.finish().await;
 }
 
