@@ -23,6 +23,7 @@ pub struct Pruned {
     pub otps: u64,
     pub events: u64,
     pub callback_attempts: u64,
+    pub delivery_receipts: u64,
     pub delivery_attempts: u64,
     pub verification_attempts: u64,
     pub rejections: u64,
@@ -109,12 +110,13 @@ impl Sweeper {
             }
             tracing::debug!(table, deleted = *count, "pruned");
         }
-        let [callback_attempts, events, delivery_attempts, verification_attempts, otps, rejections, rate_limit_windows] =
+        let [callback_attempts, events, _polls, delivery_receipts, delivery_attempts, verification_attempts, otps, rejections, rate_limit_windows] =
             counts;
         Ok(Pruned {
             otps,
             events,
             callback_attempts,
+            delivery_receipts,
             delivery_attempts,
             verification_attempts,
             rejections,
@@ -129,7 +131,7 @@ impl Sweeper {
 /// holds) and the state is checked again on the locked row, so a row a replay revives
 /// meanwhile is kept. `$1` is the retention in days, `$2` the
 /// batch size. Each runs until it deletes less than a batch.
-const PRUNE: [(&str, &str); 7] = [
+const PRUNE: [(&str, &str); 9] = [
     (
         "callback_attempts",
         "delete from callback_attempts where id in (
@@ -144,6 +146,24 @@ const PRUNE: [(&str, &str); 7] = [
                and not exists (select 1 from callback_attempts a where a.event_id = outbox.id)
              limit $2 for update skip locked)
            and state <> 'pending'",
+    ),
+    (
+        "receipt_polls",
+        "delete from receipt_polls where attempt_id in (
+             select a.id from delivery_attempts a join otps o on o.id = a.otp_id
+             where o.created_at < now() - make_interval(days => $1) and o.status <> 'pending'
+               and not exists (select 1 from outbox e where e.otp_id = o.id)
+             limit $2)",
+    ),
+    (
+        // Receipts of the OTPs about to go, and receipts that never found their message.
+        "delivery_receipts",
+        "delete from delivery_receipts where id in (
+             select r.id from delivery_receipts r left join otps o on o.id = r.otp_id
+             where (o.id is null and r.otp_id is null and r.received_at < now() - make_interval(days => $1))
+                or (o.created_at < now() - make_interval(days => $1) and o.status <> 'pending'
+                    and not exists (select 1 from outbox e where e.otp_id = o.id))
+             limit $2)",
     ),
     (
         "delivery_attempts",

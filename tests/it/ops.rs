@@ -425,7 +425,45 @@ async fn the_sweeper_expires_pending_otps_and_prunes_only_what_is_settled(pool: 
     .execute(&harness.pool)
     .await
     .expect("attempt records");
+    // Receipts of the settled OTPs' messages, one still polled, and one that never found
+    // its message: all old.
+    sqlx::query(
+        "insert into delivery_receipts (provider, message_id, status, provider_status, raw, received_at, attempt_id, otp_id, applied_at)
+         select provider, 'm-' || id, 'delivered', 'DELIVRD', '{}', now() - interval '40 days', id, otp_id, now() - interval '40 days'
+         from delivery_attempts where otp_id = any($1)",
+    )
+    .bind(&ids[..2])
+    .execute(&harness.pool)
+    .await
+    .expect("receipts");
+    sqlx::query(
+        "insert into receipt_polls (attempt_id, provider, message_id, next_at, deadline)
+         select id, provider, 'm-' || id, now(), now() from delivery_attempts where otp_id = $1",
+    )
+    .bind(ids[1])
+    .execute(&harness.pool)
+    .await
+    .expect("a poll");
+    sqlx::query(
+        "insert into delivery_receipts (provider, message_id, status, provider_status, raw, received_at)
+         values ('fake', 'nobody-sent-this', 'delivered', 'DELIVRD', '{}', now() - interval '40 days')",
+    )
+    .execute(&harness.pool)
+    .await
+    .expect("an unmatched receipt");
     let pruned = sweeper.prune().await.expect("prune");
+    assert_eq!(
+        count(
+            &harness,
+            &format!(
+                "select count(*) from delivery_receipts where otp_id is distinct from '{}'",
+                ids[0]
+            )
+        )
+        .await,
+        0,
+        "receipts of pruned OTPs and old unmatched receipts go: {pruned:?}"
+    );
     assert!(
         pruned.callback_attempts >= 1,
         "attempts of settled events go: {pruned:?}"
