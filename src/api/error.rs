@@ -18,9 +18,10 @@ pub enum ApiError {
     Forbidden,
     #[error("no such OTP")]
     NotFound,
-    #[error("no provider `{0}` takes receipts here")]
-    NoReceiptRoute(String),
-    #[error("receipt refused: {0}")]
+    #[error("no provider of that name takes receipts here")]
+    NoReceiptRoute,
+    /// The reason stays in the debug log: the answer does not tell a prober what is set up.
+    #[error("receipt refused: its proof is missing or wrong")]
     ReceiptRefused(#[from] crate::provider::receipt::Refused),
     #[error("{0}")]
     Malformed(String),
@@ -113,7 +114,7 @@ impl ApiError {
         match self {
             Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
             Forbidden => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
-            NotFound | NoReceiptRoute(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            NotFound | NoReceiptRoute => (StatusCode::NOT_FOUND, "not-found", "Not found"),
             ReceiptRefused(_) => (StatusCode::FORBIDDEN, "receipt-refused", "Receipt refused"),
             Malformed(_) => (StatusCode::BAD_REQUEST, "malformed-request", "Malformed request"),
             TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large"),

@@ -44,6 +44,9 @@ pub struct OtpView {
     verified_at: Option<OffsetDateTime>,
     last_error: Option<Value>,
     metadata: Option<Value>,
+    /// The channel workflow, where the OTP has one: its `steps` (`channel`,
+    /// `timeoutSeconds`), the `step` it is on (0 first) and, while pending, `nextStepAt`.
+    workflow: Option<Value>,
 }
 
 /// The status of one OTP.
@@ -60,7 +63,12 @@ pub async fn status(
         OtpView,
         r#"select 'otp_' || replace(id::text, '-', '') as "otp_id!", app_id, request_id, phone_number, channel,
                 status, delivery, locale, parts, provider, attempts, max_attempts, resends, expires_at, created_at,
-                sent_at, verified_at, last_error, metadata
+                sent_at, verified_at, last_error, metadata,
+                case when workflow is not null then jsonb_build_object(
+                    'steps', (select jsonb_agg(jsonb_build_object('channel', s->'channel', 'timeoutSeconds', s->'timeoutSeconds'))
+                              from jsonb_array_elements(workflow) s),
+                    'step', workflow_step,
+                    'nextStepAt', case when status = 'pending' then step_due_at end) end as workflow
          from otps where id = $1 and ($2::text is null or app_id = $2)"#,
         id,
         caller.app_filter()
@@ -129,7 +137,12 @@ pub async fn list(
         OtpView,
         r#"select 'otp_' || replace(id::text, '-', '') as "otp_id!", app_id, request_id, phone_number, channel,
                 status, delivery, locale, parts, provider, attempts, max_attempts, resends, expires_at, created_at,
-                sent_at, verified_at, last_error, metadata
+                sent_at, verified_at, last_error, metadata,
+                case when workflow is not null then jsonb_build_object(
+                    'steps', (select jsonb_agg(jsonb_build_object('channel', s->'channel', 'timeoutSeconds', s->'timeoutSeconds'))
+                              from jsonb_array_elements(workflow) s),
+                    'step', workflow_step,
+                    'nextStepAt', case when status = 'pending' then step_due_at end) end as workflow
          from otps
          where ($1::text is null or app_id = $1) and ($2::text is null or status = $2)
            and ($3::text is null or delivery = $3) and ($4::text is null or phone_number = $4)

@@ -20,10 +20,7 @@ pub async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let provider = state
-        .providers
-        .get(&name)
-        .ok_or_else(|| ApiError::NoReceiptRoute(name.chars().take(64).collect()))?;
+    let provider = state.providers.get(&name).ok_or(ApiError::NoReceiptRoute)?;
     // The URL the provider called, as Twilio signs it: the public base, then our path.
     let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
     let url = format!("{}{path}", state.config.receipts.public_url.trim_end_matches('/'));
@@ -34,8 +31,9 @@ pub async fn receive(
         headers: &headers,
         body: &body,
     };
+    // Refusals are counted; the log line is debug, so nobody can flood the logs with them.
     let answer = provider.read_receipt(&inbound).inspect_err(|refused| {
-        tracing::warn!(provider = %name, reason = %refused, "receipt refused");
+        tracing::debug!(provider = %name, reason = %refused, "receipt refused");
         metrics::counter!(crate::platform::observability::RECEIPTS, "provider" => name.clone(),
             "status" => "refused")
         .increment(1);
@@ -43,7 +41,7 @@ pub async fn receive(
     match answer {
         Answer::Challenge(challenge) => Ok((StatusCode::OK, challenge).into_response()),
         Answer::Receipts(list) => {
-            receipts::accept(&state.pool, &name, &list).await?;
+            receipts::accept(&state.pool, &name, &list, &state.config.limits).await?;
             Ok(StatusCode::OK.into_response())
         }
         Answer::PollNow(ids) => {

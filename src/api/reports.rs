@@ -1,5 +1,5 @@
 //! Aggregates: counts by status, channel, locale, provider and day; verification conversion;
-//! median time to verify. And the caller's usage against its rate limits.
+//! median time to verify; conversion per workflow step and channel. And the caller's usage against its rate limits.
 
 use axum::extract::State;
 use axum::Json;
@@ -48,6 +48,18 @@ pub struct Report {
     conversion_rate: Option<f64>,
     /// Median seconds from creation to verification; null when nothing was verified.
     median_seconds_to_verify: Option<f64>,
+    /// OTPs with a channel workflow, by the step they stand at (or ended on) and its
+    /// channel, with how many of them were verified there: conversion per step and channel.
+    workflow_steps: Vec<StepReport>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StepReport {
+    step: i16,
+    channel: String,
+    otps: i64,
+    verified: i64,
 }
 
 /// Counts and conversion for the caller's OTPs (an operator's: all, or one app).
@@ -95,6 +107,7 @@ pub async fn reports(
         by_day: BTreeMap::new(),
         conversion_rate: None,
         median_seconds_to_verify: None,
+        workflow_steps: Vec::new(),
     };
     for row in rows {
         // grouping() sets a bit for every column NOT in the row's set (status is the high bit).
@@ -124,6 +137,20 @@ pub async fn reports(
         report.conversion_rate = Some(outcome.verified as f64 / outcome.delivered as f64);
     }
     report.median_seconds_to_verify = outcome.median;
+    report.workflow_steps = sqlx::query_as!(
+        StepReport,
+        r#"select workflow_step as "step!", channel, count(*) as "otps!",
+                  count(*) filter (where status = 'verified') as "verified!"
+           from otps
+           where ($1::text is null or app_id = $1) and created_at >= $2 and created_at < $3
+             and workflow_step is not null
+           group by workflow_step, channel order by workflow_step, channel"#,
+        app,
+        since,
+        until,
+    )
+    .fetch_all(&state.pool)
+    .await?;
     Ok(Json(report))
 }
 

@@ -75,6 +75,7 @@ pub enum EventType {
     Cancelled,
     Rejected,
     Replayed,
+    Fallback,
 }
 
 impl EventType {
@@ -91,6 +92,7 @@ impl EventType {
             EventType::Cancelled => "otp.cancelled",
             EventType::Rejected => "otp.rejected",
             EventType::Replayed => "otp.replayed",
+            EventType::Fallback => "otp.fallback",
         }
     }
 }
@@ -115,6 +117,12 @@ pub struct OtpSnapshot {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<Value>,
     pub metadata: Option<Value>,
+    /// The workflow step (0 first) the event is about; absent without a workflow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<i16>,
+    /// Why a workflow moved to its next step (`otp.fallback` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<Value>,
     #[serde(skip)]
     pub callback_url: Option<String>,
 }
@@ -165,7 +173,7 @@ pub async fn record_many(
 }
 
 /// The columns of `otps` a callback describes, as `RETURNING` gives them.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct OtpRow {
     pub id: Uuid,
     pub app_id: String,
@@ -181,6 +189,8 @@ pub struct OtpRow {
     pub expires_at: OffsetDateTime,
     pub metadata: Option<Value>,
     pub callback_url: Option<String>,
+    /// The workflow step the OTP is on; null without a workflow.
+    pub workflow_step: Option<i16>,
 }
 
 impl OtpRow {
@@ -201,6 +211,8 @@ impl OtpRow {
             error,
             metadata: self.metadata,
             callback_url: self.callback_url,
+            step: self.workflow_step,
+            fallback: None,
         }
     }
 }
@@ -227,7 +239,7 @@ pub async fn record_for_otp(
     let row = sqlx::query_as!(
         OtpRow,
         "select id, app_id, request_id, phone_number, channel, status, delivery, locale, parts,
-                attempts, max_attempts, expires_at, metadata, callback_url
+                attempts, max_attempts, expires_at, metadata, callback_url, workflow_step
          from otps where id = $1",
         otp_id
     )

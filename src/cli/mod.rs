@@ -176,6 +176,10 @@ pub struct CreateAppArgs {
     /// Countries the app may send to, comma-separated ISO codes (FR,BE); default all.
     #[arg(long, value_delimiter = ',')]
     pub countries: Option<Vec<String>>,
+    /// Default channel workflow, as JSON:
+    /// '[{"channel":"sms","timeoutSeconds":60},{"channel":"whatsapp"}]'
+    #[arg(long)]
+    pub workflow: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -294,6 +298,7 @@ pub fn build_worker(config: Arc<Config>, shared: &Resources) -> Worker {
         shared.providers.clone(),
         shared.keys.clone(),
         config.delivery.clone(),
+        config.limits.clone(),
         config.worker.lease(),
     );
     Worker::new(config, deliverer)
@@ -454,6 +459,12 @@ async fn create_app(config: &Config, args: CreateAppArgs) -> anyhow::Result<()> 
         routing: args.routes.into_iter().collect(),
         broker_user: args.broker_user,
         country_allowlist: args.countries,
+        workflow: args
+            .workflow
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .context("--workflow must be JSON")?,
     };
     apps::create(&pool, &app).await?;
     let id = AppId::parse(&app.id).map_err(anyhow::Error::msg)?;

@@ -38,6 +38,10 @@ pub struct SendJob {
     pub pin_length: PinLength,
     pub callback_url: Option<CallbackUrl>,
     pub metadata: Option<Metadata>,
+    /// The channels to try one after another; its first step's channel is `channel`.
+    pub workflow: Option<super::Workflow>,
+    /// Whether the job named its channel (then an app's default workflow does not apply).
+    pub channel_given: bool,
 }
 
 /// `template` and the `template_<lang>` variants of a job or an app.
@@ -106,10 +110,29 @@ impl SendJob {
             None => RequestId::derived(&app_id, raw.body),
         };
         let phone = take_str(&mut fields, &["phoneNumber", "recipient"])?.ok_or(JobError::Missing("phoneNumber"))?;
+        let channel = parse_opt(&mut fields, "channel", Channel::parse)?;
+        let workflow = match fields.remove("workflow") {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(super::Workflow::parse(&value).map_err(|e| JobError::invalid("workflow", e))?),
+        };
+        if let (Some(channel), Some(workflow)) = (channel, &workflow) {
+            if channel != workflow.first_channel() {
+                return Err(JobError::invalid(
+                    "channel",
+                    "differs from the workflow's first step; give one or make them agree",
+                ));
+            }
+        }
         Ok(SendJob {
             request_id,
             phone: PhoneNumber::parse(&phone)?,
-            channel: parse_opt(&mut fields, "channel", Channel::parse)?.unwrap_or_default(),
+            channel: workflow
+                .as_ref()
+                .map(super::Workflow::first_channel)
+                .or(channel)
+                .unwrap_or_default(),
+            channel_given: channel.is_some(),
+            workflow,
             from: parse_opt(&mut fields, "from", Sender::parse)?,
             language: parse_opt(&mut fields, "language", Locale::parse)?,
             ttl: int_opt(&mut fields, "ttl", Ttl::parse)?,

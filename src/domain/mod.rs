@@ -5,8 +5,10 @@ mod ids;
 mod job;
 mod phone;
 mod values;
+mod workflow;
 
 pub use ids::{EventId, OtpId};
 pub use job::{JobError, RawJob, SendJob, TemplateSet};
 pub use phone::PhoneNumber;
 pub use values::{AppId, CallbackUrl, Channel, MaxAttempts, Metadata, RequestId, Sender, Ttl};
+pub use workflow::{Step, Workflow};

@@ -21,8 +21,9 @@ use crate::callbacks::outbox::{self, EventType, OtpRow};
 use crate::domain::{Channel, OtpId};
 use crate::message::pin::{self, Pin, PinInput, PinLength, PinType};
 use crate::message::template::{Template, Values};
+use crate::otp::workflow::{self, Why};
 use crate::platform::batch::{Batch, BatchError, Batcher};
-use crate::platform::config::DeliveryConfig;
+use crate::platform::config::{DeliveryConfig, LimitsConfig};
 use crate::platform::observability;
 use crate::provider::{redact, Accepted, Message, PollPlan, Providers, SendError};
 
@@ -119,6 +120,8 @@ struct Inner {
     providers: Arc<Providers>,
     pin_keys: pin::PinKeys,
     config: DeliveryConfig,
+    /// What a workflow's next step counts against.
+    limits: LimitsConfig,
     lease: Duration,
 }
 
@@ -130,6 +133,7 @@ impl Deliverer {
         providers: Arc<Providers>,
         pin_keys: pin::PinKeys,
         config: DeliveryConfig,
+        limits: LimitsConfig,
         lease: Duration,
     ) -> Self {
         let (sent, _) = Batcher::spawn(SentRounds {
@@ -143,6 +147,7 @@ impl Deliverer {
                 providers,
                 pin_keys,
                 config,
+                limits,
                 lease,
             }),
         }
@@ -163,6 +168,11 @@ impl Deliverer {
 
     pub fn shared_providers(&self) -> Arc<Providers> {
         self.inner.providers.clone()
+    }
+
+    /// What a workflow's next step counts against.
+    pub fn limits(&self) -> &LimitsConfig {
+        &self.inner.limits
     }
 
     pub fn pin_keys(&self) -> &pin::PinKeys {
@@ -351,7 +361,24 @@ impl Deliverer {
         tracing::error!(error = %failure, "delivery failed");
         match mark_failed(conn, claim, &error).await? {
             Some(row) => {
+                let step = row.workflow_step;
                 outbox::record(conn, EventType::DeliveryFailed, &row.into_snapshot(Some(error))).await?;
+                // A workflow goes on to its next step at once; where it cannot (a send
+                // limit), an OTP never sent fails.
+                if let Some(step) = step {
+                    if workflow::advance(conn, claim.id, step, Why::Failed, &self.inner.limits)
+                        .await?
+                        .is_none()
+                    {
+                        sqlx::query!(
+                            "update otps set status = 'failed', step_due_at = null, updated_at = now()
+                             where id = $1 and status = 'pending' and sent_at is null and delivery = 'failed'",
+                            claim.id
+                        )
+                        .execute(&mut *conn)
+                        .await?;
+                    }
+                }
                 Ok(Outcome::Failed)
             }
             None => Ok(Outcome::Superseded),
@@ -558,7 +585,7 @@ async fn mark_sent(conn: &mut PgConnection, rounds: &[SentRound]) -> Result<Vec<
            from rounds t
            where o.id = t.id and o.delivery_claims = t.claim and o.delivery = t.from_delivery
            returning o.id, o.app_id, o.request_id, o.phone_number, o.channel, o.status, o.delivery, o.locale,
-                     o.parts, o.attempts, o.max_attempts, o.expires_at, o.metadata, o.callback_url"#,
+                     o.parts, o.attempts, o.max_attempts, o.expires_at, o.metadata, o.callback_url, o.workflow_step"#,
         &ids,
         &claims,
         &message_ids as &[Option<String>],
@@ -571,11 +598,14 @@ async fn mark_failed(conn: &mut PgConnection, claim: &Claim, error: &Value) -> R
     sqlx::query_as!(
         OtpRow,
         "update otps set delivery = 'failed',
-                status = case when status = 'pending' and sent_at is null then 'failed' else status end,
+                -- An OTP never sent fails, unless a workflow step follows.
+                status = case when status = 'pending' and sent_at is null
+                                   and coalesce(jsonb_array_length(workflow), 0) <= coalesce(workflow_step, 0) + 1
+                              then 'failed' else status end,
                 next_attempt_at = null, last_error = $3, updated_at = now()
          where id = $1 and delivery_claims = $2 and delivery = 'sending'
          returning id, app_id, request_id, phone_number, channel, status, delivery, locale, parts,
-                   attempts, max_attempts, expires_at, metadata, callback_url",
+                   attempts, max_attempts, expires_at, metadata, callback_url, workflow_step",
         claim.id,
         claim.claim,
         error,

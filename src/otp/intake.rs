@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::domain::{Channel, JobError, OtpId, SendJob, Ttl};
+use crate::domain::{Channel, JobError, OtpId, SendJob, Ttl, Workflow};
 use crate::message::locale::{best_match, language_of_region, Locale};
 use crate::message::segments;
 use crate::message::template::Template;
@@ -100,6 +100,8 @@ pub struct NewOtp {
     pub provider: String,
     pub ttl: Ttl,
     pub callback_url: Option<String>,
+    /// The channel workflow with each step's provider chosen: `[{"channel", "timeoutSeconds", "provider"}]`.
+    pub workflow: Option<Value>,
 }
 
 /// Loads the job's app; an unknown app is a rejection.
@@ -133,13 +135,21 @@ pub fn resolve(
             return Err(Rejection::CountryNotAllowed(region.to_string()));
         }
     }
-    let provider = app
-        .routing
-        .get(&job.channel)
-        .or_else(|| config.routing.get(&job.channel))
-        .filter(|name| providers.contains(name))
-        .ok_or(Rejection::NotRouted(job.channel))?
-        .clone();
+    let route = |channel: Channel| {
+        app.routing
+            .get(&channel)
+            .or_else(|| config.routing.get(&channel))
+            .filter(|name| providers.contains(name))
+            .cloned()
+            .ok_or(Rejection::NotRouted(channel))
+    };
+    // The job's workflow, else the app's unless the job chose its one channel.
+    let workflow = job
+        .workflow
+        .clone()
+        .or_else(|| app.workflow.clone().filter(|_| !job.channel_given));
+    let channel = workflow.as_ref().map_or(job.channel, Workflow::first_channel);
+    let provider = route(channel)?;
     let (locale, template) = choose_template(&job, app).ok_or(Rejection::NoTemplate)?;
     let sender = job
         .from
@@ -147,6 +157,33 @@ pub fn resolve(
         .or(app.default_from.as_ref())
         .map(|s| s.as_str().to_string());
     let ttl = job.ttl.or(app.default_ttl).unwrap_or(Ttl::DEFAULT);
+    let workflow = match workflow {
+        None => None,
+        Some(workflow) => {
+            if workflow.total_timeout_seconds() > ttl.seconds() {
+                return Err(Rejection::Job(JobError::Invalid {
+                    field: "workflow".into(),
+                    reason: format!(
+                        "its timeouts add up to {} s, more than the OTP's TTL ({} s): every step must be able to start within it",
+                        workflow.total_timeout_seconds(),
+                        ttl.seconds()
+                    ),
+                }));
+            }
+            let steps = workflow
+                .steps()
+                .iter()
+                .map(|step| {
+                    Ok(serde_json::json!({
+                        "channel": step.channel,
+                        "timeoutSeconds": step.timeout_seconds,
+                        "provider": route(step.channel)?,
+                    }))
+                })
+                .collect::<Result<Vec<Value>, Rejection>>()?;
+            Some(Value::Array(steps))
+        }
+    };
     let shape = template.render_shape(
         job.pin_length.get(),
         ttl.seconds() / 60,
@@ -167,7 +204,8 @@ pub fn resolve(
         provider,
         ttl,
         callback_url,
-        job,
+        workflow,
+        job: SendJob { channel, ..job },
     })
 }
 
@@ -309,7 +347,7 @@ async fn expire_stale(conn: &mut sqlx::PgConnection, otps: &[NewOtp]) -> Result<
          from stale where otps.id = stale.id
          returning otps.id, otps.app_id, otps.request_id, otps.phone_number, otps.channel, otps.status,
                    otps.delivery, otps.locale, otps.parts, otps.attempts, otps.max_attempts,
-                   otps.expires_at, otps.metadata, otps.callback_url",
+                   otps.expires_at, otps.metadata, otps.callback_url, otps.workflow_step",
         &apps,
         &requests,
     )
@@ -369,7 +407,7 @@ async fn reject_rate_limited(conn: &mut sqlx::PgConnection, ids: &[Uuid]) -> Res
                 status_changed_at = now(), updated_at = now()
          where id = any($1)
          returning id, app_id, request_id, phone_number, channel, status, delivery, locale, parts,
-                   attempts, max_attempts, expires_at, metadata, callback_url",
+                   attempts, max_attempts, expires_at, metadata, callback_url, workflow_step",
         ids
     )
     .fetch_all(&mut *conn)
@@ -412,22 +450,27 @@ async fn insert_rows(
         .iter()
         .map(|o| o.job.metadata.clone().map(|m| m.into_value()))
         .collect();
+    let workflows: Vec<Option<Value>> = otps.iter().map(|o| o.workflow.clone()).collect();
     let claims = sqlx::query_as!(
         Claim,
         r#"insert into otps (id, app_id, request_id, request_id_derived, phone_number, channel, sender, locale,
                              template, parts, provider, pin_type, pin_length, pin_key_id, max_attempts,
                              ttl_seconds, expires_at, callback_url, metadata, delivery, delivery_claims,
-                             next_attempt_at, pin_salt)
+                             next_attempt_at, pin_salt, workflow, workflow_step, step_due_at)
            select t.id, t.app_id, t.request_id, t.derived, t.phone, t.channel, t.sender, t.locale, t.template,
                   t.parts, t.provider, t.pin_type, t.pin_length, $14, t.max_attempts, t.ttl, t.expires_at,
                   t.callback_url, t.metadata, 'sending', 1, now() + make_interval(secs => $20),
                   -- 16 random bytes per OTP, part of its PIN input (message::pin).
-                  uuid_send(gen_random_uuid())
+                  uuid_send(gen_random_uuid()),
+                  t.workflow, case when t.workflow is not null then 0 end,
+                  -- The first step's timeout, when a step follows it.
+                  case when jsonb_array_length(t.workflow) > 1
+                       then now() + make_interval(secs => (t.workflow->0->>'timeoutSeconds')::float8) end
            from unnest($1::uuid[], $2::text[], $3::text[], $4::bool[], $5::text[], $6::text[], $7::text[],
                        $8::text[], $9::text[], $10::int[], $11::text[], $12::text[], $13::smallint[],
-                       $15::smallint[], $16::int[], $17::timestamptz[], $18::text[], $19::jsonb[])
+                       $15::smallint[], $16::int[], $17::timestamptz[], $18::text[], $19::jsonb[], $21::jsonb[])
                 as t(id, app_id, request_id, derived, phone, channel, sender, locale, template, parts, provider,
-                     pin_type, pin_length, max_attempts, ttl, expires_at, callback_url, metadata)
+                     pin_type, pin_length, max_attempts, ttl, expires_at, callback_url, metadata, workflow)
            on conflict do nothing
            returning id, delivery_claims as claim, claims_base, app_id, request_id, phone_number, channel, sender, locale,
                      template, provider, pin_type, pin_length, pin_key_id, pin_salt, generation, ttl_seconds, expires_at"#,
@@ -451,6 +494,7 @@ async fn insert_rows(
         &callbacks as &[Option<String>],
         &metadata as &[Option<Value>],
         terms.lease.as_secs_f64(),
+        &workflows as &[Option<Value>],
     )
     .fetch_all(conn)
     .await?;

@@ -10,3 +10,4 @@ pub mod ratelimit;
 pub mod receipts;
 pub mod sweeper;
 pub mod verify;
+pub mod workflow;

@@ -19,17 +19,19 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::callbacks::outbox::{self, EventType, OtpRow};
+use crate::otp::workflow::{self, Why};
+use crate::platform::config::LimitsConfig;
 use crate::platform::observability;
 use crate::provider::receipt::{Receipt, ReceiptStatus};
 use crate::provider::Providers;
 
 /// Stores each receipt and applies it (with any of its message's that wait), one
 /// transaction per receipt.
-pub async fn accept(pool: &PgPool, provider: &str, receipts: &[Receipt]) -> sqlx::Result<()> {
+pub async fn accept(pool: &PgPool, provider: &str, receipts: &[Receipt], limits: &LimitsConfig) -> sqlx::Result<()> {
     for receipt in receipts {
         let mut tx = pool.begin().await?;
         store(&mut tx, provider, receipt).await?;
-        apply_message(&mut tx, provider, &receipt.message_id).await?;
+        apply_message(&mut tx, provider, &receipt.message_id, limits).await?;
         tx.commit().await?;
         metrics::counter!(observability::RECEIPTS, "provider" => provider.to_string(),
             "status" => receipt.status.as_str())
@@ -55,7 +57,12 @@ async fn store(conn: &mut PgConnection, provider: &str, receipt: &Receipt) -> sq
 
 /// Applies the stored receipts of one message that are not applied yet, in the order they
 /// came, if the provider request that made the message is recorded. Answers whether it was.
-async fn apply_message(conn: &mut PgConnection, provider: &str, message_id: &str) -> sqlx::Result<bool> {
+async fn apply_message(
+    conn: &mut PgConnection,
+    provider: &str,
+    message_id: &str,
+    limits: &LimitsConfig,
+) -> sqlx::Result<bool> {
     let Some(attempt) = sqlx::query!(
         "select id, otp_id from delivery_attempts where provider = $1 and message_id = $2 order by id desc limit 1",
         provider,
@@ -68,7 +75,7 @@ async fn apply_message(conn: &mut PgConnection, provider: &str, message_id: &str
     };
     // Receipts of one OTP apply one at a time: the OTP row is their lock.
     let otp = sqlx::query!(
-        "select delivery, provider_message_id from otps where id = $1 for update",
+        "select delivery, provider, provider_message_id from otps where id = $1 for no key update",
         attempt.otp_id
     )
     .fetch_one(&mut *conn)
@@ -96,7 +103,7 @@ async fn apply_message(conn: &mut PgConnection, provider: &str, message_id: &str
     let mut delivery = otp.delivery;
     // Only the OTP's current message speaks for its delivery: a late receipt of a message
     // a resend replaced does not.
-    let current_message = otp.provider_message_id.as_deref() == Some(message_id);
+    let current_message = otp.provider == provider && otp.provider_message_id.as_deref() == Some(message_id);
     for receipt in receipts {
         let status = ReceiptStatus::parse(&receipt.status).unwrap_or(ReceiptStatus::Queued);
         if !status.advances(standing) {
@@ -136,8 +143,13 @@ async fn apply_message(conn: &mut PgConnection, provider: &str, message_id: &str
             ReceiptStatus::Queued | ReceiptStatus::Sent => continue,
         };
         let row = move_delivery(conn, attempt.otp_id, moved, error.as_ref()).await?;
+        let step = row.workflow_step;
         outbox::record_rows(conn, event, vec![row], error).await?;
         delivery = moved.to_string();
+        // An undelivered step of a workflow starts the next one at once.
+        if let (Some(step), EventType::Undelivered) = (step, event) {
+            workflow::advance(conn, attempt.otp_id, step, Why::Undelivered, limits).await?;
+        }
     }
     Ok(true)
 }
@@ -153,7 +165,7 @@ async fn move_delivery(
         "update otps set delivery = $2, last_error = coalesce($3, last_error), updated_at = now()
          where id = $1
          returning id, app_id, request_id, phone_number, channel, status, delivery, locale, parts,
-                   attempts, max_attempts, expires_at, metadata, callback_url",
+                   attempts, max_attempts, expires_at, metadata, callback_url, workflow_step",
         otp_id,
         delivery,
         error
@@ -164,7 +176,7 @@ async fn move_delivery(
 
 /// Applies receipts that came before their provider request was recorded and whose
 /// request is recorded now. Receipts that found nothing within an hour are left alone.
-pub async fn apply_waiting(pool: &PgPool, limit: i64) -> sqlx::Result<usize> {
+pub async fn apply_waiting(pool: &PgPool, limit: i64, limits: &LimitsConfig) -> sqlx::Result<usize> {
     let waiting = sqlx::query!(
         r#"select distinct r.provider as "provider!", r.message_id as "message_id!" from delivery_receipts r
            where r.applied_at is null and r.received_at > now() - interval '1 hour'
@@ -176,7 +188,7 @@ pub async fn apply_waiting(pool: &PgPool, limit: i64) -> sqlx::Result<usize> {
     .await?;
     for message in &waiting {
         let mut tx = pool.begin().await?;
-        apply_message(&mut tx, &message.provider, &message.message_id).await?;
+        apply_message(&mut tx, &message.provider, &message.message_id, limits).await?;
         tx.commit().await?;
     }
     Ok(waiting.len())
@@ -195,7 +207,13 @@ struct Poll {
 /// Asks the providers for the status of up to `limit` messages whose poll is due, and
 /// applies what they say. A poll's claim lasts `lease`, so a crashed poller's polls come
 /// back. Answers how many were claimed.
-pub async fn poll_due(pool: &PgPool, providers: &Arc<Providers>, limit: i64, lease: Duration) -> sqlx::Result<usize> {
+pub async fn poll_due(
+    pool: &PgPool,
+    providers: &Arc<Providers>,
+    limit: i64,
+    lease: Duration,
+    limits: &LimitsConfig,
+) -> sqlx::Result<usize> {
     let due = sqlx::query_as!(
         Poll,
         "with due as (
@@ -214,7 +232,7 @@ pub async fn poll_due(pool: &PgPool, providers: &Arc<Providers>, limit: i64, lea
     let polls = due.into_iter().map(|poll| {
         let providers = providers.clone();
         async move {
-            if let Err(error) = poll_one(pool, &providers, &poll).await {
+            if let Err(error) = poll_one(pool, &providers, &poll, limits).await {
                 tracing::warn!(%error, provider = %poll.provider, "could not record a receipt poll; it will be asked again");
             }
         }
@@ -223,7 +241,7 @@ pub async fn poll_due(pool: &PgPool, providers: &Arc<Providers>, limit: i64, lea
     Ok(claimed)
 }
 
-async fn poll_one(pool: &PgPool, providers: &Providers, poll: &Poll) -> sqlx::Result<()> {
+async fn poll_one(pool: &PgPool, providers: &Providers, poll: &Poll, limits: &LimitsConfig) -> sqlx::Result<()> {
     let Some(provider) = providers.get(&poll.provider) else {
         sqlx::query!("delete from receipt_polls where attempt_id = $1", poll.attempt_id)
             .execute(pool)
@@ -238,7 +256,7 @@ async fn poll_one(pool: &PgPool, providers: &Providers, poll: &Poll) -> sqlx::Re
             // Nothing comes after delivered from a provider that is polled.
             done = receipt.status.is_final() || receipt.status == ReceiptStatus::Delivered;
             store(&mut tx, &poll.provider, &receipt).await?;
-            apply_message(&mut tx, &poll.provider, &poll.message_id).await?;
+            apply_message(&mut tx, &poll.provider, &poll.message_id, limits).await?;
             metrics::counter!(observability::RECEIPTS, "provider" => poll.provider.clone(),
                 "status" => receipt.status.as_str())
             .increment(1);
@@ -285,13 +303,14 @@ pub async fn run(
     providers: Arc<Providers>,
     interval: Duration,
     lease: Duration,
+    limits: LimitsConfig,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     while !shutdown.is_cancelled() {
-        if let Err(error) = apply_waiting(&pool, 500).await {
+        if let Err(error) = apply_waiting(&pool, 500, &limits).await {
             tracing::warn!(%error, "could not apply waiting receipts");
         }
-        if let Err(error) = poll_due(&pool, &providers, 32, lease).await {
+        if let Err(error) = poll_due(&pool, &providers, 32, lease, &limits).await {
             tracing::warn!(%error, "could not claim receipt polls");
         }
         tokio::select! {

@@ -75,7 +75,7 @@ impl Sweeper {
                      next_attempt_at = case when o.delivery = 'queued' then null else o.next_attempt_at end
                  from due where o.id = due.id
                  returning o.id, o.app_id, o.request_id, o.phone_number, o.channel, o.status, o.delivery, o.locale,
-                           o.parts, o.attempts, o.max_attempts, o.expires_at, o.metadata, o.callback_url",
+                           o.parts, o.attempts, o.max_attempts, o.expires_at, o.metadata, o.callback_url, o.workflow_step",
                 BATCH
             )
             .fetch_all(&mut *tx)
@@ -150,7 +150,8 @@ const PRUNE: [(&str, &str); 9] = [
     (
         "receipt_polls",
         "delete from receipt_polls where attempt_id in (
-             select a.id from delivery_attempts a join otps o on o.id = a.otp_id
+             select p.attempt_id from receipt_polls p
+             join delivery_attempts a on a.id = p.attempt_id join otps o on o.id = a.otp_id
              where o.created_at < now() - make_interval(days => $1) and o.status <> 'pending'
                and not exists (select 1 from outbox e where e.otp_id = o.id)
              limit $2)",
@@ -171,6 +172,9 @@ const PRUNE: [(&str, &str); 9] = [
              select a.id from delivery_attempts a join otps o on o.id = a.otp_id
              where o.created_at < now() - make_interval(days => $1) and o.status <> 'pending'
                and not exists (select 1 from outbox e where e.otp_id = o.id)
+               -- A receipt or poll that came meanwhile keeps it until the next pass.
+               and not exists (select 1 from delivery_receipts r where r.attempt_id = a.id)
+               and not exists (select 1 from receipt_polls p where p.attempt_id = a.id)
              limit $2)",
     ),
     (
@@ -189,6 +193,7 @@ const PRUNE: [(&str, &str); 9] = [
                and not exists (select 1 from outbox e where e.otp_id = o.id)
                and not exists (select 1 from delivery_attempts a where a.otp_id = o.id)
                and not exists (select 1 from verification_attempts a where a.otp_id = o.id)
+               and not exists (select 1 from delivery_receipts r where r.otp_id = o.id)
              limit $2 for update skip locked)
            and status <> 'pending'",
     ),

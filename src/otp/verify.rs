@@ -191,7 +191,7 @@ async fn record_attempt(
                 verified_at = case when $3 = 'verified' then now() else verified_at end
          where id = $1
          returning id, app_id, request_id, phone_number, channel, status, delivery, locale, parts,
-                   attempts, max_attempts, expires_at, metadata, callback_url",
+                   attempts, max_attempts, expires_at, metadata, callback_url, workflow_step",
         otp_id,
         attempts,
         status

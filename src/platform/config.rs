@@ -636,9 +636,27 @@ impl Config {
                 ));
             }
         }
+        // A receipt's proof is only as good as its key: an empty one (a variable set but
+        // empty) would let anyone sign.
+        let key = |field: String, value: &Secret, min: usize| {
+            if value.expose().len() < min {
+                return Err(invalid(&field, format!("must be at least {min} bytes")));
+            }
+            Ok(())
+        };
         for (name, provider) in &self.providers {
             match provider {
+                ProviderConfig::Twilio(t) => key(format!("providers.{name}.auth_token"), &t.auth_token, 16)?,
+                ProviderConfig::WhatsappCloud(w) => {
+                    if let Some(secret) = &w.app_secret {
+                        key(format!("providers.{name}.app_secret"), secret, 16)?;
+                    }
+                    if let Some(token) = &w.verify_token {
+                        key(format!("providers.{name}.verify_token"), token, 8)?;
+                    }
+                }
                 ProviderConfig::Xoxzo(x) => {
+                    key(format!("providers.{name}.auth_token"), &x.auth_token, 1)?;
                     in_range(
                         &format!("providers.{name}.poll_schedule_seconds (entries)"),
                         x.poll_schedule_seconds.len(),

@@ -26,6 +26,7 @@ pub const OUTBOX_PENDING: &str = "otp_courier_outbox_pending";
 pub const OUTBOX_OLDEST: &str = "otp_courier_outbox_oldest_pending_seconds";
 pub const DLQ_DEPTH: &str = "otp_courier_dlq_depth";
 pub const RECEIPTS: &str = "otp_courier_receipts_total";
+pub const FALLBACKS: &str = "otp_courier_workflow_fallbacks_total";
 pub const RECEIPT_LATENCY: &str = "otp_courier_receipt_latency_seconds";
 
 /// How often the recorder folds recorded histogram values into their buckets.
@@ -73,6 +74,10 @@ fn describe() {
     describe_counter!(
         PROVIDER_RETRIES,
         "Immediate provider retries within a round, by provider."
+    );
+    describe_counter!(
+        FALLBACKS,
+        "Workflow steps started after the one before, by reason (failed, undelivered, timeout)."
     );
     describe_counter!(
         RECEIPTS,
@@ -167,7 +172,7 @@ pub async fn serve(
 mod tests {
     use super::*;
 
-    const ALL: [&str; 14] = [
+    const ALL: [&str; 15] = [
         JOBS,
         DELIVERIES,
         PROVIDER_REQUESTS,
@@ -182,6 +187,7 @@ mod tests {
         DLQ_DEPTH,
         RECEIPTS,
         RECEIPT_LATENCY,
+        FALLBACKS,
     ];
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sqlx::PgPool;
 
-use crate::domain::{AppId, CallbackUrl, Channel, Sender, TemplateSet, Ttl};
+use crate::domain::{AppId, CallbackUrl, Channel, Sender, TemplateSet, Ttl, Workflow};
 use crate::message::locale::Locale;
 use crate::message::template::Template;
 use crate::platform::batch::{Batch, BatchError, Batcher};
@@ -25,6 +25,8 @@ pub struct App {
     pub routing: BTreeMap<Channel, String>,
     pub broker_user: Option<String>,
     pub country_allowlist: Option<Vec<String>>,
+    /// The channel workflow of jobs that bring none.
+    pub workflow: Option<Workflow>,
 }
 
 /// What it takes to create an app. Templates are keyed by BCP-47 tag, `""` for the default.
@@ -40,6 +42,8 @@ pub struct NewApp {
     pub routing: BTreeMap<String, String>,
     pub broker_user: Option<String>,
     pub country_allowlist: Option<Vec<String>>,
+    /// A default channel workflow, as a job gives it (`[{"channel": "sms", "timeoutSeconds": 60}, ...]`).
+    pub workflow: Option<Value>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,10 +102,20 @@ pub async fn create(pool: &PgPool, new: &NewApp) -> Result<(), AppError> {
             "entries must be ISO 3166-1 alpha-2 codes such as FR",
         ));
     }
+    if let Some(workflow) = &new.workflow {
+        let workflow = Workflow::parse(workflow).map_err(|e| invalid("workflow", e))?;
+        let ttl = new.default_ttl_seconds.unwrap_or(Ttl::DEFAULT.seconds().into());
+        if i64::from(workflow.total_timeout_seconds()) > ttl {
+            return Err(invalid(
+                "workflow",
+                format!("its timeouts add up to more than the default TTL ({ttl} s)"),
+            ));
+        }
+    }
     sqlx::query!(
         "insert into apps (id, name, default_from, templates, default_locale, default_ttl_seconds,
-                           callback_url, routing, broker_user, country_allowlist)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                           callback_url, routing, broker_user, country_allowlist, workflow)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         new.id,
         new.name,
         new.default_from,
@@ -112,6 +126,7 @@ pub async fn create(pool: &PgPool, new: &NewApp) -> Result<(), AppError> {
         serde_json::to_value(&new.routing).unwrap_or_default(),
         new.broker_user,
         regions.as_deref(),
+        new.workflow,
     )
     .execute(pool)
     .await
@@ -222,13 +237,14 @@ struct AppRow {
     routing: Value,
     broker_user: Option<String>,
     country_allowlist: Option<Vec<String>>,
+    workflow: Option<Value>,
 }
 
 async fn fetch(pool: &PgPool, ids: &[String]) -> Result<Vec<AppRow>, sqlx::Error> {
     sqlx::query_as!(
         AppRow,
         "select id, name, default_from, templates, default_locale, default_ttl_seconds, callback_url,
-                routing, broker_user, country_allowlist
+                routing, broker_user, country_allowlist, workflow
          from apps where id = any($1)",
         ids
     )
@@ -267,6 +283,12 @@ impl AppRow {
             routing,
             broker_user: self.broker_user.clone(),
             country_allowlist: self.country_allowlist.clone(),
+            workflow: self
+                .workflow
+                .as_ref()
+                .map(Workflow::parse)
+                .transpose()
+                .map_err(|e| corrupt(format!("workflow: {e}")))?,
         })
     }
 }

@@ -143,6 +143,8 @@ async fn record(worker: &Worker, salvaged: &Salvaged, rejection: &Rejection, del
                 error: Some(json!({"reason": rejection.reason(), "message": rejection.to_string()})),
                 metadata: salvaged.metadata.clone(),
                 callback_url,
+                step: None,
+                fallback: None,
             };
             outbox::record(&mut tx, EventType::Rejected, &snapshot).await?;
         }

@@ -118,6 +118,7 @@ impl Worker {
             self.deliverer.shared_providers(),
             self.config.worker.poll_interval(),
             self.config.worker.lease(),
+            self.config.limits.clone(),
             shutdown.clone(),
         ));
         let mut pauses = reconnect_backoff();

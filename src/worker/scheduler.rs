@@ -1,6 +1,6 @@
-//! The durable half of retries: every poll, claim the deliveries that are due (scheduled
-//! rounds, and leases that lapsed because a process died) and deliver them, bounded by
-//! `worker.scheduler_concurrency`.
+//! The durable half of retries: every poll, start the workflow steps that are due, then
+//! claim the deliveries that are due (scheduled rounds, new workflow steps, and leases that
+//! lapsed because a process died) and deliver them, bounded by `worker.scheduler_concurrency`.
 
 use std::sync::Arc;
 
@@ -15,6 +15,10 @@ pub async fn run(deliverer: Deliverer, config: WorkerConfig, shutdown: Cancellat
     let slots = Arc::new(Semaphore::new(config.scheduler_concurrency));
     let running = TaskTracker::new();
     while !shutdown.is_cancelled() {
+        // Workflow steps that are due start first: they queue deliveries claimed just below.
+        if let Err(error) = crate::otp::workflow::advance_due(deliverer.pool(), 100, deliverer.limits()).await {
+            tracing::warn!(%error, "could not start due workflow steps");
+        }
         let (asked, claimed) = claim_and_spawn(&deliverer, &slots, &running).await;
         // A full batch means more may be due: look again at once.
         if asked == 0 || claimed < asked {

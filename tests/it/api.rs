@@ -272,7 +272,7 @@ async fn every_provider_request_keeps_its_message_id_and_a_resend_keeps_the_firs
 #[sqlx::test]
 async fn a_number_the_provider_refuses_fails_at_once_with_the_providers_code(pool: PgPool) {
     let api = Api::start_with(pool, |h| {
-        let twilio = json!({"kind": "twilio", "account_sid": "AC1", "auth_token": "t",
+        let twilio = json!({"kind": "twilio", "account_sid": "AC1", "auth_token": "twilio-auth-token-1",
                             "messaging_service_sid": "MG1", "base_url": h.provider.uri()});
         h.set("providers.fake", twilio);
     })

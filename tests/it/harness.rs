@@ -248,6 +248,8 @@ impl Harness {
             error: Some(json!({"reason": "rate_limited"})),
             metadata: Some(json!({"order": 42})),
             callback_url: Some(url.into()),
+            step: None,
+            fallback: None,
         };
         let mut conn = self.pool.acquire().await.expect("conn");
         otp_courier::callbacks::outbox::record(

@@ -19,3 +19,4 @@ mod retries;
 mod secrecy;
 mod security;
 mod ssrf;
+mod workflows;

@@ -20,7 +20,7 @@ use crate::harness::wait_until;
 
 const SID: &str = "AC0123";
 const TOKEN: &str = "twilio-auth-token";
-const META_SECRET: &str = "meta-app-secret";
+const META_SECRET: &str = "meta-app-secret-0123";
 const JSON_SECRET: &str = "a-shared-receipt-secret";
 const LONG: Duration = Duration::from_secs(15);
 
@@ -165,6 +165,15 @@ impl Api {
             .expect("count")
     }
 
+    /// Stored raw receipts whose text holds `needle`.
+    async fn raw_receipts_holding(&self, needle: &str) -> i64 {
+        sqlx::query_scalar("select count(*) from delivery_receipts where raw::text like '%' || $1 || '%'")
+            .bind(needle)
+            .fetch_one(&self.harness.pool)
+            .await
+            .expect("count")
+    }
+
     async fn event_count(&self, event: &str) -> usize {
         self.harness.events().await.iter().filter(|e| *e == event).count()
     }
@@ -207,6 +216,8 @@ async fn a_twilio_receipt_signed_as_twilio_signs_moves_the_otp_and_a_forged_one_
         ("MessageSid", "SM0"),
         ("MessageStatus", "delivered"),
         ("ApiVersion", "2010-04-01"),
+        ("To", "+14155550123"),
+        ("From", "+14155550100"),
     ];
 
     // Forged: another key; replayed with a changed body; no signature at all.
@@ -267,6 +278,7 @@ async fn a_twilio_receipt_signed_as_twilio_signs_moves_the_otp_and_a_forged_one_
         .map(|r| r["providerStatus"].as_str().expect("providerStatus"))
         .collect();
     assert_eq!(seen, ["delivered", "sent", "delivered"]);
+    assert_eq!(api.raw_receipts_holding("+1415555").await, 0, "no number is kept");
 
     // The otp.delivered callback goes out signed.
     wait_until("the otp.delivered callback", LONG, || async {
@@ -489,6 +501,7 @@ async fn whatsapp_cloud_receipts_need_metas_handshake_token_and_body_signature(p
     assert_eq!(attempts["deliveries"][0]["receiptStatus"], "read");
     assert_eq!(api.event_count("otp.delivered").await, 1);
     assert_eq!(api.event_count("otp.undelivered").await, 1);
+    assert_eq!(api.raw_receipts_holding("1415555").await, 0, "no recipient_id is kept");
     api.finish().await;
 }
 

@@ -106,10 +106,10 @@ pub(super) fn read(auth_token: &str, inbound: &Inbound<'_>) -> Result<Answer, Re
     let Some(status) = status(&provider_status) else {
         return Ok(Answer::Receipts(Vec::new()));
     };
-    // Status callbacks carry no message text; `Body` is dropped should one ever come.
+    // Kept: what says which message and what became of it; never the numbers or a text.
     let raw: Map<String, Value> = params
         .iter()
-        .filter(|(k, _)| k != "Body")
+        .filter(|(k, _)| KEPT.contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), Value::String(v.clone())))
         .collect();
     Ok(Answer::Receipts(vec![Receipt {
@@ -120,6 +120,18 @@ pub(super) fn read(auth_token: &str, inbound: &Inbound<'_>) -> Result<Answer, Re
         raw: Value::Object(raw),
     }]))
 }
+
+/// The fields of a status callback a stored receipt keeps.
+const KEPT: [&str; 8] = [
+    "MessageSid",
+    "SmsSid",
+    "MessageStatus",
+    "SmsStatus",
+    "ErrorCode",
+    "AccountSid",
+    "MessagingServiceSid",
+    "ApiVersion",
+];
 
 /// Twilio's message statuses in ours; statuses of incoming messages are not ours to track.
 fn status(twilio: &str) -> Option<ReceiptStatus> {

@@ -75,12 +75,22 @@ fn statuses(app_secret: Option<&Secret>, inbound: &Inbound<'_>) -> Result<Answer
                 Value::String(s) if s.len() <= 16 => Some(s.clone()),
                 _ => None,
             });
+            // Kept: the message, its status and errors; never `recipient_id` (a number).
+            let raw: serde_json::Map<String, Value> = item
+                .as_object()
+                .map(|o| {
+                    o.iter()
+                        .filter(|(k, _)| matches!(k.as_str(), "id" | "status" | "timestamp" | "errors"))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
             receipts.push(Receipt {
                 message_id: id.to_string(),
                 status,
                 provider_status: meta_status.to_string(),
                 code,
-                raw: item.clone(),
+                raw: Value::Object(raw),
             });
         }
     }
