@@ -176,6 +176,13 @@ pub struct CreateAppArgs {
     /// Countries the app may send to, comma-separated ISO codes (FR,BE); default all.
     #[arg(long, value_delimiter = ',')]
     pub countries: Option<Vec<String>>,
+    /// Countries calls may go to, comma-separated ISO codes; default: those of --countries.
+    #[arg(long, value_delimiter = ',')]
+    pub voice_countries: Option<Vec<String>>,
+    /// A voice template, LANG=TEXT or just TEXT for the default (repeatable):
+    /// --voice 'fr=Votre code est {{pin_spoken}}. Je répète : {{pin_spoken}}.'
+    #[arg(long = "voice")]
+    pub voice: Vec<String>,
     /// Default channel workflow, as JSON:
     /// '[{"channel":"sms","timeoutSeconds":60},{"channel":"whatsapp"}]'
     #[arg(long)]
@@ -448,6 +455,15 @@ async fn create_app(config: &Config, args: CreateAppArgs) -> anyhow::Result<()> 
     if let Some(default) = args.template {
         templates.insert(String::new(), default);
     }
+    for voice in args.voice {
+        match voice
+            .split_once('=')
+            .filter(|(tag, _)| !tag.is_empty() && !tag.contains(' '))
+        {
+            Some((tag, text)) => templates.insert(format!("voice_{tag}"), text.to_string()),
+            None => templates.insert("voice".to_string(), voice),
+        };
+    }
     let app = NewApp {
         name: args.name.unwrap_or_else(|| args.id.clone()),
         id: args.id,
@@ -459,6 +475,7 @@ async fn create_app(config: &Config, args: CreateAppArgs) -> anyhow::Result<()> 
         routing: args.routes.into_iter().collect(),
         broker_user: args.broker_user,
         country_allowlist: args.countries,
+        voice_country_allowlist: args.voice_countries,
         workflow: args
             .workflow
             .as_deref()

@@ -32,6 +32,8 @@ pub struct SendJob {
     pub from: Option<Sender>,
     pub language: Option<Locale>,
     pub templates: TemplateSet,
+    /// `template_voice` and `template_voice_<lang>`: what a call says.
+    pub voice_templates: TemplateSet,
     pub ttl: Option<Ttl>,
     pub max_attempts: MaxAttempts,
     pub pin_type: PinType,
@@ -146,6 +148,7 @@ impl SendJob {
                 None | Some(Value::Null) => None,
                 Some(value) => Some(Metadata::parse(value).map_err(|e| JobError::invalid("metadata", e))?),
             },
+            voice_templates: voice_templates(&mut fields)?,
             templates: templates(&mut fields)?,
             app_id,
         })
@@ -169,6 +172,26 @@ fn app_id(fields: &mut Map<String, Value>, context: Option<&str>) -> Result<AppI
 }
 
 /// `template` and every `template_<lang>` key.
+/// `template_voice` and `template_voice_<lang>`, taken out before the message templates.
+fn voice_templates(fields: &mut Map<String, Value>) -> Result<TemplateSet, JobError> {
+    let mut set = TemplateSet {
+        default: parse_template(fields, "template_voice")?,
+        localized: BTreeMap::new(),
+    };
+    let keys: Vec<String> = fields
+        .keys()
+        .filter(|k| k.starts_with("template_voice_"))
+        .cloned()
+        .collect();
+    for key in keys {
+        let locale = Locale::parse(&key["template_voice_".len()..]).map_err(|e| JobError::invalid(&key, e))?;
+        if let Some(template) = parse_template(fields, &key)? {
+            set.localized.insert(locale, template);
+        }
+    }
+    Ok(set)
+}
+
 pub(crate) fn templates(fields: &mut Map<String, Value>) -> Result<TemplateSet, JobError> {
     let mut set = TemplateSet {
         default: parse_template(fields, "template")?,

@@ -81,6 +81,8 @@ pub enum Channel {
     #[default]
     Sms,
     Whatsapp,
+    /// A phone call that reads the code (numbers only).
+    Voice,
 }
 
 impl Channel {
@@ -88,13 +90,15 @@ impl Channel {
         match self {
             Channel::Sms => "sms",
             Channel::Whatsapp => "whatsapp",
+            Channel::Voice => "voice",
         }
     }
     pub fn parse(input: &str) -> Result<Self, &'static str> {
         match input {
             "sms" => Ok(Channel::Sms),
             "whatsapp" => Ok(Channel::Whatsapp),
-            _ => Err("channel must be \"sms\" or \"whatsapp\""),
+            "voice" => Ok(Channel::Voice),
+            _ => Err("channel must be \"sms\", \"whatsapp\" or \"voice\""),
         }
     }
 }

@@ -1,5 +1,7 @@
-//! Message templates: `{{pin}}` is required; `{{ttl_minutes}}` and `{{from}}` are optional;
-//! anything else in braces is an error, so a typo never reaches a user's phone.
+//! Message templates: `{{pin}}` (or, for voice, `{{pin_spoken}}`: the digits one by one,
+//! `4, 8, 1, 5`, so text-to-speech does not read a number) is required; `{{ttl_minutes}}`
+//! and `{{from}}` are optional; anything else in braces is an error, so a typo never
+//! reaches a user's phone.
 
 use crate::message::pin::Pin;
 
@@ -14,6 +16,7 @@ pub struct Template {
 enum Part {
     Text(String),
     Pin,
+    PinSpoken,
     TtlMinutes,
     From,
 }
@@ -24,9 +27,9 @@ pub enum TemplateError {
     Empty,
     #[error("template is longer than {max} characters")]
     TooLong { max: usize },
-    #[error("template must contain {{{{pin}}}}")]
+    #[error("template must contain {{{{pin}}}} or {{{{pin_spoken}}}}")]
     NoPin,
-    #[error("unknown placeholder {{{{{0}}}}}: allowed are pin, ttl_minutes and from")]
+    #[error("unknown placeholder {{{{{0}}}}}: allowed are pin, pin_spoken, ttl_minutes and from")]
     UnknownPlaceholder(String),
     #[error("a {{{{ is not closed by }}}}")]
     Unclosed,
@@ -57,7 +60,7 @@ impl Template {
             return Err(TemplateError::ControlCharacter);
         }
         let parts = split(source)?;
-        if !parts.contains(&Part::Pin) {
+        if !parts.contains(&Part::Pin) && !parts.contains(&Part::PinSpoken) {
             return Err(TemplateError::NoPin);
         }
         Ok(Self {
@@ -87,12 +90,47 @@ impl Template {
             match part {
                 Part::Text(text) => out.push_str(text),
                 Part::Pin => out.push_str(pin),
+                Part::PinSpoken => out.push_str(&spoken(pin)),
                 Part::TtlMinutes => out.push_str(&ttl_minutes.to_string()),
                 Part::From => out.push_str(from),
             }
         }
         out
     }
+}
+
+/// The voice templates built in, by language: each says the code twice.
+pub const VOICE_DEFAULTS: [(&str, &str); 6] = [
+    (
+        "en",
+        "Your verification code is {{pin_spoken}}. Again, your code is {{pin_spoken}}.",
+    ),
+    (
+        "fr",
+        "Votre code de vérification est {{pin_spoken}}. Je répète : {{pin_spoken}}.",
+    ),
+    (
+        "es",
+        "Su código de verificación es {{pin_spoken}}. Repito: {{pin_spoken}}.",
+    ),
+    (
+        "de",
+        "Ihr Bestätigungscode lautet {{pin_spoken}}. Ich wiederhole: {{pin_spoken}}.",
+    ),
+    (
+        "pt",
+        "O seu código de verificação é {{pin_spoken}}. Repito: {{pin_spoken}}.",
+    ),
+    (
+        "it",
+        "Il suo codice di verifica è {{pin_spoken}}. Ripeto: {{pin_spoken}}.",
+    ),
+];
+
+/// The code as text-to-speech should read it: one character at a time, `4, 8, 1, 5`.
+pub fn spoken(pin: &str) -> String {
+    let characters: Vec<String> = pin.chars().map(String::from).collect();
+    characters.join(", ")
 }
 
 fn split(source: &str) -> Result<Vec<Part>, TemplateError> {
@@ -106,6 +144,7 @@ fn split(source: &str) -> Result<Vec<Part>, TemplateError> {
         let close = after.find("}}").ok_or(TemplateError::Unclosed)?;
         parts.push(match after[..close].trim() {
             "pin" => Part::Pin,
+            "pin_spoken" => Part::PinSpoken,
             "ttl_minutes" => Part::TtlMinutes,
             "from" => Part::From,
             other => return Err(TemplateError::UnknownPlaceholder(other.chars().take(32).collect())),
@@ -121,6 +160,18 @@ fn split(source: &str) -> Result<Vec<Part>, TemplateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_spoken_pin_is_read_digit_by_digit() {
+        let template = Template::parse("Your code is {{pin_spoken}}. Again: {{pin_spoken}}.").expect("valid");
+        let pin = Pin::from_digits_for_tests("481516");
+        let text = template.render(&Values {
+            pin: &pin,
+            ttl_minutes: 5,
+            from: "",
+        });
+        assert_eq!(text, "Your code is 4, 8, 1, 5, 1, 6. Again: 4, 8, 1, 5, 1, 6.");
+    }
     use crate::domain::OtpId;
     use crate::message::pin::{derive, PinInput, PinKey, PinLength, PinType};
 

@@ -527,13 +527,15 @@ async fn insert_attempts(conn: &mut PgConnection, rounds: &[(&Claim, &[Attempt])
         .iter()
         .map(|(_, a)| a.poll.map(|p| p.deadline_seconds as f64))
         .collect();
+    let channels: Vec<String> = rows.iter().map(|(c, _)| c.channel.clone()).collect();
     // Messages of providers that must be asked about their fate get their first poll.
     sqlx::query!(
         r#"with rows as (
                select * from unnest($1::uuid[], $2::int[], $3::text[], $4::timestamptz[], $5::int[], $6::text[],
-                                    $7::int[], $8::text[], $9::text[], $10::text[], $11::float8[], $12::float8[])
+                                    $7::int[], $8::text[], $9::text[], $10::text[], $11::float8[], $12::float8[],
+                                    $13::text[])
                    as t(otp_id, claim, provider, started_at, latency_ms, outcome, http_status, error,
-                        message_id, provider_code, poll_first, poll_for)
+                        message_id, provider_code, poll_first, poll_for, channel)
            ), inserted as (
                insert into delivery_attempts (otp_id, claim, provider, started_at, latency_ms, outcome, http_status,
                                               error, message_id, provider_code)
@@ -542,9 +544,9 @@ async fn insert_attempts(conn: &mut PgConnection, rounds: &[(&Claim, &[Attempt])
                from rows
                returning id, provider, message_id
            )
-           insert into receipt_polls (attempt_id, provider, message_id, next_at, deadline)
+           insert into receipt_polls (attempt_id, provider, message_id, next_at, deadline, channel)
            select i.id, i.provider, i.message_id, now() + make_interval(secs => r.poll_first),
-                  now() + make_interval(secs => r.poll_for)
+                  now() + make_interval(secs => r.poll_for), r.channel
            from inserted i join rows r on r.provider = i.provider and r.message_id = i.message_id
            where r.poll_first is not null
            on conflict do nothing"#,
@@ -560,6 +562,7 @@ async fn insert_attempts(conn: &mut PgConnection, rounds: &[(&Claim, &[Attempt])
         &codes as &[Option<String>],
         &poll_first as &[Option<f64>],
         &poll_for as &[Option<f64>],
+        &channels,
     )
     .execute(conn)
     .await?;

@@ -150,7 +150,26 @@ pub fn resolve(
         .or_else(|| app.workflow.clone().filter(|_| !job.channel_given));
     let channel = workflow.as_ref().map_or(job.channel, Workflow::first_channel);
     let provider = route(channel)?;
-    let (locale, template) = choose_template(&job, app).ok_or(Rejection::NoTemplate)?;
+    let channels: Vec<Channel> = workflow
+        .as_ref()
+        .map_or(vec![channel], |w| w.steps().iter().map(|s| s.channel).collect());
+    if channels.contains(&Channel::Voice) {
+        check_voice(&job, app)?;
+    }
+    // What each channel says: a call its voice template, a message the message template.
+    let message = if channels.iter().any(|c| *c != Channel::Voice) {
+        Some(choose_template(&job, app).ok_or(Rejection::NoTemplate)?)
+    } else {
+        None
+    };
+    let voice = channels
+        .contains(&Channel::Voice)
+        .then(|| choose_voice_template(&job, app));
+    let said_on = |channel: Channel| match channel {
+        Channel::Voice => voice.clone().expect("chosen when a voice step exists"),
+        _ => message.clone().expect("chosen when a message step exists"),
+    };
+    let (locale, template) = said_on(channel);
     let sender = job
         .from
         .as_ref()
@@ -174,10 +193,13 @@ pub fn resolve(
                 .steps()
                 .iter()
                 .map(|step| {
+                    let (locale, template) = said_on(step.channel);
                     Ok(serde_json::json!({
                         "channel": step.channel,
                         "timeoutSeconds": step.timeout_seconds,
                         "provider": route(step.channel)?,
+                        "template": template.source(),
+                        "locale": locale.as_str(),
                     }))
                 })
                 .collect::<Result<Vec<Value>, Rejection>>()?;
@@ -236,6 +258,64 @@ fn choose_template(job: &SendJob, app: &App) -> Option<(Locale, Template)> {
         .or_else(|| job.templates.default.clone().map(|t| (app.default_locale.clone(), t)))
         .or_else(|| localized(&app.templates.localized))
         .or_else(|| app.templates.default.clone().map(|t| (app.default_locale.clone(), t)))
+}
+
+/// A call reads digits, and goes only where the app sends calls.
+fn check_voice(job: &SendJob, app: &App) -> Result<(), Rejection> {
+    if job.pin_type != crate::message::pin::PinType::Numbers {
+        return Err(Rejection::Job(JobError::Invalid {
+            field: "pinType".into(),
+            reason: "a call (or a workflow with a voice step) reads digits: it needs pinType numbers".into(),
+        }));
+    }
+    if let Some(allowed) = app.voice_country_allowlist.as_ref().or(app.country_allowlist.as_ref()) {
+        let region = job.phone.region().unwrap_or("unknown");
+        if !allowed.iter().any(|r| r == region) {
+            return Err(Rejection::CountryNotAllowed(format!("{region} by voice")));
+        }
+    }
+    Ok(())
+}
+
+/// What a call says: the job's `template_voice…` or the app's voice templates, by the
+/// locale rules of messages; else the built-in voice template of the language.
+fn choose_voice_template(job: &SendJob, app: &App) -> (Locale, Template) {
+    let country = job.phone.region().and_then(language_of_region);
+    let wanted: Vec<&Locale> = job.language.iter().chain(country.iter()).collect();
+    let localized = |set: &std::collections::BTreeMap<Locale, Template>| {
+        wanted
+            .iter()
+            .find_map(|w| best_match(w, set))
+            .map(|(l, t)| (l.clone(), t.clone()))
+    };
+    let built_in: std::collections::BTreeMap<Locale, Template> = crate::message::template::VOICE_DEFAULTS
+        .iter()
+        .filter_map(|(tag, text)| Some((Locale::parse(tag).ok()?, Template::parse(text).ok()?)))
+        .collect();
+    localized(&job.voice_templates.localized)
+        .or_else(|| {
+            job.voice_templates
+                .default
+                .clone()
+                .map(|t| (app.default_locale.clone(), t))
+        })
+        .or_else(|| localized(&app.voice_templates.localized))
+        .or_else(|| {
+            app.voice_templates
+                .default
+                .clone()
+                .map(|t| (app.default_locale.clone(), t))
+        })
+        .or_else(|| localized(&built_in))
+        .or_else(|| best_match(&app.default_locale, &built_in).map(|(l, t)| (l.clone(), t.clone())))
+        .unwrap_or_else(|| {
+            let english = Locale::parse("en").expect("en is a locale");
+            let template = built_in
+                .get(&english)
+                .cloned()
+                .expect("an English voice template is built in");
+            (english, template)
+        })
 }
 
 /// What a job's send is counted against.

@@ -200,6 +200,7 @@ struct Poll {
     attempt_id: i64,
     provider: String,
     message_id: String,
+    channel: String,
     polls: i32,
     deadline: OffsetDateTime,
 }
@@ -222,7 +223,7 @@ pub async fn poll_due(
          )
          update receipt_polls p set next_at = now() + make_interval(secs => $2), polls = p.polls + 1
          from due where p.attempt_id = due.attempt_id
-         returning p.attempt_id, p.provider, p.message_id, p.polls, p.deadline",
+         returning p.attempt_id, p.provider, p.message_id, p.channel, p.polls, p.deadline",
         limit,
         lease.as_secs_f64()
     )
@@ -248,7 +249,8 @@ async fn poll_one(pool: &PgPool, providers: &Providers, poll: &Poll, limits: &Li
             .await?;
         return Ok(());
     };
-    let answer = provider.poll(&poll.message_id).await;
+    let channel = crate::domain::Channel::parse(&poll.channel).unwrap_or_default();
+    let answer = provider.poll(&poll.message_id, channel).await;
     let mut tx = pool.begin().await?;
     let mut done = false;
     match answer {

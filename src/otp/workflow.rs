@@ -91,6 +91,9 @@ pub async fn advance(
            set workflow_step = o.workflow_step + 1,
                channel = o.workflow->(o.workflow_step + 1)->>'channel',
                provider = o.workflow->(o.workflow_step + 1)->>'provider',
+               -- What the step's channel says (a call its voice template), in its locale.
+               template = coalesce(o.workflow->(o.workflow_step + 1)->>'template', o.template),
+               locale = coalesce(o.workflow->(o.workflow_step + 1)->>'locale', o.locale),
                delivery = 'queued', next_attempt_at = now(),
                -- A round of the step left that is still running can no longer record.
                delivery_claims = o.delivery_claims + 1, claims_base = o.delivery_claims + 1,

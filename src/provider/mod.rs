@@ -1,4 +1,4 @@
-//! SMS and WhatsApp providers. Each turns a rendered message into one HTTP request (or a
+//! SMS, WhatsApp and voice providers. Each turns a rendered message into one HTTP request (or a
 //! line in a file) and classifies what went wrong where it happened: timeouts, connection
 //! errors, 5xx and 429 are worth retrying; any other answer is final.
 
@@ -283,10 +283,10 @@ impl Provider {
         }
     }
 
-    /// Asks the provider for a message's status; `None`: no status we know yet.
-    pub async fn poll(&self, message_id: &str) -> Result<Option<receipt::Receipt>, SendError> {
+    /// Asks the provider for a message's (or call's) status; `None`: no status we know yet.
+    pub async fn poll(&self, message_id: &str, channel: Channel) -> Result<Option<receipt::Receipt>, SendError> {
         match self {
-            Provider::Xoxzo(p) => p.poll(message_id).await,
+            Provider::Xoxzo(p) => p.poll(message_id, channel).await,
             _ => Err(SendError::Config("this provider is not polled".into())),
         }
     }

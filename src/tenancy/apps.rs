@@ -19,6 +19,10 @@ pub struct App {
     pub name: String,
     pub default_from: Option<Sender>,
     pub templates: TemplateSet,
+    /// Templates for calls (`{{pin_spoken}}` reads the code digit by digit).
+    pub voice_templates: TemplateSet,
+    /// Countries calls may go to; null: those of `country_allowlist`.
+    pub voice_country_allowlist: Option<Vec<String>>,
     pub default_locale: Locale,
     pub default_ttl: Option<Ttl>,
     pub callback_url: Option<String>,
@@ -42,6 +46,8 @@ pub struct NewApp {
     pub routing: BTreeMap<String, String>,
     pub broker_user: Option<String>,
     pub country_allowlist: Option<Vec<String>>,
+    /// Countries calls may go to (voice pumping costs more than SMS); default: `country_allowlist`.
+    pub voice_country_allowlist: Option<Vec<String>>,
     /// A default channel workflow, as a job gives it (`[{"channel": "sms", "timeoutSeconds": 60}, ...]`).
     pub workflow: Option<Value>,
 }
@@ -75,7 +81,7 @@ pub async fn create(pool: &PgPool, new: &NewApp) -> Result<(), AppError> {
     if let Some(from) = &new.default_from {
         Sender::parse(from).map_err(|e| invalid("default_from", e))?;
     }
-    template_set(&new.templates).map_err(|(key, reason)| invalid(&format!("templates[{key}]"), reason))?;
+    template_sets(&new.templates).map_err(|(key, reason)| invalid(&format!("templates[{key}]"), reason))?;
     let default_locale =
         Locale::parse(new.default_locale.as_deref().unwrap_or("en")).map_err(|e| invalid("default_locale", e))?;
     if let Some(ttl) = new.default_ttl_seconds {
@@ -88,20 +94,21 @@ pub async fn create(pool: &PgPool, new: &NewApp) -> Result<(), AppError> {
     for channel in new.routing.keys() {
         Channel::parse(channel).map_err(|e| invalid("routing", e))?;
     }
-    let regions = new
-        .country_allowlist
-        .as_ref()
-        .map(|list| list.iter().map(|r| r.to_ascii_uppercase()).collect::<Vec<_>>());
-    if regions
-        .iter()
-        .flatten()
-        .any(|r| r.len() != 2 || !r.bytes().all(|b| b.is_ascii_alphabetic()))
-    {
-        return Err(invalid(
-            "country_allowlist",
-            "entries must be ISO 3166-1 alpha-2 codes such as FR",
-        ));
-    }
+    let regions = |field: &str, list: &Option<Vec<String>>| {
+        let regions = list
+            .as_ref()
+            .map(|list| list.iter().map(|r| r.to_ascii_uppercase()).collect::<Vec<_>>());
+        if regions
+            .iter()
+            .flatten()
+            .any(|r| r.len() != 2 || !r.bytes().all(|b| b.is_ascii_alphabetic()))
+        {
+            return Err(invalid(field, "entries must be ISO 3166-1 alpha-2 codes such as FR"));
+        }
+        Ok(regions)
+    };
+    let voice_regions = regions("voice_country_allowlist", &new.voice_country_allowlist)?;
+    let regions = regions("country_allowlist", &new.country_allowlist)?;
     if let Some(workflow) = &new.workflow {
         let workflow = Workflow::parse(workflow).map_err(|e| invalid("workflow", e))?;
         let ttl = new.default_ttl_seconds.unwrap_or(Ttl::DEFAULT.seconds().into());
@@ -114,8 +121,9 @@ pub async fn create(pool: &PgPool, new: &NewApp) -> Result<(), AppError> {
     }
     sqlx::query!(
         "insert into apps (id, name, default_from, templates, default_locale, default_ttl_seconds,
-                           callback_url, routing, broker_user, country_allowlist, workflow)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                           callback_url, routing, broker_user, country_allowlist, workflow,
+                           voice_country_allowlist)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         new.id,
         new.name,
         new.default_from,
@@ -127,6 +135,7 @@ pub async fn create(pool: &PgPool, new: &NewApp) -> Result<(), AppError> {
         new.broker_user,
         regions.as_deref(),
         new.workflow,
+        voice_regions.as_deref(),
     )
     .execute(pool)
     .await
@@ -238,13 +247,14 @@ struct AppRow {
     broker_user: Option<String>,
     country_allowlist: Option<Vec<String>>,
     workflow: Option<Value>,
+    voice_country_allowlist: Option<Vec<String>>,
 }
 
 async fn fetch(pool: &PgPool, ids: &[String]) -> Result<Vec<AppRow>, sqlx::Error> {
     sqlx::query_as!(
         AppRow,
         "select id, name, default_from, templates, default_locale, default_ttl_seconds, callback_url,
-                routing, broker_user, country_allowlist, workflow
+                routing, broker_user, country_allowlist, workflow, voice_country_allowlist
          from apps where id = any($1)",
         ids
     )
@@ -262,6 +272,7 @@ impl AppRow {
             serde_json::from_value(self.templates.clone()).map_err(|e| corrupt(e.to_string()))?;
         let routing: BTreeMap<Channel, String> =
             serde_json::from_value(self.routing.clone()).map_err(|e| corrupt(e.to_string()))?;
+        let sets = template_sets(&templates).map_err(|(key, reason)| corrupt(format!("template {key}: {reason}")))?;
         Ok(App {
             id: AppId::parse(&self.id).map_err(|e| corrupt(e.into()))?,
             name: self.name.clone(),
@@ -271,8 +282,8 @@ impl AppRow {
                 .map(Sender::parse)
                 .transpose()
                 .map_err(|e| corrupt(e.into()))?,
-            templates: template_set(&templates)
-                .map_err(|(key, reason)| corrupt(format!("template {key}: {reason}")))?,
+            templates: sets.0,
+            voice_templates: sets.1,
             default_locale: Locale::parse(&self.default_locale).map_err(|e| corrupt(e.into()))?,
             default_ttl: self
                 .default_ttl_seconds
@@ -283,6 +294,7 @@ impl AppRow {
             routing,
             broker_user: self.broker_user.clone(),
             country_allowlist: self.country_allowlist.clone(),
+            voice_country_allowlist: self.voice_country_allowlist.clone(),
             workflow: self
                 .workflow
                 .as_ref()
@@ -301,16 +313,22 @@ pub async fn list(pool: &PgPool) -> Result<Vec<(String, String, Value)>, AppErro
     Ok(rows.into_iter().map(|r| (r.id, r.name, r.routing)).collect())
 }
 
-fn template_set(templates: &BTreeMap<String, String>) -> Result<TemplateSet, (String, String)> {
-    let mut set = TemplateSet::default();
+/// The app's message templates and its voice templates: keys `""` and a BCP-47 tag for
+/// messages, `voice` and `voice_<tag>` for calls.
+fn template_sets(templates: &BTreeMap<String, String>) -> Result<(TemplateSet, TemplateSet), (String, String)> {
+    let (mut messages, mut voice) = (TemplateSet::default(), TemplateSet::default());
     for (key, source) in templates {
         let template = Template::parse(source).map_err(|e| (key.clone(), e.to_string()))?;
-        if key.is_empty() {
+        let (set, tag) = match key.strip_prefix("voice") {
+            Some(rest) if rest.is_empty() || rest.starts_with('_') => (&mut voice, rest.trim_start_matches('_')),
+            _ => (&mut messages, key.as_str()),
+        };
+        if tag.is_empty() {
             set.default = Some(template);
         } else {
-            let locale = Locale::parse(key).map_err(|e| (key.clone(), e.to_string()))?;
+            let locale = Locale::parse(tag).map_err(|e| (key.clone(), e.to_string()))?;
             set.localized.insert(locale, template);
         }
     }
-    Ok(set)
+    Ok((messages, voice))
 }

@@ -19,4 +19,5 @@ mod retries;
 mod secrecy;
 mod security;
 mod ssrf;
+mod voice;
 mod workflows;

@@ -35,9 +35,12 @@ impl Twilio {
     }
 
     pub(super) async fn send(&self, message: &Message<'_>) -> Result<Accepted, SendError> {
+        if message.channel == Channel::Voice {
+            return self.call(message).await;
+        }
         let address = |number: &str| match message.channel {
-            Channel::Sms => number.to_string(),
             Channel::Whatsapp => format!("whatsapp:{number}"),
+            _ => number.to_string(),
         };
         let mut form = vec![("To", address(message.to))];
         match (&self.config.content_sid, message.channel) {
@@ -80,11 +83,94 @@ impl Twilio {
     }
 }
 
+impl Twilio {
+    /// A call that says the message: `POST /2010-04-01/Accounts/{sid}/Calls.json` with inline
+    /// `Twiml` (`<Say>` in the OTP's language) and the call's outcome as its receipt.
+    async fn call(&self, message: &Message<'_>) -> Result<Accepted, SendError> {
+        let from = message
+            .from
+            .filter(|f| f.starts_with('+') || f.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or_else(|| SendError::Config("a twilio call needs a phone number as sender (from)".into()))?;
+        let twiml = format!(
+            "<Response><Say language=\"{}\">{}</Say></Response>",
+            say_language(message.locale),
+            xml_escape(message.text)
+        );
+        let mut form = vec![
+            ("To", message.to.to_string()),
+            ("From", from.to_string()),
+            ("Twiml", twiml),
+        ];
+        if let Some(url) = &self.receipt_url {
+            form.push(("StatusCallback", url.clone()));
+        }
+        let url = format!(
+            "{}/2010-04-01/Accounts/{}/Calls.json",
+            self.config.base_url.trim_end_matches('/'),
+            self.config.account_sid
+        );
+        let request = self
+            .http
+            .client
+            .post(url)
+            .basic_auth(&self.config.account_sid, Some(self.config.auth_token.expose()))
+            .form(&form);
+        let body = self.http.execute(request, message.pin, CodeShape::Twilio).await?;
+        Ok(Accepted {
+            message_id: json_str(&body, "/sid"),
+        })
+    }
+}
+
+/// The language `<Say>` speaks for a locale: its own region where it has one (`pt-BR`),
+/// else the language's usual one.
+fn say_language(locale: &str) -> String {
+    let mut parts = locale.split('-');
+    let language = parts.next().unwrap_or("en").to_ascii_lowercase();
+    if let Some(region) = parts.find(|p| p.len() == 2) {
+        return format!("{language}-{}", region.to_ascii_uppercase());
+    }
+    let region = match language.as_str() {
+        "en" => "US",
+        "pt" => "PT",
+        "ja" => "JP",
+        "zh" => "CN",
+        "ko" => "KR",
+        "da" => "DK",
+        "sv" => "SE",
+        "nb" | "no" => "NO",
+        other => return format!("{other}-{}", other.to_ascii_uppercase()),
+    };
+    format!("{language}-{region}")
+}
+
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&apos;")
+}
+
 pub(super) fn json_str(body: &str, pointer: &str) -> Option<String> {
     let value: serde_json::Value = serde_json::from_str(body).ok()?;
     match value.pointer(pointer)? {
         serde_json::Value::String(s) => Some(s.clone()),
         serde_json::Value::Number(n) => Some(n.to_string()),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_locale_becomes_the_language_say_speaks() {
+        assert_eq!(say_language("fr"), "fr-FR");
+        assert_eq!(say_language("pt-BR"), "pt-BR");
+        assert_eq!(say_language("en"), "en-US");
+        assert_eq!(say_language("zh-Hant-TW"), "zh-TW");
+        assert_eq!(xml_escape("a < b & \"c\""), "a &lt; b &amp; &quot;c&quot;");
     }
 }

@@ -97,13 +97,25 @@ pub(super) fn read(auth_token: &str, inbound: &Inbound<'_>) -> Result<Answer, Re
         return Err(Refused::BadSignature);
     }
     let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    let message_id = param("MessageSid")
-        .or_else(|| param("SmsSid"))
-        .ok_or(Refused::Unreadable("no MessageSid"))?;
-    let provider_status = param("MessageStatus")
-        .or_else(|| param("SmsStatus"))
-        .ok_or(Refused::Unreadable("no MessageStatus"))?;
-    let Some(status) = status(&provider_status) else {
+    // A message's status callback, or a call's.
+    let (message_id, provider_status, status) = match param("CallSid") {
+        Some(call) => {
+            let call_status = param("CallStatus").ok_or(Refused::Unreadable("no CallStatus"))?;
+            let status = call_status_of(&call_status);
+            (call, call_status, status)
+        }
+        None => {
+            let message_id = param("MessageSid")
+                .or_else(|| param("SmsSid"))
+                .ok_or(Refused::Unreadable("no MessageSid"))?;
+            let provider_status = param("MessageStatus")
+                .or_else(|| param("SmsStatus"))
+                .ok_or(Refused::Unreadable("no MessageStatus"))?;
+            let status = status(&provider_status);
+            (message_id, provider_status, status)
+        }
+    };
+    let Some(status) = status else {
         return Ok(Answer::Receipts(Vec::new()));
     };
     // Kept: what says which message and what became of it; never the numbers or a text.
@@ -122,7 +134,10 @@ pub(super) fn read(auth_token: &str, inbound: &Inbound<'_>) -> Result<Answer, Re
 }
 
 /// The fields of a status callback a stored receipt keeps.
-const KEPT: [&str; 8] = [
+const KEPT: [&str; 11] = [
+    "CallSid",
+    "CallStatus",
+    "CallDuration",
     "MessageSid",
     "SmsSid",
     "MessageStatus",
@@ -132,6 +147,18 @@ const KEPT: [&str; 8] = [
     "MessagingServiceSid",
     "ApiVersion",
 ];
+
+/// A call's outcome in ours: answered is delivered; busy, no answer, failed or canceled
+/// is undelivered (the next step of a workflow starts).
+fn call_status_of(twilio: &str) -> Option<ReceiptStatus> {
+    Some(match twilio {
+        "queued" | "initiated" | "ringing" => ReceiptStatus::Queued,
+        "in-progress" => ReceiptStatus::Sent,
+        "completed" => ReceiptStatus::Delivered,
+        "busy" | "no-answer" | "failed" | "canceled" => ReceiptStatus::Undelivered,
+        _ => return None,
+    })
+}
 
 /// Twilio's message statuses in ours; statuses of incoming messages are not ours to track.
 fn status(twilio: &str) -> Option<ReceiptStatus> {

@@ -2,7 +2,8 @@
 //! a registered template: `POST /sms/templates/{id}/messages/` (JSON `sender`,
 //! `recipient`, `variables`); without, free text: `POST /sms/messages/` (form `recipient`,
 //! `sender`, `message`), which Xoxzo opens to approved partners only. Delivery status is
-//! asked for with `GET /sms/messages/{msgid}/` (see `receipt`).
+//! asked for with `GET /sms/messages/{msgid}/` (see `receipt`). Voice is a text-to-speech
+//! call, `POST /voice/simple/playbacks/`, whose outcome is asked for at `GET /voice/calls/{callid}/`.
 
 mod receipt;
 
@@ -56,10 +57,43 @@ impl Xoxzo {
         schedule.get(polls).or(schedule.last()).copied().unwrap_or(60)
     }
 
-    /// Asks Xoxzo for a message's status.
-    pub(super) async fn poll(&self, message_id: &str) -> Result<Option<Receipt>, SendError> {
+    /// A call that reads the message: `POST /voice/simple/playbacks/` with `caller`,
+    /// `recipient`, `tts_message` and `tts_lang`; its status is polled like a message's.
+    async fn call(&self, message: &Message<'_>) -> Result<Accepted, SendError> {
+        let caller = message
+            .from
+            .ok_or_else(|| SendError::Config("a xoxzo call needs a caller number (from)".into()))?;
+        let language = message.locale.split('-').next().unwrap_or("en").to_ascii_lowercase();
+        let mut form = vec![
+            ("caller", caller),
+            ("recipient", message.to),
+            ("tts_message", message.text),
+            ("tts_lang", language.as_str()),
+        ];
+        if let Some(callback) = &self.callback_url {
+            form.push(("callbackurl", callback));
+        }
+        let url = format!("{}/voice/simple/playbacks/", self.config.base_url.trim_end_matches('/'));
+        let request = self
+            .http
+            .client
+            .post(url)
+            .basic_auth(&self.config.sid, Some(self.config.auth_token.expose()))
+            .form(&form);
+        let body = self.http.execute(request, message.pin, CodeShape::Xoxzo).await?;
+        Ok(Accepted {
+            message_id: json_str(&body, "/0/callid").or_else(|| json_str(&body, "/callid")),
+        })
+    }
+
+    /// Asks Xoxzo for a message's (or a call's) status.
+    pub(super) async fn poll(&self, message_id: &str, channel: Channel) -> Result<Option<Receipt>, SendError> {
+        let path = match channel {
+            Channel::Voice => "voice/calls",
+            _ => "sms/messages",
+        };
         let url = format!(
-            "{}/sms/messages/{}/",
+            "{}/{path}/{}/",
             self.config.base_url.trim_end_matches('/'),
             url::form_urlencoded::byte_serialize(message_id.as_bytes()).collect::<String>()
         );
@@ -69,14 +103,21 @@ impl Xoxzo {
             .get(url)
             .basic_auth(&self.config.sid, Some(self.config.auth_token.expose()));
         let body = self.http.fetch(request).await?;
-        Ok(receipt::read_status(message_id, &body))
+        Ok(match channel {
+            Channel::Voice => receipt::read_call_status(message_id, &body),
+            _ => receipt::read_status(message_id, &body),
+        })
     }
 
     pub(super) async fn send(&self, message: &Message<'_>) -> Result<Accepted, SendError> {
-        if message.channel != Channel::Sms {
-            return Err(SendError::Config(
-                "xoxzo sends SMS only; route whatsapp elsewhere".into(),
-            ));
+        match message.channel {
+            Channel::Sms => {}
+            Channel::Voice => return self.call(message).await,
+            Channel::Whatsapp => {
+                return Err(SendError::Config(
+                    "xoxzo sends SMS and calls only; route whatsapp elsewhere".into(),
+                ))
+            }
         }
         let sender = message
             .from

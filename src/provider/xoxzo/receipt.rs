@@ -70,6 +70,39 @@ pub(super) fn read_status(message_id: &str, body: &str) -> Option<Receipt> {
     })
 }
 
+/// A call's status answer in our terms: answered is delivered; no answer, busy or failed is
+/// undelivered; ringing or in progress is not final yet.
+pub(super) fn read_call_status(call_id: &str, body: &str) -> Option<Receipt> {
+    let value: Value = serde_json::from_str(body).ok()?;
+    let provider_status = value.get("status")?.as_str()?.to_string();
+    let status = match provider_status.to_ascii_uppercase().replace(['_', '-'], " ").as_str() {
+        "ANSWERED" | "COMPLETED" | "DELIVERED" => ReceiptStatus::Delivered,
+        "NO ANSWER" | "NOANSWER" | "BUSY" | "FAILED" | "FAIL" | "CANCELLED" | "CANCELED" | "REJECTED" => {
+            ReceiptStatus::Undelivered
+        }
+        "QUEUED" | "DIALING" | "RINGING" => ReceiptStatus::Queued,
+        "IN PROGRESS" | "INPROGRESS" | "CALLING" => ReceiptStatus::Sent,
+        _ => return None,
+    };
+    let keep = ["callid", "status", "duration", "cost", "url"];
+    let raw = value
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter(|(k, _)| keep.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(Receipt {
+        message_id: call_id.to_string(),
+        status,
+        provider_status,
+        code: None,
+        raw: Value::Object(raw),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
