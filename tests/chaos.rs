@@ -151,6 +151,13 @@ fn final_delivery(n: u64) -> &'static str {
 
 const RECEIPT_SECRET: &str = "chaos-receipt-secret-0123456789";
 
+/// Every 10th job that is to be sent goes SMS, then WhatsApp after 3 s without a
+/// verification; of those, every other one (`n % 20 == 5`) is verified during its SMS step
+/// (`verify_first_steps`).
+fn has_workflow(n: u64) -> bool {
+    n % 10 == 5 && Expect::of(n) == Expect::Sent
+}
+
 fn job(n: u64, callback_url: &str) -> Vec<u8> {
     let phone = match Expect::of(n) {
         Expect::Rejected => "+1415".to_string(),
@@ -158,10 +165,12 @@ fn job(n: u64, callback_url: &str) -> Vec<u8> {
     };
     // Eight alphanumeric characters: a PIN that shows up in a log line cannot be mistaken
     // for a timestamp or a counter.
-    json!({"appId": APP, "phoneNumber": phone, "requestId": request_id(n), "otpCallbackUrl": callback_url,
-           "pinType": "alphanumeric", "pinLength": 8, "ttl": 1800, "metadata": {"n": n}})
-    .to_string()
-    .into_bytes()
+    let mut job = json!({"appId": APP, "phoneNumber": phone, "requestId": request_id(n), "otpCallbackUrl": callback_url,
+           "pinType": "alphanumeric", "pinLength": 8, "ttl": 1800, "metadata": {"n": n}});
+    if has_workflow(n) {
+        job["workflow"] = json!([{"channel": "sms", "timeoutSeconds": 3}, {"channel": "whatsapp"}]);
+    }
+    job.to_string().into_bytes()
 }
 
 fn request_id(n: u64) -> String {
@@ -186,6 +195,7 @@ const TIME_OUT: u8 = 3;
 
 struct ProviderHit {
     otp: String,
+    channel: String,
     text: String,
     at: Duration,
     /// 0: never answered in time.
@@ -214,6 +224,7 @@ async fn provider(State(provider): State<Arc<Provider>>, body: axum::body::Bytes
         let mut hits = provider.hits.lock().expect("lock");
         hits.push(ProviderHit {
             otp: request["otp"].as_str().unwrap_or_default().to_string(),
+            channel: request["channel"].as_str().unwrap_or_default().to_string(),
             text: request["text"].as_str().unwrap_or_default().to_string(),
             at: provider.epoch.elapsed(),
             status,
@@ -250,6 +261,8 @@ async fn provider(State(provider): State<Arc<Provider>>, body: axum::body::Bytes
 struct Callback {
     webhook_id: String,
     event_type: String,
+    /// The workflow step the event is about, for the jobs that have one.
+    step: Option<i64>,
     request_id: String,
 }
 
@@ -275,6 +288,7 @@ async fn receive(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, body
     receiver.hits.lock().expect("lock").push(Callback {
         webhook_id: header("webhook-id"),
         event_type: event["type"].as_str().unwrap_or_default().to_string(),
+        step: event["data"]["step"].as_i64(),
         request_id: event["data"]["requestId"].as_str().unwrap_or_default().to_string(),
     });
     tokio::time::sleep(RECEIVER_LATENCY).await;
@@ -408,6 +422,42 @@ async fn post_receipts(
                 }
             }
         });
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The verifier: verifies, through the API, the workflow jobs chosen for it while they are
+// on their first step, so that their second step must never start.
+
+async fn verify_first_steps(pool: PgPool, api: String, key: (String, String), stop: CancellationToken) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    while !stop.is_cancelled() {
+        let due: Vec<OtpState> = sqlx::query_as(
+            "select id, request_id, delivery, app_id, pin_salt, generation, pin_type, pin_length from otps
+             where app_id = $1 and status = 'pending' and workflow_step = 0 and delivery in ('sent', 'delivered')
+               and (metadata->>'n')::bigint % 20 = 5",
+        )
+        .bind(APP)
+        .fetch_all(&pool)
+        .await
+        .unwrap_or_default();
+        for otp in due {
+            let _ = http
+                .post(format!("{api}/v1/otp/verify"))
+                .header("x-api-key", &key.0)
+                .header("x-api-secret", &key.1)
+                .json(&json!({"otpId": OtpId::from_uuid(otp.id).to_string(), "code": otp.pin()}))
+                .send()
+                .await;
+        }
+        // A poll of the database, as a client would look for codes to enter.
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
     }
 }
 
@@ -668,6 +718,8 @@ struct Event {
     state: String,
     attempts: i32,
     request_id: Option<String>,
+    /// The workflow step, for the jobs that have one.
+    step: Option<String>,
 }
 
 /// What the checker found; every count but the totals must be zero.
@@ -710,6 +762,12 @@ struct Report {
     receipts_posted: usize,
     receipts_refused: usize,
     receipts_given_up: usize,
+    /// Workflow jobs (SMS, then WhatsApp after 3 s), the steps they moved on, the ones
+    /// verified during their first step, and steps started after an OTP's verification.
+    workflow_jobs: usize,
+    fallbacks: i64,
+    verified_in_first_step: i64,
+    steps_after_verification: i64,
     log_lines: usize,
     log_lines_with_pin: usize,
     worker_kills: usize,
@@ -741,6 +799,7 @@ impl Report {
             ("delivery_not_as_receipts_say", self.delivery_not_as_receipts_say),
             ("receipts_refused", self.receipts_refused),
             ("receipts_given_up", self.receipts_given_up),
+            ("steps_after_verification", self.steps_after_verification as usize),
             ("log_lines_with_pin", self.log_lines_with_pin),
         ]
         .into_iter()
@@ -847,9 +906,26 @@ async fn check(
         .collect();
     check_sends(&mut report, &stage.provider, &pins, &stage.worker_kills);
 
+    // Workflows: no step after a verification (a step that ran twice is `sends_beyond_bound`).
+    report.workflow_jobs = (0..profile.jobs).filter(|&n| has_workflow(n)).count();
+    let (fallbacks, verified_first, after): (i64, i64, i64) = sqlx::query_as(
+        "select (select count(*) from outbox where app_id = $1 and event_type = 'otp.fallback'),
+                (select count(*) from otps where app_id = $1 and status = 'verified' and workflow_step = 0),
+                (select count(*) from outbox e join otps o on o.id = e.otp_id
+                 where e.app_id = $1 and e.event_type = 'otp.fallback' and e.created_at > o.verified_at)",
+    )
+    .bind(APP)
+    .fetch_one(&harness.pool)
+    .await
+    .expect("workflow counts");
+    report.fallbacks = fallbacks;
+    report.verified_in_first_step = verified_first;
+    report.steps_after_verification = after;
+
     // Callbacks: every event delivered, received under its own id, one event per state change.
     let events: Vec<Event> = sqlx::query_as(
-        "select id, event_type, state, attempts, payload->'data'->>'requestId' as request_id
+        "select id, event_type, state, attempts, payload->'data'->>'requestId' as request_id,
+                payload->'data'->>'step' as step
          from outbox where app_id = $1",
     )
     .bind(APP)
@@ -859,15 +935,21 @@ async fn check(
     report.events = events.len();
     report.events_undelivered = events.iter().filter(|e| e.state != "delivered").count();
     report.callback_attempts = events.iter().map(|e| i64::from(e.attempts)).sum();
-    let mut changes: HashMap<(Option<&str>, &str), usize> = HashMap::new();
+    // A workflow job's steps each change its state: a change is (job, type, step).
+    let mut changes: HashMap<(Option<&str>, &str, Option<&str>), usize> = HashMap::new();
     for event in &events {
         *changes
-            .entry((event.request_id.as_deref(), event.event_type.as_str()))
+            .entry((
+                event.request_id.as_deref(),
+                event.event_type.as_str(),
+                event.step.as_deref(),
+            ))
             .or_default() += 1;
     }
     report.state_changes_recorded_twice = changes.values().filter(|&&count| count > 1).count();
+    let kinds: HashSet<(Option<&str>, &str)> = changes.keys().map(|(request, kind, _)| (*request, *kind)).collect();
     report.jobs_without_final_event = (0..profile.jobs)
-        .filter(|&n| !changes.contains_key(&(Some(request_id(n).as_str()), Expect::of(n).event())))
+        .filter(|&n| !kinds.contains(&(Some(request_id(n).as_str()), Expect::of(n).event())))
         .count();
     let callbacks = stage.receiver.state.hits.lock().expect("lock");
     report.callbacks_received = callbacks.len();
@@ -886,10 +968,14 @@ async fn check(
                 .is_none_or(|e| e.event_type != c.event_type || e.request_id.as_deref() != Some(&c.request_id))
         })
         .count();
-    let mut webhook_ids: HashMap<(&str, &str), HashSet<&str>> = HashMap::new();
+    let mut webhook_ids: HashMap<(&str, &str, Option<i64>), HashSet<&str>> = HashMap::new();
     for callback in callbacks.iter() {
         webhook_ids
-            .entry((callback.request_id.as_str(), callback.event_type.as_str()))
+            .entry((
+                callback.request_id.as_str(),
+                callback.event_type.as_str(),
+                callback.step,
+            ))
             .or_default()
             .insert(callback.webhook_id.as_str());
     }
@@ -909,14 +995,18 @@ async fn check(
 fn check_sends(report: &mut Report, provider: &Provider, pins: &HashMap<String, String>, worker_kills: &[Duration]) {
     let hits = provider.hits.lock().expect("lock");
     report.provider_requests = hits.len();
-    let mut accepted: HashMap<&str, Vec<Duration>> = HashMap::new();
+    // Per OTP and channel: a workflow's steps each send once.
+    let mut accepted: HashMap<(&str, &str), Vec<Duration>> = HashMap::new();
     for hit in hits.iter() {
         *report.provider_answers.entry(hit.status).or_default() += 1;
         if pins.get(&hit.otp).is_none_or(|pin| hit.text != format!("Code {pin}")) {
             report.wrong_pin += 1;
         }
         if hit.status == 200 {
-            accepted.entry(hit.otp.as_str()).or_default().push(hit.at);
+            accepted
+                .entry((hit.otp.as_str(), hit.channel.as_str()))
+                .or_default()
+                .push(hit.at);
         }
     }
     for times in accepted.values().filter(|times| times.len() > 1) {
@@ -966,7 +1056,7 @@ fn print_report(report: &Report, profile: &Profile, timeline: &[(f64, String)]) 
 async fn no_job_is_lost_and_none_is_sent_twice_beyond_the_kills_that_hit_it(pool: PgPool) {
     let profile = Profile::from_env();
     let mut harness = Harness::new(pool).await;
-    harness.create_app(APP, json!({"": "Code {{pin}}"})).await;
+    let app_key = harness.create_app_with_key(APP).await;
     let secret = harness.webhook_secret(APP, None).await;
 
     let epoch = Instant::now();
@@ -1004,6 +1094,10 @@ async fn no_job_is_lost_and_none_is_sent_twice_beyond_the_kills_that_hit_it(pool
         .expect("configure the app's callback URL");
 
     harness.set("providers.fake.url", json!(provider_url));
+    harness.set(
+        "providers.fake.body",
+        json!({"to": "{{to}}", "text": "{{message}}", "otp": "{{otp_id}}", "channel": "{{channel}}"}),
+    );
     harness.set("providers.fake.message_id_pointer", json!("/id"));
     harness.set(
         "providers.fake.receipt",
@@ -1042,6 +1136,13 @@ async fn no_job_is_lost_and_none_is_sent_twice_beyond_the_kills_that_hit_it(pool
     // The API takes the receipts; it lives through the whole run (the database restarts
     // under it).
     let mut api = spawn_role("api", 1, &config, &logs);
+    let stop_verifying = CancellationToken::new();
+    let verifier = tokio::spawn(verify_first_steps(
+        harness.pool.clone(),
+        format!("http://127.0.0.1:{api_port}"),
+        app_key,
+        stop_verifying.clone(),
+    ));
 
     let mut stage = Stage {
         worker: spawn_role("worker", 1, &config, &logs),
@@ -1079,6 +1180,8 @@ async fn no_job_is_lost_and_none_is_sent_twice_beyond_the_kills_that_hit_it(pool
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let seconds = epoch.elapsed().as_secs_f64();
+    stop_verifying.cancel();
+    verifier.await.expect("the verifier ends");
     stage.worker.kill().await;
     stage.dispatcher.kill().await;
     api.kill().await;
@@ -1113,6 +1216,10 @@ async fn no_job_is_lost_and_none_is_sent_twice_beyond_the_kills_that_hit_it(pool
     assert!(
         report.delivered > 0 && report.undelivered > 0 && report.receipts_posted > report.sent,
         "receipts were posted and applied both ways"
+    );
+    assert!(
+        report.fallbacks > 0 && report.verified_in_first_step > 0,
+        "workflows moved on, and some were verified before they could"
     );
     harness.finish().await;
 }
