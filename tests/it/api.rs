@@ -610,6 +610,26 @@ async fn health_readiness_and_the_openapi_document_are_served(pool: PgPool) {
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} is documented");
     }
+    // Every schema a path refers to is in the document (nested ones included).
+    fn refs(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::String(r)) = map.get("$ref") {
+                    out.push(r.clone());
+                }
+                map.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    refs(&doc, &mut found);
+    assert!(found.iter().any(|r| r.ends_with("/StepReport")), "{found:?}");
+    for r in found {
+        let name = r.trim_start_matches("#/components/schemas/");
+        assert!(doc["components"]["schemas"].get(name).is_some(), "{r} is defined");
+    }
     api.finish().await;
 }
 
