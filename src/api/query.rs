@@ -64,11 +64,7 @@ pub async fn status(
         r#"select 'otp_' || replace(id::text, '-', '') as "otp_id!", app_id, request_id, phone_number, channel,
                 status, delivery, locale, parts, provider, attempts, max_attempts, resends, expires_at, created_at,
                 sent_at, verified_at, last_error, metadata,
-                case when workflow is not null then jsonb_build_object(
-                    'steps', (select jsonb_agg(jsonb_build_object('channel', s->'channel', 'timeoutSeconds', s->'timeoutSeconds'))
-                              from jsonb_array_elements(workflow) s),
-                    'step', workflow_step,
-                    'nextStepAt', case when status = 'pending' then step_due_at end) end as workflow
+                otp_workflow_view(workflow, workflow_step, status, step_due_at) as workflow
          from otps where id = $1 and ($2::text is null or app_id = $2)"#,
         id,
         caller.app_filter()
@@ -138,11 +134,7 @@ pub async fn list(
         r#"select 'otp_' || replace(id::text, '-', '') as "otp_id!", app_id, request_id, phone_number, channel,
                 status, delivery, locale, parts, provider, attempts, max_attempts, resends, expires_at, created_at,
                 sent_at, verified_at, last_error, metadata,
-                case when workflow is not null then jsonb_build_object(
-                    'steps', (select jsonb_agg(jsonb_build_object('channel', s->'channel', 'timeoutSeconds', s->'timeoutSeconds'))
-                              from jsonb_array_elements(workflow) s),
-                    'step', workflow_step,
-                    'nextStepAt', case when status = 'pending' then step_due_at end) end as workflow
+                otp_workflow_view(workflow, workflow_step, status, step_due_at) as workflow
          from otps
          where ($1::text is null or app_id = $1) and ($2::text is null or status = $2)
            and ($3::text is null or delivery = $3) and ($4::text is null or phone_number = $4)

@@ -176,7 +176,7 @@ pub struct CreateAppArgs {
     /// Countries the app may send to, comma-separated ISO codes (FR,BE); default all.
     #[arg(long, value_delimiter = ',')]
     pub countries: Option<Vec<String>>,
-    /// Countries calls may go to, comma-separated ISO codes; default: those of --countries.
+    /// Countries calls may go to, comma-separated ISO codes, within --countries; default: --countries.
     #[arg(long, value_delimiter = ',')]
     pub voice_countries: Option<Vec<String>>,
     /// A voice template, LANG=TEXT or just TEXT for the default (repeatable):

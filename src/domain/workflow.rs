@@ -75,9 +75,19 @@ impl Workflow {
         self.0[0].channel
     }
 
-    /// The time the steps before the last may take, at most.
+    /// The time the steps before the last may take, at most: the last step starts within
+    /// it (the last step's own timeout starts nothing).
     pub fn total_timeout_seconds(&self) -> u32 {
-        self.0.iter().filter_map(|s| s.timeout_seconds).sum()
+        self.0[..self.0.len() - 1]
+            .iter()
+            .filter_map(|s| s.timeout_seconds)
+            .sum()
+    }
+
+    /// Whether every step can start while an OTP of `ttl_seconds` lives: the timeouts
+    /// before the last step must end before it, with a tenth of it to spare.
+    pub fn fits(&self, ttl_seconds: u32) -> bool {
+        u64::from(self.total_timeout_seconds()) * 10 <= u64::from(ttl_seconds) * 9
     }
 }
 
@@ -89,12 +99,17 @@ mod tests {
     #[test]
     fn a_workflow_reads_and_refuses_with_reasons() {
         let workflow = Workflow::parse(&json!([
-            {"channel": "sms", "timeoutSeconds": 60}, {"channel": "whatsapp", "timeoutSeconds": 120}, {"channel": "sms"}
+            {"channel": "sms", "timeoutSeconds": 60}, {"channel": "whatsapp", "timeoutSeconds": 120}, {"channel": "sms", "timeoutSeconds": 30}
         ]))
         .expect("valid");
         assert_eq!(workflow.steps().len(), 3);
         assert_eq!(workflow.first_channel(), Channel::Sms);
-        assert_eq!(workflow.total_timeout_seconds(), 180);
+        assert_eq!(
+            workflow.total_timeout_seconds(),
+            180,
+            "the last step's timeout starts nothing"
+        );
+        assert!(workflow.fits(200) && !workflow.fits(199));
         for (bad, why) in [
             (json!([]), "1 to 4"),
             (json!({"channel": "sms"}), "array"),

@@ -196,6 +196,9 @@ pub async fn deliveries(
                )
                update otps o
                set status = 'pending', delivery = 'queued', next_attempt_at = now(), last_error = null,
+                   -- A workflow's current step starts its timer again.
+                   step_due_at = case when jsonb_array_length(workflow) > workflow_step + 1
+                       then now() + make_interval(secs => (workflow->workflow_step->>'timeoutSeconds')::float8) end,
                    claims_base = o.delivery_claims,
                    generation = case when o.expires_at <= now() then o.generation + 1 else o.generation end,
                    expires_at = case when o.expires_at <= now() then now() + make_interval(secs => o.ttl_seconds)

@@ -361,23 +361,20 @@ impl Deliverer {
         tracing::error!(error = %failure, "delivery failed");
         match mark_failed(conn, claim, &error).await? {
             Some(row) => {
-                let step = row.workflow_step;
+                // A workflow goes on to its next step at once. Whether it may is settled
+                // first, so the failure's event says how the OTP ends up standing.
+                let next = match row.workflow_step {
+                    Some(step) => workflow::next_step(conn, claim.id, step, &self.inner.limits).await?,
+                    None => None,
+                };
+                let row = match (&next, row.status.as_str()) {
+                    // No next step after all (a send limit, the expiry): an OTP never sent fails.
+                    (None, "pending") => fail_unsent(conn, claim.id).await?.unwrap_or(row),
+                    _ => row,
+                };
                 outbox::record(conn, EventType::DeliveryFailed, &row.into_snapshot(Some(error))).await?;
-                // A workflow goes on to its next step at once; where it cannot (a send
-                // limit), an OTP never sent fails.
-                if let Some(step) = step {
-                    if workflow::advance(conn, claim.id, step, Why::Failed, &self.inner.limits)
-                        .await?
-                        .is_none()
-                    {
-                        sqlx::query!(
-                            "update otps set status = 'failed', step_due_at = null, updated_at = now()
-                             where id = $1 and status = 'pending' and sent_at is null and delivery = 'failed'",
-                            claim.id
-                        )
-                        .execute(&mut *conn)
-                        .await?;
-                    }
+                if let Some(next) = next {
+                    workflow::start(conn, next, Why::Failed).await?;
                 }
                 Ok(Outcome::Failed)
             }
@@ -612,6 +609,20 @@ async fn mark_failed(conn: &mut PgConnection, claim: &Claim, error: &Value) -> R
         claim.id,
         claim.claim,
         error,
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// Fails a pending OTP that was never sent (its workflow could not go on).
+async fn fail_unsent(conn: &mut PgConnection, otp_id: Uuid) -> Result<Option<OtpRow>, sqlx::Error> {
+    sqlx::query_as!(
+        OtpRow,
+        "update otps set status = 'failed', step_due_at = null, updated_at = now()
+         where id = $1 and status = 'pending' and sent_at is null
+         returning id, app_id, request_id, phone_number, channel, status, delivery, locale, parts,
+                   attempts, max_attempts, expires_at, metadata, callback_url, workflow_step",
+        otp_id
     )
     .fetch_optional(conn)
     .await

@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::domain::{Channel, JobError, OtpId, SendJob, Ttl, Workflow};
+use crate::domain::{Channel, JobError, OtpId, SendJob, TemplateSet, Ttl, Workflow};
 use crate::message::locale::{best_match, language_of_region, Locale};
 use crate::message::segments;
 use crate::message::template::Template;
@@ -179,11 +179,11 @@ pub fn resolve(
     let workflow = match workflow {
         None => None,
         Some(workflow) => {
-            if workflow.total_timeout_seconds() > ttl.seconds() {
+            if !workflow.fits(ttl.seconds()) {
                 return Err(Rejection::Job(JobError::Invalid {
                     field: "workflow".into(),
                     reason: format!(
-                        "its timeouts add up to {} s, more than the OTP's TTL ({} s): every step must be able to start within it",
+                        "the timeouts before its last step add up to {} s; every step must start within 90% of the OTP's TTL ({} s)",
                         workflow.total_timeout_seconds(),
                         ttl.seconds()
                     ),
@@ -246,6 +246,36 @@ fn otp_id(job: &SendJob, app: &App) -> OtpId {
 /// DESIGN, "Locale choice": `language` → its best `template_<lang>` → the phone country's
 /// language → `template` → the app's templates, by the same rules.
 fn choose_template(job: &SendJob, app: &App) -> Option<(Locale, Template)> {
+    choose(job, app, &job.templates, &app.templates)
+}
+
+/// What a call says: the job's `template_voice…` or the app's voice templates, by the
+/// locale rules of messages; else the built-in voice template of the language (English
+/// when none is built in for it).
+fn choose_voice_template(job: &SendJob, app: &App) -> (Locale, Template) {
+    let built_in = TemplateSet {
+        default: None,
+        localized: crate::message::template::VOICE_DEFAULTS
+            .iter()
+            .filter_map(|(tag, text)| Some((Locale::parse(tag).ok()?, Template::parse(text).ok()?)))
+            .collect(),
+    };
+    choose(job, app, &job.voice_templates, &app.voice_templates)
+        .or_else(|| choose(job, app, &TemplateSet::default(), &built_in))
+        .or_else(|| best_match(&app.default_locale, &built_in.localized).map(|(l, t)| (l.clone(), t.clone())))
+        .unwrap_or_else(|| {
+            let english = Locale::parse("en").expect("en is a locale");
+            let template = built_in
+                .localized
+                .get(&english)
+                .cloned()
+                .expect("an English voice template is built in");
+            (english, template)
+        })
+}
+
+/// The locale rules over a job's set of templates, then its app's.
+fn choose(job: &SendJob, app: &App, from_job: &TemplateSet, from_app: &TemplateSet) -> Option<(Locale, Template)> {
     let country = job.phone.region().and_then(language_of_region);
     let wanted: Vec<&Locale> = job.language.iter().chain(country.iter()).collect();
     let localized = |set: &std::collections::BTreeMap<Locale, Template>| {
@@ -254,10 +284,10 @@ fn choose_template(job: &SendJob, app: &App) -> Option<(Locale, Template)> {
             .find_map(|w| best_match(w, set))
             .map(|(l, t)| (l.clone(), t.clone()))
     };
-    localized(&job.templates.localized)
-        .or_else(|| job.templates.default.clone().map(|t| (app.default_locale.clone(), t)))
-        .or_else(|| localized(&app.templates.localized))
-        .or_else(|| app.templates.default.clone().map(|t| (app.default_locale.clone(), t)))
+    localized(&from_job.localized)
+        .or_else(|| from_job.default.clone().map(|t| (app.default_locale.clone(), t)))
+        .or_else(|| localized(&from_app.localized))
+        .or_else(|| from_app.default.clone().map(|t| (app.default_locale.clone(), t)))
 }
 
 /// A call reads digits, and goes only where the app sends calls.
@@ -275,47 +305,6 @@ fn check_voice(job: &SendJob, app: &App) -> Result<(), Rejection> {
         }
     }
     Ok(())
-}
-
-/// What a call says: the job's `template_voice…` or the app's voice templates, by the
-/// locale rules of messages; else the built-in voice template of the language.
-fn choose_voice_template(job: &SendJob, app: &App) -> (Locale, Template) {
-    let country = job.phone.region().and_then(language_of_region);
-    let wanted: Vec<&Locale> = job.language.iter().chain(country.iter()).collect();
-    let localized = |set: &std::collections::BTreeMap<Locale, Template>| {
-        wanted
-            .iter()
-            .find_map(|w| best_match(w, set))
-            .map(|(l, t)| (l.clone(), t.clone()))
-    };
-    let built_in: std::collections::BTreeMap<Locale, Template> = crate::message::template::VOICE_DEFAULTS
-        .iter()
-        .filter_map(|(tag, text)| Some((Locale::parse(tag).ok()?, Template::parse(text).ok()?)))
-        .collect();
-    localized(&job.voice_templates.localized)
-        .or_else(|| {
-            job.voice_templates
-                .default
-                .clone()
-                .map(|t| (app.default_locale.clone(), t))
-        })
-        .or_else(|| localized(&app.voice_templates.localized))
-        .or_else(|| {
-            app.voice_templates
-                .default
-                .clone()
-                .map(|t| (app.default_locale.clone(), t))
-        })
-        .or_else(|| localized(&built_in))
-        .or_else(|| best_match(&app.default_locale, &built_in).map(|(l, t)| (l.clone(), t.clone())))
-        .unwrap_or_else(|| {
-            let english = Locale::parse("en").expect("en is a locale");
-            let template = built_in
-                .get(&english)
-                .cloned()
-                .expect("an English voice template is built in");
-            (english, template)
-        })
 }
 
 /// What a job's send is counted against.

@@ -69,6 +69,9 @@ pub async fn resend(
         let revived = sqlx::query!(
             "update otps set status = 'pending', delivery = 'queued', next_attempt_at = now(),
                     resends = resends + 1, generation = $2, claims_base = delivery_claims,
+                    -- A workflow's current step starts its timer again.
+                    step_due_at = case when jsonb_array_length(workflow) > workflow_step + 1
+                        then now() + make_interval(secs => (workflow->workflow_step->>'timeoutSeconds')::float8) end,
                     expires_at = case when $3 then now() + make_interval(secs => ttl_seconds) else expires_at end,
                     status_changed_at = case when status = 'pending' then status_changed_at else now() end,
                     updated_at = now()

@@ -71,7 +71,7 @@ impl Sweeper {
                      for update skip locked
                  )
                  update otps o
-                 set status = 'expired', status_changed_at = now(), updated_at = now(),
+                 set status = 'expired', status_changed_at = now(), updated_at = now(), step_due_at = null,
                      next_attempt_at = case when o.delivery = 'queued' then null else o.next_attempt_at end
                  from due where o.id = due.id
                  returning o.id, o.app_id, o.request_id, o.phone_number, o.channel, o.status, o.delivery, o.locale,

@@ -37,22 +37,30 @@ impl Why {
     }
 }
 
-/// Starts the step after `from_step` if the OTP is pending, still on that step, and has
-/// one; writes `otp.fallback` (why, and the step left) in the caller's transaction.
-/// `None`: nothing to start (verified, cancelled, expired, moved on already, last step, or
-/// a send limit refused the next message).
-pub async fn advance(
+/// The step after `from_step`, ready to start: the OTP is pending, unexpired, still on
+/// that step (its row now locked), it has a next step, and the next message was counted
+/// against the send limits.
+#[derive(Debug)]
+pub struct NextStep {
+    otp_id: Uuid,
+    from_step: i16,
+    from_channel: String,
+}
+
+/// Checks that the step after `from_step` may start and counts its message, in the
+/// caller's transaction; `None`: it may not (verified, cancelled, expired, moved on
+/// already, last step, or a send limit refused the message: then the workflow ends).
+pub async fn next_step(
     conn: &mut PgConnection,
     otp_id: Uuid,
     from_step: i16,
-    why: Why,
     limits: &LimitsConfig,
-) -> sqlx::Result<Option<OtpRow>> {
+) -> sqlx::Result<Option<NextStep>> {
     let Some(current) = sqlx::query!(
-        "select app_id, phone_number, channel, workflow_step, jsonb_array_length(workflow) as steps
+        "select app_id, phone_number, channel, jsonb_array_length(workflow) as steps
          from otps
          where id = $1 and status = 'pending' and workflow_step = $2 and expires_at > now()
-         for update",
+         for no key update",
         otp_id,
         from_step
     )
@@ -79,12 +87,22 @@ pub async fn advance(
     if let Err((name, _)) = verdict {
         metrics::counter!(observability::RATE_LIMITED, "limit" => name).increment(1);
         tracing::warn!(otp_id = %crate::domain::OtpId::from_uuid(otp_id), limit = name,
-            "the workflow's next step is refused by a send limit; the workflow stops here");
+            "the workflow's next step is refused by a send limit; the workflow ends here");
         sqlx::query!("update otps set step_due_at = null where id = $1", otp_id)
             .execute(&mut *conn)
             .await?;
         return Ok(None);
     }
+    Ok(Some(NextStep {
+        otp_id,
+        from_step,
+        from_channel: current.channel,
+    }))
+}
+
+/// Starts a checked next step: the OTP takes its channel, provider, template and locale
+/// and is queued for delivery with the same code; `otp.fallback` says why.
+pub async fn start(conn: &mut PgConnection, next: NextStep, why: Why) -> sqlx::Result<OtpRow> {
     let row = sqlx::query_as!(
         OtpRow,
         r#"update otps o
@@ -103,45 +121,59 @@ pub async fn advance(
            where o.id = $1
            returning o.id, o.app_id, o.request_id, o.phone_number, o.channel, o.status, o.delivery, o.locale,
                      o.parts, o.attempts, o.max_attempts, o.expires_at, o.metadata, o.callback_url, o.workflow_step"#,
-        otp_id
+        next.otp_id
     )
     .fetch_one(&mut *conn)
     .await?;
     let mut snapshot = row.clone().into_snapshot(None);
     snapshot.fallback = Some(json!({
         "reason": why.as_str(),
-        "fromStep": from_step,
-        "fromChannel": current.channel,
+        "fromStep": next.from_step,
+        "fromChannel": next.from_channel,
     }));
     outbox::record(conn, EventType::Fallback, &snapshot).await?;
     metrics::counter!(observability::FALLBACKS, "reason" => why.as_str()).increment(1);
-    tracing::info!(otp_id = %crate::domain::OtpId::from_uuid(otp_id), reason = why.as_str(),
-        from_step, to_channel = %row.channel, "workflow moved to its next step");
-    Ok(Some(row))
+    tracing::info!(otp_id = %crate::domain::OtpId::from_uuid(next.otp_id), reason = why.as_str(),
+        from_step = next.from_step, to_channel = %row.channel, "workflow moved to its next step");
+    Ok(row)
 }
 
-/// Starts the next step of up to `limit` OTPs whose step timed out (or whose delivery
-/// failed or was reported undelivered) and that are still pending. Answers how many moved.
+/// [`next_step`] then [`start`]: the step after `from_step` starts if it may.
+pub async fn advance(
+    conn: &mut PgConnection,
+    otp_id: Uuid,
+    from_step: i16,
+    why: Why,
+    limits: &LimitsConfig,
+) -> sqlx::Result<Option<OtpRow>> {
+    match next_step(conn, otp_id, from_step, limits).await? {
+        Some(next) => Ok(Some(start(conn, next, why).await?)),
+        None => Ok(None),
+    }
+}
+
+/// Starts the next step of up to `limit` pending, unexpired OTPs whose step timed out,
+/// each in its own transaction (its send is counted alone, so no two OTPs' counters are
+/// held at once). Answers how many moved.
 pub async fn advance_due(pool: &PgPool, limit: i64, limits: &LimitsConfig) -> sqlx::Result<usize> {
-    let mut tx = pool.begin().await?;
     let due = sqlx::query!(
-        r#"select id, workflow_step as "step!", delivery from otps
-           where step_due_at <= now() and step_due_at is not null and status = 'pending'
-           order by step_due_at limit $1
-           for update skip locked"#,
+        r#"select id, workflow_step as "step!" from otps
+           where step_due_at <= now() and step_due_at is not null and status = 'pending' and expires_at > now()
+           order by step_due_at limit $1"#,
         limit
     )
-    .fetch_all(&mut *tx)
+    .fetch_all(pool)
     .await?;
     let mut moved = 0;
     for otp in &due {
-        let why = if otp.delivery == "failed" {
-            Why::Failed
-        } else {
-            Why::Timeout
-        };
-        moved += usize::from(advance(&mut tx, otp.id, otp.step, why, limits).await?.is_some());
+        // Another process may take it meanwhile: the step fence makes that a no-op here.
+        let mut tx = pool.begin().await?;
+        moved += usize::from(
+            advance(&mut tx, otp.id, otp.step, Why::Timeout, limits)
+                .await?
+                .is_some(),
+        );
+        tx.commit().await?;
     }
-    tx.commit().await?;
     Ok(moved)
 }

@@ -159,8 +159,8 @@ impl CodeShape {
     fn read(self, body: &str, pin: &Pin) -> Option<ProviderCode> {
         let (code, known) = match self {
             CodeShape::None => return None,
-            CodeShape::Twilio => (twilio::json_str(body, "/code")?, TWILIO_CODES),
-            CodeShape::Meta => (twilio::json_str(body, "/error/code")?, META_CODES),
+            CodeShape::Twilio => (json_str(body, "/code")?, TWILIO_CODES),
+            CodeShape::Meta => (json_str(body, "/error/code")?, META_CODES),
             CodeShape::Xoxzo => {
                 let value: serde_json::Value = serde_json::from_str(body).ok()?;
                 let field = value.as_object()?.iter().find(|(_, v)| v.is_array())?.0.clone();
@@ -377,6 +377,25 @@ impl Http {
         pin: &Pin,
         shape: CodeShape,
     ) -> Result<String, SendError> {
+        self.answer(request, |status, body| {
+            (excerpt(body, pin, status), shape.read(body, pin))
+        })
+        .await
+    }
+
+    /// A GET of the provider's API that carries no message: its answer, or the error.
+    async fn fetch(&self, request: reqwest::RequestBuilder) -> Result<String, SendError> {
+        self.answer(request, |_, body| (body.chars().take(300).collect(), None))
+            .await
+    }
+
+    /// The body of a 2xx answer; else a `SendError` whose detail and code `read` takes from
+    /// the answer.
+    async fn answer(
+        &self,
+        request: reqwest::RequestBuilder,
+        read: impl FnOnce(StatusCode, &str) -> (String, Option<ProviderCode>),
+    ) -> Result<String, SendError> {
         let response = request
             .send()
             .await
@@ -389,36 +408,23 @@ impl Http {
         if status.is_success() {
             return Ok(body);
         }
+        let (detail, code) = read(status, &body);
         Err(SendError::Status {
             status: status.as_u16(),
             retry_after,
-            detail: excerpt(&body, pin, status),
-            code: shape.read(&body, pin),
+            detail,
+            code,
         })
     }
 }
 
-impl Http {
-    /// A GET of the provider's API that is no message: its answer, or the error.
-    async fn fetch(&self, request: reqwest::RequestBuilder) -> Result<String, SendError> {
-        let response = request
-            .send()
-            .await
-            .map_err(|e| SendError::from_reqwest(e, self.timeout))?;
-        let status = response.status();
-        let retry_after = retry_after(&response);
-        let body = read_limited(response, 16 * 1024)
-            .await
-            .map_err(|e| SendError::from_reqwest(e, self.timeout))?;
-        if status.is_success() {
-            return Ok(body);
-        }
-        Err(SendError::Status {
-            status: status.as_u16(),
-            retry_after,
-            detail: body.chars().take(300).collect(),
-            code: None,
-        })
+/// The text or number at `pointer` in a JSON answer.
+pub(crate) fn json_str(body: &str, pointer: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(body).ok()?;
+    match value.pointer(pointer)? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
     }
 }
 
@@ -461,9 +467,17 @@ fn excerpt(body: &str, pin: &Pin, status: StatusCode) -> String {
 pub const WITHHELD: &str = "[withheld: the text contained the code]";
 
 /// A text about to be logged or stored, as it is, or [`WITHHELD`] when it holds the PIN in
-/// either case.
+/// either case, or spelled out with other characters between its own.
 pub fn redact(text: &str, pin: &Pin) -> String {
-    if text.to_ascii_uppercase().contains(&pin.expose().to_ascii_uppercase()) {
+    let code = pin.expose().to_ascii_uppercase();
+    // Also the code spelled out, as a call's text says it (`4, 8, 1, 5`): letters and digits
+    // alone, the rest taken out.
+    let bare: String = text
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    if text.to_ascii_uppercase().contains(&code) || bare.contains(&code) {
         return WITHHELD.to_string();
     }
     text.to_string()
@@ -501,6 +515,12 @@ mod tests {
         let kept = excerpt(answer, &pin, StatusCode::BAD_REQUEST);
         assert_eq!(kept, WITHHELD);
         assert!(!kept.contains("+33") && !kept.contains("78"), "{kept}");
+        let spoken = excerpt(
+            r#"{"tts_message": "Your code is 4, 8, 1, 5, 1, 6."}"#,
+            &pin,
+            StatusCode::BAD_REQUEST,
+        );
+        assert_eq!(spoken, WITHHELD, "a call's text spells the code out");
         let clean = excerpt(r#"{"error": "unknown sender"}"#, &pin, StatusCode::BAD_REQUEST);
         assert_eq!(clean, r#"{"error": "unknown sender"}"#);
     }

@@ -21,7 +21,7 @@ pub struct App {
     pub templates: TemplateSet,
     /// Templates for calls (`{{pin_spoken}}` reads the code digit by digit).
     pub voice_templates: TemplateSet,
-    /// Countries calls may go to; null: those of `country_allowlist`.
+    /// Countries calls may go to, within `country_allowlist`; null: that list alone.
     pub voice_country_allowlist: Option<Vec<String>>,
     pub default_locale: Locale,
     pub default_ttl: Option<Ttl>,
@@ -46,7 +46,8 @@ pub struct NewApp {
     pub routing: BTreeMap<String, String>,
     pub broker_user: Option<String>,
     pub country_allowlist: Option<Vec<String>>,
-    /// Countries calls may go to (voice pumping costs more than SMS); default: `country_allowlist`.
+    /// Countries calls may go to, within `country_allowlist` (voice pumping costs more than
+    /// SMS); null: that list alone.
     pub voice_country_allowlist: Option<Vec<String>>,
     /// A default channel workflow, as a job gives it (`[{"channel": "sms", "timeoutSeconds": 60}, ...]`).
     pub workflow: Option<Value>,
@@ -112,10 +113,10 @@ pub async fn create(pool: &PgPool, new: &NewApp) -> Result<(), AppError> {
     if let Some(workflow) = &new.workflow {
         let workflow = Workflow::parse(workflow).map_err(|e| invalid("workflow", e))?;
         let ttl = new.default_ttl_seconds.unwrap_or(Ttl::DEFAULT.seconds().into());
-        if i64::from(workflow.total_timeout_seconds()) > ttl {
+        if !workflow.fits(u32::try_from(ttl).unwrap_or(0)) {
             return Err(invalid(
                 "workflow",
-                format!("its timeouts add up to more than the default TTL ({ttl} s)"),
+                format!("every step must start within 90% of the default TTL ({ttl} s)"),
             ));
         }
     }

@@ -79,6 +79,17 @@ impl Api {
         (otp_id, row.pin())
     }
 
+    /// The PIN of an OTP, by its `otp_…` id, derived the way the worker does.
+    pub async fn pin_of(&self, otp_id: &str) -> String {
+        self.harness
+            .otp_rows()
+            .await
+            .into_iter()
+            .find(|r| otp_id.ends_with(&r.id.simple().to_string()))
+            .expect("row")
+            .pin()
+    }
+
     pub async fn finish(self) {
         self.harness.finish().await;
     }

@@ -90,7 +90,7 @@ fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
 }
 
 /// Twilio's signature, written here from its documentation (not the product's code).
-fn twilio_sign(token: &str, url: &str, params: &[(&str, &str)]) -> String {
+pub fn twilio_sign(token: &str, url: &str, params: &[(&str, &str)]) -> String {
     let mut sorted = params.to_vec();
     sorted.sort();
     let text: String = std::iter::once(url.to_string())
@@ -540,23 +540,21 @@ fn gateway_receipt(id: &str, state: &str) -> (Vec<u8>, Vec<(&'static str, String
     (body, vec![("x-signature", signature)])
 }
 
-#[sqlx::test]
-async fn a_receipt_that_comes_before_its_send_is_recorded_is_applied_once_it_is(pool: PgPool) {
-    let api = http_json(pool).await;
-    // The provider holds its answer a while, and its receipt overtakes it.
+/// Sends an OTP through a provider that holds its answer (`id`) for `delay_ms`, and waits
+/// until the provider has the request; returns the OTP id.
+async fn send_held(api: &Api, id: &str, delay_ms: u64) -> String {
     Mock::given(method("POST"))
         .and(path("/send"))
         .respond_with(
             ResponseTemplate::new(200)
-                .set_body_json(json!({"id": "m-early"}))
-                .set_delay(Duration::from_millis(1500)),
+                .set_body_json(json!({"id": id}))
+                .set_delay(Duration::from_millis(delay_ms)),
         )
         .with_priority(1)
         .mount(&api.harness.provider)
         .await;
     let (status, accepted) = api.post("/v1/otp/send", json!({"phoneNumber": "+14155550123"})).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
-    let otp_id = accepted["otpId"].as_str().expect("otpId").to_string();
     wait_until("the provider has the message", LONG, || async {
         !api.harness
             .provider
@@ -566,6 +564,14 @@ async fn a_receipt_that_comes_before_its_send_is_recorded_is_applied_once_it_is(
             .is_empty()
     })
     .await;
+    accepted["otpId"].as_str().expect("otpId").to_string()
+}
+
+#[sqlx::test]
+async fn a_receipt_that_comes_before_its_send_is_recorded_is_applied_once_it_is(pool: PgPool) {
+    let api = http_json(pool).await;
+    // The provider holds its answer a while, and its receipt overtakes it.
+    let otp_id = send_held(&api, "m-early", 1500).await;
     let (body, headers) = gateway_receipt("m-early", "DELIVRD");
     assert_eq!(api.post_receipt("gw", body, &headers).await.0, StatusCode::OK);
     let waiting: i64 = sqlx::query_scalar("select count(*) from delivery_receipts where applied_at is null")
@@ -599,28 +605,7 @@ async fn a_receipt_that_waited_is_applied_before_a_later_one_of_its_message(pool
     // The worker looks for waiting receipts once a minute here: the later receipt arrives
     // after the send is recorded and before the waiting one was applied.
     let api = http_json_with(pool, &[("worker.poll_interval_ms", json!(60_000))]).await;
-    Mock::given(method("POST"))
-        .and(path("/send"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"id": "m-1"}))
-                .set_delay(Duration::from_millis(1000)),
-        )
-        .with_priority(1)
-        .mount(&api.harness.provider)
-        .await;
-    let (status, accepted) = api.post("/v1/otp/send", json!({"phoneNumber": "+14155550123"})).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
-    let otp_id = accepted["otpId"].as_str().expect("otpId").to_string();
-    wait_until("the provider has the message", LONG, || async {
-        !api.harness
-            .provider
-            .received_requests()
-            .await
-            .unwrap_or_default()
-            .is_empty()
-    })
-    .await;
+    let otp_id = send_held(&api, "m-1", 1000).await;
     let (body, headers) = gateway_receipt("m-1", "UNDELIV");
     assert_eq!(api.post_receipt("gw", body, &headers).await.0, StatusCode::OK);
     wait_until("the send recorded", LONG, || async {

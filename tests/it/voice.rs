@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use base64::Engine;
-use hmac::{Hmac, Mac};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -15,6 +14,7 @@ use wiremock::{Mock, ResponseTemplate};
 
 use crate::api::Api;
 use crate::harness::wait_until;
+use crate::receipts::twilio_sign;
 
 const SID: &str = "AC0123";
 const TOKEN: &str = "twilio-auth-token";
@@ -73,16 +73,6 @@ async fn requests_to(api: &Api, endpoint: &str) -> Vec<BTreeMap<String, String>>
         .collect()
 }
 
-async fn pin_of(api: &Api, otp_id: &str) -> String {
-    api.harness
-        .otp_rows()
-        .await
-        .into_iter()
-        .find(|r| otp_id.ends_with(&r.id.simple().to_string()))
-        .expect("row")
-        .pin()
-}
-
 fn spoken(pin: &str) -> String {
     pin.chars().map(String::from).collect::<Vec<_>>().join(", ")
 }
@@ -93,7 +83,7 @@ async fn a_twilio_call_says_the_digits_one_by_one_twice_in_the_otps_language(poo
     let (otp_id, _) = api
         .send_delivered(json!({"phoneNumber": "+33612345678", "channel": "voice", "from": "+14155550100"}))
         .await;
-    let pin = pin_of(&api, &otp_id).await;
+    let pin = api.pin_of(&otp_id).await;
     let calls = requests_to(&api, "/Calls.json").await;
     assert_eq!(calls.len(), 1);
     let call = &calls[0];
@@ -121,17 +111,6 @@ async fn a_twilio_call_says_the_digits_one_by_one_twice_in_the_otps_language(poo
     api.finish().await;
 }
 
-fn twilio_sign(url: &str, params: &[(&str, &str)]) -> String {
-    let mut sorted = params.to_vec();
-    sorted.sort();
-    let text: String = std::iter::once(url.to_string())
-        .chain(sorted.iter().map(|(k, v)| format!("{k}{v}")))
-        .collect();
-    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(TOKEN.as_bytes()).expect("key");
-    mac.update(text.as_bytes());
-    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-}
-
 #[sqlx::test]
 async fn a_call_nobody_answers_moves_the_workflow_to_its_next_step(pool: PgPool) {
     let api = twilio(pool).await;
@@ -148,18 +127,19 @@ async fn a_call_nobody_answers_moves_the_workflow_to_its_next_step(pool: PgPool)
     let answer = api
         .http
         .post(&url)
-        .header("x-twilio-signature", twilio_sign(&url, &params))
+        .header("x-twilio-signature", twilio_sign(TOKEN, &url, &params))
         .header("content-type", "application/x-www-form-urlencoded")
         .body(body)
         .send()
         .await
         .expect("receipt");
     assert_eq!(answer.status(), StatusCode::OK);
-    wait_until("the SMS step", LONG, || async {
-        !requests_to(&api, "/Messages.json").await.is_empty()
+    wait_until("the SMS step sent", LONG, || async {
+        let (_, view) = api.get(&format!("/v1/otp/{otp_id}")).await;
+        view["channel"] == "sms" && view["delivery"] == "sent"
     })
     .await;
-    let pin = pin_of(&api, &otp_id).await;
+    let pin = api.pin_of(&otp_id).await;
     let sms = &requests_to(&api, "/Messages.json").await[0];
     assert!(sms["Body"].contains(&pin), "the same code, as a message: {sms:?}");
     assert!(
@@ -167,8 +147,7 @@ async fn a_call_nobody_answers_moves_the_workflow_to_its_next_step(pool: PgPool)
         "the SMS step says its own template: {sms:?}"
     );
     let (_, view) = api.get(&format!("/v1/otp/{otp_id}")).await;
-    assert_eq!(view["delivery"], "sent", "{view}");
-    assert_eq!(view["workflow"]["step"], 1);
+    assert_eq!(view["workflow"]["step"], 1, "{view}");
     api.finish().await;
 }
 
@@ -190,7 +169,7 @@ async fn a_xoxzo_call_posts_the_documented_text_to_speech_playback(pool: PgPool)
                                 "language": "es"}),
         )
         .await;
-    let pin = pin_of(&api, &otp_id).await;
+    let pin = api.pin_of(&otp_id).await;
     let requests = api.harness.provider.received_requests().await.expect("requests");
     assert_eq!(requests.len(), 1);
     let basic = format!(

@@ -105,16 +105,6 @@ fn sms_then_whatsapp(timeout: u32) -> Value {
     json!([{"channel": "sms", "timeoutSeconds": timeout}, {"channel": "whatsapp"}])
 }
 
-async fn pin_of(api: &Api, otp_id: &str) -> String {
-    api.harness
-        .otp_rows()
-        .await
-        .into_iter()
-        .find(|r| otp_id.ends_with(&r.id.simple().to_string()))
-        .expect("row")
-        .pin()
-}
-
 #[sqlx::test]
 async fn a_step_that_fails_for_good_starts_the_next_at_once_with_the_same_code(pool: PgPool) {
     let api = start(pool).await;
@@ -133,7 +123,7 @@ async fn a_step_that_fails_for_good_starts_the_next_at_once_with_the_same_code(p
         api.get(&format!("/v1/otp/{otp_id}")).await.1["delivery"] == "sent"
     })
     .await;
-    let pin = pin_of(&api, &otp_id).await;
+    let pin = api.pin_of(&otp_id).await;
     let sent = sends(&api, &otp_id).await;
     let channels: Vec<&str> = sent.iter().map(|(c, _)| c.as_str()).collect();
     assert_eq!(channels, ["sms", "whatsapp"], "no waiting for the 240 s timeout");
@@ -266,7 +256,7 @@ async fn a_verification_a_cancel_or_the_expiry_stops_the_workflow(pool: PgPool) 
         })
         .await;
     }
-    let pin = pin_of(&api, &verified).await;
+    let pin = api.pin_of(&verified).await;
     let (status, _) = api
         .post("/v1/otp/verify", json!({"otpId": verified, "code": pin}))
         .await;
@@ -295,7 +285,8 @@ async fn a_verification_a_cancel_or_the_expiry_stops_the_workflow(pool: PgPool) 
 #[sqlx::test]
 async fn a_workflow_longer_than_the_ttl_or_with_a_conflicting_channel_is_refused(pool: PgPool) {
     let api = start(pool).await;
-    let too_long = json!([{"channel": "sms", "timeoutSeconds": 200}, {"channel": "whatsapp", "timeoutSeconds": 200}]);
+    let too_long = json!([{"channel": "sms", "timeoutSeconds": 150}, {"channel": "whatsapp", "timeoutSeconds": 150},
+                          {"channel": "sms"}]);
     let (status, problem) = api
         .post(
             "/v1/otp/send",
@@ -392,14 +383,48 @@ async fn an_apps_default_workflow_applies_unless_the_job_names_its_channel(pool:
             id: "long".into(),
             name: "long".into(),
             default_ttl_seconds: Some(120),
-            workflow: Some(
-                json!([{"channel": "sms", "timeoutSeconds": 100}, {"channel": "whatsapp", "timeoutSeconds": 100}]),
-            ),
+            workflow: Some(json!([{"channel": "sms", "timeoutSeconds": 120}, {"channel": "whatsapp"}])),
             ..Default::default()
         },
     )
     .await
     .expect_err("refused");
     assert!(refused.to_string().contains("workflow"), "{refused}");
+    api.finish().await;
+}
+
+#[sqlx::test]
+async fn a_step_a_send_limit_refuses_ends_the_workflow_and_an_unsent_otp_fails(pool: PgPool) {
+    let api = Api::start_with(pool, |h| {
+        h.set("limits.send_per_phone", json!({"max": 1, "window_seconds": 600}));
+        h.set(
+            "providers.fake.body",
+            json!({"to": "{{to}}", "text": "{{message}}", "otp": "{{otp_id}}", "channel": "{{channel}}"}),
+        );
+    })
+    .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"error": "unreachable"})))
+        .with_priority(1)
+        .mount(&api.harness.provider)
+        .await;
+    let otp_id = send(
+        &api,
+        json!({"phoneNumber": "+14155550123", "workflow": sms_then_whatsapp(240)}),
+    )
+    .await;
+    wait_until("the OTP failed", LONG, || async {
+        api.get(&format!("/v1/otp/{otp_id}")).await.1["status"] == "failed"
+    })
+    .await;
+    let events = events(&api, &otp_id).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].0, "otp.delivery_failed");
+    let (_, payload) = api.get(&format!("/v1/otp/{otp_id}/events")).await;
+    assert_eq!(
+        payload[0]["payload"]["data"]["status"], "failed",
+        "the event says how it ended: {payload}"
+    );
+    assert_eq!(sends(&api, &otp_id).await.len(), 1, "no WhatsApp step");
     api.finish().await;
 }

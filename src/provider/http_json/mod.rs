@@ -7,8 +7,7 @@ mod receipt;
 use serde_json::Value;
 
 use super::receipt::{Answer, Inbound, Refused};
-use super::twilio::json_str;
-use super::{Accepted, CodeShape, Http, Message, SendError};
+use super::{json_str, Accepted, CodeShape, Http, Message, SendError};
 use crate::platform::config::HttpJsonConfig;
 
 #[derive(Debug)]

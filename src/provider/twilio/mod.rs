@@ -9,7 +9,7 @@ mod receipt;
 pub use receipt::{signature, Algorithm};
 
 use super::receipt::{Answer, Inbound, Refused};
-use super::{Accepted, CodeShape, Http, Message, SendError};
+use super::{json_str, Accepted, CodeShape, Http, Message, SendError};
 use crate::domain::Channel;
 use crate::platform::config::TwilioConfig;
 
@@ -65,21 +65,7 @@ impl Twilio {
                 ))
             }
         }
-        let url = format!(
-            "{}/2010-04-01/Accounts/{}/Messages.json",
-            self.config.base_url.trim_end_matches('/'),
-            self.config.account_sid
-        );
-        let request = self
-            .http
-            .client
-            .post(url)
-            .basic_auth(&self.config.account_sid, Some(self.config.auth_token.expose()))
-            .form(&form);
-        let body = self.http.execute(request, message.pin, CodeShape::Twilio).await?;
-        Ok(Accepted {
-            message_id: json_str(&body, "/sid"),
-        })
+        self.post("Messages.json", &form, message).await
     }
 }
 
@@ -104,8 +90,19 @@ impl Twilio {
         if let Some(url) = &self.receipt_url {
             form.push(("StatusCallback", url.clone()));
         }
+        self.post("Calls.json", &form, message).await
+    }
+
+    /// Posts `form` to the account's `resource` (`Messages.json`, `Calls.json`); the
+    /// answer's `sid` names the message or call.
+    async fn post(
+        &self,
+        resource: &str,
+        form: &[(&str, String)],
+        message: &Message<'_>,
+    ) -> Result<Accepted, SendError> {
         let url = format!(
-            "{}/2010-04-01/Accounts/{}/Calls.json",
+            "{}/2010-04-01/Accounts/{}/{resource}",
             self.config.base_url.trim_end_matches('/'),
             self.config.account_sid
         );
@@ -114,7 +111,7 @@ impl Twilio {
             .client
             .post(url)
             .basic_auth(&self.config.account_sid, Some(self.config.auth_token.expose()))
-            .form(&form);
+            .form(form);
         let body = self.http.execute(request, message.pin, CodeShape::Twilio).await?;
         Ok(Accepted {
             message_id: json_str(&body, "/sid"),
@@ -150,15 +147,6 @@ fn xml_escape(text: &str) -> String {
         .replace('>', "&gt;")
         .replace('"', "&quot;")
         .replace('\'', "&apos;")
-}
-
-pub(super) fn json_str(body: &str, pointer: &str) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_str(body).ok()?;
-    match value.pointer(pointer)? {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

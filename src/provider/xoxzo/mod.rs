@@ -10,8 +10,7 @@ mod receipt;
 use serde_json::json;
 
 use super::receipt::{Answer, Inbound, Receipt, Refused};
-use super::twilio::json_str;
-use super::{Accepted, CodeShape, Http, Message, SendError};
+use super::{json_str, Accepted, CodeShape, Http, Message, SendError};
 use crate::domain::Channel;
 use crate::platform::config::XoxzoConfig;
 

@@ -39,52 +39,51 @@ pub(super) fn read_notice(auth_token: &str, inbound: &Inbound<'_>) -> Result<Ans
     Ok(Answer::PollNow(vec![msgid]))
 }
 
-/// A status answer in our terms; `None` when it names no status we know.
+/// A message's status answer in our terms; `None` when it names no status we know.
 pub(super) fn read_status(message_id: &str, body: &str) -> Option<Receipt> {
-    let value: Value = serde_json::from_str(body).ok()?;
-    let provider_status = value.get("status")?.as_str()?.to_string();
-    let status = match provider_status.as_str() {
-        "QUEUED" => ReceiptStatus::Queued,
-        "DELIVERING" => ReceiptStatus::Sent,
-        "DELIVERED" => ReceiptStatus::Delivered,
-        "FAIL" | "FAILED" => ReceiptStatus::Failed,
-        _ => return None,
-    };
-    // The status answer carries no message text; keep its known fields only.
-    let keep = ["msgid", "status", "sent_time", "cost", "url"];
-    let raw = value
-        .as_object()
-        .map(|o| {
-            o.iter()
-                .filter(|(k, _)| keep.contains(&k.as_str()))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        })
-        .unwrap_or_default();
-    Some(Receipt {
-        message_id: message_id.to_string(),
-        status,
-        provider_status,
-        code: None,
-        raw: Value::Object(raw),
-    })
+    read(
+        message_id,
+        body,
+        &["msgid", "status", "sent_time", "cost", "url"],
+        |status| {
+            Some(match status {
+                "QUEUED" => ReceiptStatus::Queued,
+                "DELIVERING" => ReceiptStatus::Sent,
+                "DELIVERED" => ReceiptStatus::Delivered,
+                "FAIL" | "FAILED" => ReceiptStatus::Failed,
+                _ => return None,
+            })
+        },
+    )
 }
 
 /// A call's status answer in our terms: answered is delivered; no answer, busy or failed is
 /// undelivered; ringing or in progress is not final yet.
 pub(super) fn read_call_status(call_id: &str, body: &str) -> Option<Receipt> {
+    read(
+        call_id,
+        body,
+        &["callid", "status", "duration", "cost", "url"],
+        |status| {
+            Some(match status.to_ascii_uppercase().replace(['_', '-'], " ").as_str() {
+                "ANSWERED" | "COMPLETED" | "DELIVERED" => ReceiptStatus::Delivered,
+                "NO ANSWER" | "NOANSWER" | "BUSY" | "FAILED" | "FAIL" | "CANCELLED" | "CANCELED" | "REJECTED" => {
+                    ReceiptStatus::Undelivered
+                }
+                "QUEUED" | "DIALING" | "RINGING" => ReceiptStatus::Queued,
+                "IN PROGRESS" | "INPROGRESS" | "CALLING" => ReceiptStatus::Sent,
+                _ => return None,
+            })
+        },
+    )
+}
+
+/// A status answer's `status`, in our terms by `ours`, keeping only the fields in `keep`
+/// (the answers name the number; a receipt keeps none).
+fn read(id: &str, body: &str, keep: &[&str], ours: impl FnOnce(&str) -> Option<ReceiptStatus>) -> Option<Receipt> {
     let value: Value = serde_json::from_str(body).ok()?;
     let provider_status = value.get("status")?.as_str()?.to_string();
-    let status = match provider_status.to_ascii_uppercase().replace(['_', '-'], " ").as_str() {
-        "ANSWERED" | "COMPLETED" | "DELIVERED" => ReceiptStatus::Delivered,
-        "NO ANSWER" | "NOANSWER" | "BUSY" | "FAILED" | "FAIL" | "CANCELLED" | "CANCELED" | "REJECTED" => {
-            ReceiptStatus::Undelivered
-        }
-        "QUEUED" | "DIALING" | "RINGING" => ReceiptStatus::Queued,
-        "IN PROGRESS" | "INPROGRESS" | "CALLING" => ReceiptStatus::Sent,
-        _ => return None,
-    };
-    let keep = ["callid", "status", "duration", "cost", "url"];
+    let status = ours(&provider_status)?;
     let raw = value
         .as_object()
         .map(|o| {
@@ -95,7 +94,7 @@ pub(super) fn read_call_status(call_id: &str, body: &str) -> Option<Receipt> {
         })
         .unwrap_or_default();
     Some(Receipt {
-        message_id: call_id.to_string(),
+        message_id: id.to_string(),
         status,
         provider_status,
         code: None,
