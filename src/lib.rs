@@ -10,6 +10,7 @@
 pub mod api;
 pub mod callbacks;
 pub mod cli;
+pub mod console;
 pub mod domain;
 pub mod message;
 pub mod ops;

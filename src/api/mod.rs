@@ -92,7 +92,13 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let limit = state.config.api.max_body_bytes;
     let timeout = Duration::from_secs(state.config.api.request_timeout_seconds);
+    let console = if state.config.console.enabled {
+        crate::console::router()
+    } else {
+        Router::new()
+    };
     Router::new()
+        .merge(console)
         .route("/v1/otp/send", post(otp::send))
         .route("/v1/otp/verify", post(otp::verify))
         .route("/v1/otp/resend", post(otp::resend))

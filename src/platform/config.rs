@@ -63,6 +63,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub api: ApiConfig,
     pub receipts: ReceiptsConfig,
+    pub console: ConsoleConfig,
     #[serde(default)]
     pub routing: BTreeMap<Channel, String>,
     #[serde(default)]
@@ -206,6 +207,16 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     pub request_timeout_seconds: u64,
     pub max_resends: u32,
+}
+
+/// The ops console under `/console`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ConsoleConfig {
+    pub enabled: bool,
+    /// How long a console session lasts (5-1440 minutes).
+    pub session_minutes: u32,
+    /// Mark the session cookie `Secure` even when no proxy says `X-Forwarded-Proto: https`.
+    pub secure_cookie: bool,
 }
 
 /// The delivery states a receipt can report (`provider::receipt::ReceiptStatus`).
@@ -502,6 +513,7 @@ impl Config {
         self.validate_pin_keys()?;
         self.validate_secrets()?;
         self.validate_receipts()?;
+        in_range("console.session_minutes", self.console.session_minutes, 5..=1440)?;
         self.validate_routing()
     }
 

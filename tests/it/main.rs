@@ -5,6 +5,7 @@ mod api_verify;
 mod apps;
 mod bad_input;
 mod callbacks;
+mod console;
 mod crash;
 mod dead_letters;
 mod harness;

@@ -1,0 +1,345 @@
+//! The OTPs page (filters, keyset paging, numbers masked but for their last four digits)
+//! and one OTP's timeline: the job, each provider request, each receipt, each
+//! verification (its outcome, never a code) and each callback with its attempts.
+
+use std::str::FromStr;
+
+use axum::extract::{Form, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::{html, Markup};
+use serde::Deserialize;
+use serde_json::json;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::page::page;
+use super::session::{Csrf, Operator};
+use crate::api::AppState;
+use crate::domain::OtpId;
+use crate::ops::replay::{Audit, Summary};
+use crate::otp::lifecycle::{self, Cancel};
+
+const PAGE: i64 = 50;
+
+fn unavailable(_: sqlx::Error) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the database is unavailable; try again shortly",
+    )
+        .into_response()
+}
+
+fn when(at: OffsetDateTime) -> String {
+    at.format(&Rfc3339).unwrap_or_default()
+}
+
+/// A phone number as the console shows it: its last four digits.
+fn masked(last4: &str) -> String {
+    format!("•••• {last4}")
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Filter {
+    app: Option<String>,
+    status: Option<String>,
+    delivery: Option<String>,
+    channel: Option<String>,
+    /// The last digits of the number (up to 8).
+    phone: Option<String>,
+    request: Option<String>,
+    /// Keyset cursor: the last row of the page before (`<rfc3339>_<uuid>`).
+    before: Option<String>,
+}
+
+impl Filter {
+    fn text(value: &Option<String>) -> Option<String> {
+        value
+            .as_deref()
+            .map(str::trim)
+            .filter(|v| !v.is_empty() && v.len() <= 128)
+            .map(str::to_string)
+    }
+}
+
+struct Row {
+    id: Uuid,
+    app_id: String,
+    request_id: String,
+    last4: Option<String>,
+    channel: String,
+    status: String,
+    delivery: String,
+    created_at: OffsetDateTime,
+}
+
+pub async fn list(State(state): State<AppState>, operator: Operator, Query(filter): Query<Filter>) -> Response {
+    let phone = Filter::text(&filter.phone).filter(|p| p.len() <= 8 && p.bytes().all(|b| b.is_ascii_digit()));
+    let cursor = Filter::text(&filter.before).and_then(|c| {
+        let (at, id) = c.split_once('_')?;
+        Some((OffsetDateTime::parse(at, &Rfc3339).ok()?, Uuid::parse_str(id).ok()?))
+    });
+    let rows = sqlx::query_as!(
+        Row,
+        r#"select id, app_id, request_id, right(phone_number, 4) as last4, channel, status, delivery, created_at
+           from otps
+           where ($1::text is null or app_id = $1) and ($2::text is null or status = $2)
+             and ($3::text is null or delivery = $3) and ($4::text is null or channel = $4)
+             and ($5::text is null or phone_number like '%' || $5) and ($6::text is null or request_id = $6)
+             and ($7::timestamptz is null or (created_at, id) < ($7, $8))
+           order by created_at desc, id desc
+           limit $9"#,
+        Filter::text(&filter.app),
+        Filter::text(&filter.status),
+        Filter::text(&filter.delivery),
+        Filter::text(&filter.channel),
+        phone,
+        Filter::text(&filter.request),
+        cursor.map(|c| c.0),
+        cursor.map(|c| c.1),
+        PAGE + 1,
+    )
+    .fetch_all(&state.pool)
+    .await;
+    let mut rows = match rows {
+        Ok(rows) => rows,
+        Err(error) => return unavailable(error),
+    };
+    let more = rows.len() > PAGE as usize;
+    rows.truncate(PAGE as usize);
+    let next = rows.last().filter(|_| more).map(|last| {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        for (key, value) in [
+            ("app", &filter.app),
+            ("status", &filter.status),
+            ("delivery", &filter.delivery),
+            ("channel", &filter.channel),
+            ("phone", &filter.phone),
+            ("request", &filter.request),
+        ] {
+            if let Some(value) = Filter::text(value) {
+                query.append_pair(key, &value);
+            }
+        }
+        query.append_pair("before", &format!("{}_{}", when(last.created_at), last.id));
+        format!("/console/otps?{}", query.finish())
+    });
+    let field = |name: &str, label: &str, value: &Option<String>| {
+        html! { input name=(name) placeholder=(label) value=[Filter::text(value)]; }
+    };
+    let body = html! {
+        form.filters method="get" action="/console/otps" {
+            (field("app", "app", &filter.app))
+            (field("status", "status", &filter.status))
+            (field("delivery", "delivery", &filter.delivery))
+            (field("channel", "channel", &filter.channel))
+            (field("phone", "last digits", &filter.phone))
+            (field("request", "request id", &filter.request))
+            button type="submit" { "Filter" }
+        }
+        table {
+            thead { tr { th { "created" } th { "app" } th { "number" } th { "channel" } th { "status" } th { "delivery" } th { "request id" } } }
+            tbody {
+                @for row in &rows {
+                    tr {
+                        td { a href={ "/console/otps/" (OtpId::from_uuid(row.id)) } { (when(row.created_at)) } }
+                        td { (row.app_id) }
+                        td { (masked(row.last4.as_deref().unwrap_or(""))) }
+                        td { (row.channel) }
+                        td class={ "status-" (row.status) } { (row.status) }
+                        td class={ "status-" (row.delivery) } { (row.delivery) }
+                        td { (row.request_id) }
+                    }
+                }
+            }
+        }
+        @if rows.is_empty() { p.muted { "No OTP matches." } }
+        @if let Some(next) = next { p { a href=(next) { "Older →" } } }
+    };
+    page("OTPs", &operator, body).into_response()
+}
+
+/// One line of a timeline.
+struct Entry {
+    at: OffsetDateTime,
+    what: String,
+    detail: Markup,
+}
+
+pub async fn timeline(State(state): State<AppState>, operator: Operator, Path(id): Path<String>) -> Response {
+    let Ok(otp_id) = OtpId::from_str(&id) else {
+        return (StatusCode::NOT_FOUND, "no such OTP").into_response();
+    };
+    match entries(&state, otp_id.as_uuid()).await {
+        Ok(Some((header, entries))) => {
+            let body = html! {
+                (header)
+                div.actions {
+                    form method="post" action={ "/console/otps/" (otp_id) "/cancel" } {
+                        input type="hidden" name="csrf" value=(operator.csrf());
+                        button type="submit" { "Cancel this OTP" }
+                    }
+                }
+                table.timeline {
+                    thead { tr { th { "when" } th { "what" } th { "detail" } } }
+                    tbody {
+                        @for entry in &entries {
+                            tr { td { (when(entry.at)) } td { (entry.what) } td { (entry.detail) } }
+                        }
+                    }
+                }
+            };
+            page(&format!("OTP {otp_id}"), &operator, body).into_response()
+        }
+        Ok(None) => (StatusCode::NOT_FOUND, "no such OTP").into_response(),
+        Err(error) => unavailable(error),
+    }
+}
+
+async fn entries(state: &AppState, id: Uuid) -> sqlx::Result<Option<(Markup, Vec<Entry>)>> {
+    let Some(otp) = sqlx::query!(
+        r#"select app_id, request_id, right(phone_number, 4) as last4, channel, provider, status, delivery,
+                  locale, created_at, expires_at, metadata
+           from otps where id = $1"#,
+        id
+    )
+    .fetch_optional(&state.pool)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let header = html! {
+        table {
+            tr { th { "app" } td { (otp.app_id) } th { "request id" } td { (otp.request_id) } }
+            tr { th { "number" } td { (masked(otp.last4.as_deref().unwrap_or(""))) } th { "channel" } td { (otp.channel) " via " (otp.provider) } }
+            tr { th { "status" } td class={ "status-" (otp.status) } { (otp.status) } th { "delivery" } td class={ "status-" (otp.delivery) } { (otp.delivery) } }
+            tr { th { "locale" } td { (otp.locale) } th { "expires" } td { (when(otp.expires_at)) } }
+            tr { th { "metadata" } td colspan="3" { code { (otp.metadata.map(|m| m.to_string()).unwrap_or_default()) } } }
+        }
+    };
+    let mut entries = vec![Entry {
+        at: otp.created_at,
+        what: "job received".into(),
+        detail: html! {},
+    }];
+    for a in sqlx::query!(
+        "select started_at, provider, outcome, http_status, latency_ms, error, message_id, provider_code, receipt_status
+         from delivery_attempts where otp_id = $1 order by id",
+        id
+    )
+    .fetch_all(&state.pool)
+    .await?
+    {
+        entries.push(Entry {
+            at: a.started_at,
+            what: format!("provider request: {}", a.outcome),
+            detail: html! {
+                (a.provider) " · " (a.latency_ms) " ms"
+                @if let Some(status) = a.http_status { " · HTTP " (status) }
+                @if let Some(code) = a.provider_code { " · code " (code) }
+                @if let Some(message) = a.message_id { " · message " code { (message) } }
+                @if let Some(receipt) = a.receipt_status { " · receipts: " (receipt) }
+                @if let Some(error) = a.error { br; span.muted { (error) } }
+            },
+        });
+    }
+    for r in sqlx::query!(
+        "select received_at, provider, status, provider_status, provider_code from delivery_receipts
+         where otp_id = $1 order by id",
+        id
+    )
+    .fetch_all(&state.pool)
+    .await?
+    {
+        entries.push(Entry {
+            at: r.received_at,
+            what: format!("receipt: {}", r.status),
+            detail: html! { (r.provider) " said " (r.provider_status) @if let Some(code) = r.provider_code { " · code " (code) } },
+        });
+    }
+    for v in sqlx::query!(
+        "select at, outcome from verification_attempts where otp_id = $1 order by id",
+        id
+    )
+    .fetch_all(&state.pool)
+    .await?
+    {
+        entries.push(Entry {
+            at: v.at,
+            what: format!("verification: {}", v.outcome),
+            detail: html! {},
+        });
+    }
+    for e in sqlx::query!(
+        r#"select o.id, o.event_type, o.created_at, o.state, o.callback_url,
+                  coalesce(json_agg(json_build_object('attempt', a.attempt, 'status', a.http_status,
+                                                      'latency', a.latency_ms, 'error', a.error) order by a.attempt)
+                           filter (where a.id is not null), '[]') as "attempts!"
+           from outbox o left join callback_attempts a on a.event_id = o.id
+           where o.otp_id = $1 group by o.id order by o.seq"#,
+        id
+    )
+    .fetch_all(&state.pool)
+    .await?
+    {
+        let attempts = e.attempts.as_array().cloned().unwrap_or_default();
+        entries.push(Entry {
+            at: e.created_at,
+            what: format!("event {}", e.event_type),
+            detail: html! {
+                @if e.callback_url.is_some() { "callback " (e.state) } @else { span.muted { "no callback URL" } }
+                @for a in &attempts {
+                    br;
+                    "attempt " (a["attempt"]) ": "
+                    @if a["status"].is_null() { "no answer" } @else { "HTTP " (a["status"]) }
+                    " · " (a["latency"]) " ms"
+                    @if let Some(error) = a["error"].as_str() { " · " span.muted { (error) } }
+                }
+            },
+        });
+    }
+    entries.sort_by_key(|e| e.at);
+    Ok(Some((header, entries)))
+}
+
+pub async fn cancel(
+    State(state): State<AppState>,
+    operator: Operator,
+    Path(id): Path<String>,
+    Form(form): Form<Csrf>,
+) -> Response {
+    if let Some(refused) = operator.csrf_refusal(&form.csrf) {
+        return refused;
+    }
+    let Ok(otp_id) = OtpId::from_str(&id) else {
+        return (StatusCode::NOT_FOUND, "no such OTP").into_response();
+    };
+    let audit = match Audit::begin(
+        &state.pool,
+        "cancel",
+        &operator.actor(),
+        json!({"otpId": otp_id.to_string()}),
+        false,
+    )
+    .await
+    {
+        Ok(audit) => audit,
+        Err(error) => return unavailable(error),
+    };
+    let outcome = match lifecycle::cancel(&state.pool, otp_id.as_uuid(), None).await {
+        Ok(outcome) => outcome,
+        Err(error) => return unavailable(error),
+    };
+    let changed = u64::from(outcome == Some(Cancel::Cancelled));
+    let summary = Summary {
+        dry_run: false,
+        matched: u64::from(outcome.is_some()),
+        replayed: changed,
+        new_codes: 0,
+    };
+    if let Err(error) = audit.finish(&state.pool, &summary).await {
+        return unavailable(error);
+    }
+    Redirect::to(&format!("/console/otps/{otp_id}")).into_response()
+}
