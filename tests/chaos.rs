@@ -1068,10 +1068,7 @@ async fn no_job_is_lost_and_none_is_sent_twice_beyond_the_kills_that_hit_it(pool
         receipts: receipts_to_post,
     });
     let provider_url = serve_provider(provider.clone()).await;
-    let api_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let api_port = harness::free_port();
     let receipt_counts = Arc::new(Receipts::default());
     tokio::spawn(post_receipts(
         format!("http://127.0.0.1:{api_port}/v1/receipts/fake"),

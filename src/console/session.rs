@@ -50,7 +50,7 @@ impl Operator {
     }
 }
 
-fn token() -> String {
+fn random_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
@@ -132,14 +132,14 @@ pub async fn sign_in(State(state): State<AppState>, headers: HeaderMap, Form(for
         tracing::info!("console sign-in refused");
         return sign_in_page(Some("Unknown operator key or wrong secret."), StatusCode::UNAUTHORIZED);
     };
-    let token = token();
+    let token = random_token();
     let minutes = state.config.console.session_minutes;
     let stored = sqlx::query!(
         "insert into console_sessions (token_sha256, key_id, csrf, expires_at)
          values ($1, $2, $3, now() + make_interval(mins => $4))",
         digest(&token),
         key_id,
-        token_for_forms(),
+        random_token(),
         minutes as i32
     )
     .execute(&state.pool)
@@ -163,10 +163,6 @@ pub async fn sign_in(State(state): State<AppState>, headers: HeaderMap, Form(for
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
     response
-}
-
-fn token_for_forms() -> String {
-    token()
 }
 
 #[derive(Deserialize)]

@@ -249,19 +249,22 @@ fn choose_template(job: &SendJob, app: &App) -> Option<(Locale, Template)> {
     choose(job, app, &job.templates, &app.templates)
 }
 
+/// The built-in voice templates, parsed once.
+static BUILT_IN_VOICE: std::sync::LazyLock<TemplateSet> = std::sync::LazyLock::new(|| TemplateSet {
+    default: None,
+    localized: crate::message::template::VOICE_DEFAULTS
+        .iter()
+        .filter_map(|(tag, text)| Some((Locale::parse(tag).ok()?, Template::parse(text).ok()?)))
+        .collect(),
+});
+
 /// What a call says: the job's `template_voice…` or the app's voice templates, by the
 /// locale rules of messages; else the built-in voice template of the language (English
 /// when none is built in for it).
 fn choose_voice_template(job: &SendJob, app: &App) -> (Locale, Template) {
-    let built_in = TemplateSet {
-        default: None,
-        localized: crate::message::template::VOICE_DEFAULTS
-            .iter()
-            .filter_map(|(tag, text)| Some((Locale::parse(tag).ok()?, Template::parse(text).ok()?)))
-            .collect(),
-    };
+    let built_in = &*BUILT_IN_VOICE;
     choose(job, app, &job.voice_templates, &app.voice_templates)
-        .or_else(|| choose(job, app, &TemplateSet::default(), &built_in))
+        .or_else(|| choose(job, app, &TemplateSet::default(), built_in))
         .or_else(|| best_match(&app.default_locale, &built_in.localized).map(|(l, t)| (l.clone(), t.clone())))
         .unwrap_or_else(|| {
             let english = Locale::parse("en").expect("en is a locale");

@@ -141,10 +141,7 @@ impl Harness {
     /// Runs `otp-courier serve` as its own process, its API on a free loopback port and its
     /// output in `log`; returns it, once the API answers, with the API's base URL.
     pub async fn spawn_serve(&mut self, dir: &std::path::Path, log: &std::path::Path) -> (RoleProcess, String) {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         self.set("api.listen", json!(format!("127.0.0.1:{port}")));
         let serve = RoleProcess::spawn("serve", &self.config_file(dir), log);
         let base = format!("http://127.0.0.1:{port}");
@@ -459,6 +456,20 @@ impl OtpRow {
         .expose()
         .to_string()
     }
+}
+
+/// A loopback port free at this moment, for a server whose address must be known before it
+/// starts (the API's own, in configuration that names it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The fields of a form-encoded request a fake received, by name.
+pub fn form_fields(request: &wiremock::Request) -> std::collections::BTreeMap<String, String> {
+    url::form_urlencoded::parse(&request.body).into_owned().collect()
 }
 
 /// The URL of the per-test database `#[sqlx::test]` created.

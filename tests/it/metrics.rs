@@ -28,10 +28,8 @@ async fn metrics_count_what_a_run_did(pool: PgPool) {
     harness.provider_accepts().await;
     let (key, secret) = harness.create_app_with_key("shop").await;
     let (operator, operator_secret) = harness.operator_key().await;
-    let internal = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port");
-    harness.set("metrics.listen", json!(internal.to_string()));
+    let internal = format!("127.0.0.1:{}", crate::harness::free_port());
+    harness.set("metrics.listen", json!(internal));
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut serve, base) = harness.spawn_serve(dir.path(), &dir.path().join("serve.log")).await;
     let http = reqwest::Client::new();

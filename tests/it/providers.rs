@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::harness::PIN_KEY;
+use crate::harness::{form_fields as form, PIN_KEY};
 
 fn provider(config: Value) -> Providers {
     let config: ProviderConfig = serde_json::from_value(config).expect("provider config");
@@ -62,10 +62,6 @@ async fn only_request(server: &MockServer) -> wiremock::Request {
     let mut requests = server.received_requests().await.expect("recording");
     assert_eq!(requests.len(), 1);
     requests.remove(0)
-}
-
-fn form(request: &wiremock::Request) -> BTreeMap<String, String> {
-    url::form_urlencoded::parse(&request.body).into_owned().collect()
 }
 
 #[tokio::test]

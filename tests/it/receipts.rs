@@ -2,6 +2,7 @@
 //! receipts move deliveries forward only. Providers are wiremock fakes on loopback; Twilio's
 //! signatures and request shapes are checked against Twilio's own Python library.
 
+use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -16,7 +17,7 @@ use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::api::Api;
-use crate::harness::wait_until;
+use crate::harness::{form_fields as form, free_port, wait_until};
 
 const SID: &str = "AC0123";
 const TOKEN: &str = "twilio-auth-token";
@@ -48,16 +49,9 @@ impl Respond for NewIds {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// An API and worker that send through the provider `name` (its config made by `config`
-/// from the fake provider's base URL), with `receipts.public_url` set to the API.
-async fn start(pool: PgPool, name: &str, config: impl FnOnce(&str) -> Value) -> Api {
+/// An API and worker that send every channel through the provider `name` (its config made
+/// by `config` from the fake provider's base URL), with `receipts.public_url` set to the API.
+pub async fn start(pool: PgPool, name: &str, config: impl FnOnce(&str) -> Value) -> Api {
     start_with(pool, name, config, &[]).await
 }
 
@@ -73,20 +67,13 @@ async fn start_with(pool: PgPool, name: &str, config: impl FnOnce(&str) -> Value
         h.set("api.listen", json!(format!("127.0.0.1:{port}")));
         h.set("receipts", json!({"public_url": format!("http://127.0.0.1:{port}")}));
         h.set("providers", json!({ name.clone(): provider }));
-        h.set("routing", json!({"sms": name, "whatsapp": name}));
+        h.set("routing", json!({"sms": name, "whatsapp": name, "voice": name}));
     })
     .await
 }
 
-/// The form fields of a provider request.
-fn form(request: &Request) -> Vec<(String, String)> {
-    url::form_urlencoded::parse(&request.body)
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
-}
-
-fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+fn field<'a>(fields: &'a BTreeMap<String, String>, name: &str) -> Option<&'a str> {
+    fields.get(name).map(String::as_str)
 }
 
 /// Twilio's signature, written here from its documentation (not the product's code).
@@ -389,7 +376,8 @@ async fn a_twilio_whatsapp_message_with_a_content_sid_is_what_twilios_client_sen
         .to_string(),
     ]))
     .expect("json");
-    let mut ours_sorted: Vec<(String, String)> = ours.clone();
+    // Every pair as sent, repeats included.
+    let mut ours_sorted: Vec<(String, String)> = url::form_urlencoded::parse(&sent[0].body).into_owned().collect();
     ours_sorted.sort();
     let mut theirs_sorted: Vec<(String, String)> = theirs["data"]
         .as_object()

@@ -7,42 +7,23 @@ use std::time::Duration;
 
 use base64::Engine;
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::json;
 use sqlx::PgPool;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
 use crate::api::Api;
-use crate::harness::wait_until;
-use crate::receipts::twilio_sign;
+use crate::harness::{form_fields as form, wait_until};
+use crate::receipts::{start, twilio_sign};
 
 const SID: &str = "AC0123";
 const TOKEN: &str = "twilio-auth-token";
 const LONG: Duration = Duration::from_secs(15);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// An API and worker that route every channel to the provider `config` makes.
-async fn start(pool: PgPool, config: impl FnOnce(&str) -> Value) -> Api {
-    let port = free_port();
-    Api::start_with(pool, |h| {
-        let provider = config(&h.provider.uri());
-        h.set("api.listen", json!(format!("127.0.0.1:{port}")));
-        h.set("receipts", json!({"public_url": format!("http://127.0.0.1:{port}")}));
-        h.set("providers", json!({"p": provider}));
-        h.set("routing", json!({"sms": "p", "whatsapp": "p", "voice": "p"}));
-    })
-    .await
-}
-
 async fn twilio(pool: PgPool) -> Api {
     let api = start(
         pool,
+        "p",
         |base| json!({"kind": "twilio", "account_sid": SID, "auth_token": TOKEN, "base_url": base}),
     )
     .await;
@@ -55,10 +36,6 @@ async fn twilio(pool: PgPool) -> Api {
             .await;
     }
     api
-}
-
-fn form(request: &wiremock::Request) -> BTreeMap<String, String> {
-    url::form_urlencoded::parse(&request.body).into_owned().collect()
 }
 
 async fn requests_to(api: &Api, endpoint: &str) -> Vec<BTreeMap<String, String>> {
@@ -153,7 +130,7 @@ async fn a_call_nobody_answers_moves_the_workflow_to_its_next_step(pool: PgPool)
 
 #[sqlx::test]
 async fn a_xoxzo_call_posts_the_documented_text_to_speech_playback(pool: PgPool) {
-    let api = start(pool, |base| {
+    let api = start(pool, "p", |base| {
         json!({"kind": "xoxzo", "sid": "xsid", "auth_token": "xtoken", "base_url": base, "poll_schedule_seconds": []})
     })
     .await;

@@ -20,7 +20,13 @@ const SECRET: &str = "a-shared-receipt-secret";
 /// An API and worker whose provider shows the channel of each message and answers each
 /// with the id `m-<otp id>-<channel>`.
 async fn start(pool: PgPool) -> Api {
+    start_with(pool, |_| {}).await
+}
+
+/// As [`start`], with more configuration by `configure`.
+async fn start_with(pool: PgPool, configure: impl FnOnce(&mut crate::harness::Harness)) -> Api {
     let api = Api::start_with(pool, |h| {
+        configure(h);
         h.set(
             "providers.fake.body",
             json!({"to": "{{to}}", "text": "{{message}}", "otp": "{{otp_id}}", "channel": "{{channel}}"}),
@@ -395,12 +401,8 @@ async fn an_apps_default_workflow_applies_unless_the_job_names_its_channel(pool:
 
 #[sqlx::test]
 async fn a_step_a_send_limit_refuses_ends_the_workflow_and_an_unsent_otp_fails(pool: PgPool) {
-    let api = Api::start_with(pool, |h| {
+    let api = start_with(pool, |h| {
         h.set("limits.send_per_phone", json!({"max": 1, "window_seconds": 600}));
-        h.set(
-            "providers.fake.body",
-            json!({"to": "{{to}}", "text": "{{message}}", "otp": "{{otp_id}}", "channel": "{{channel}}"}),
-        );
     })
     .await;
     Mock::given(method("POST"))
