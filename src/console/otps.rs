@@ -35,6 +35,13 @@ fn when(at: OffsetDateTime) -> String {
     at.format(&Rfc3339).unwrap_or_default()
 }
 
+/// A time as an operator reads it: UTC, to the millisecond (a timeline's steps are close).
+fn shown(at: OffsetDateTime) -> String {
+    let format =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:3] UTC");
+    at.to_offset(time::UtcOffset::UTC).format(&format).unwrap_or_default()
+}
+
 /// A phone number as the console shows it: its last four digits.
 fn masked(last4: &str) -> String {
     format!("•••• {last4}")
@@ -143,9 +150,9 @@ pub async fn list(State(state): State<AppState>, operator: Operator, Query(filte
             tbody {
                 @for row in &rows {
                     tr {
-                        td { a href={ "/console/otps/" (OtpId::from_uuid(row.id)) } { (when(row.created_at)) } }
+                        td.nowrap { a href={ "/console/otps/" (OtpId::from_uuid(row.id)) } { (shown(row.created_at)) } }
                         td { (row.app_id) }
-                        td { (masked(row.last4.as_deref().unwrap_or(""))) }
+                        td.nowrap { (masked(row.last4.as_deref().unwrap_or(""))) }
                         td { (row.channel) }
                         td class={ "status-" (row.status) } { (row.status) }
                         td class={ "status-" (row.delivery) } { (row.delivery) }
@@ -185,7 +192,7 @@ pub async fn timeline(State(state): State<AppState>, operator: Operator, Path(id
                     thead { tr { th { "when" } th { "what" } th { "detail" } } }
                     tbody {
                         @for entry in &entries {
-                            tr { td { (when(entry.at)) } td { (entry.what) } td { (entry.detail) } }
+                            tr { td.nowrap { (shown(entry.at)) } td { (entry.what) } td { (entry.detail) } }
                         }
                     }
                 }
@@ -214,7 +221,7 @@ async fn entries(state: &AppState, id: Uuid) -> sqlx::Result<Option<(Markup, Vec
             tr { th { "app" } td { (otp.app_id) } th { "request id" } td { (otp.request_id) } }
             tr { th { "number" } td { (masked(otp.last4.as_deref().unwrap_or(""))) } th { "channel" } td { (otp.channel) " via " (otp.provider) } }
             tr { th { "status" } td class={ "status-" (otp.status) } { (otp.status) } th { "delivery" } td class={ "status-" (otp.delivery) } { (otp.delivery) } }
-            tr { th { "locale" } td { (otp.locale) } th { "expires" } td { (when(otp.expires_at)) } }
+            tr { th { "locale" } td { (otp.locale) } th { "expires" } td { (shown(otp.expires_at)) } }
             tr { th { "metadata" } td colspan="3" { code { (otp.metadata.map(|m| m.to_string()).unwrap_or_default()) } } }
         }
     };
