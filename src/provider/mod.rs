@@ -384,9 +384,13 @@ impl Http {
     }
 
     /// A GET of the provider's API that carries no message: its answer, or the error.
+    /// An error keeps only the status's reason: the answer is about a message that held a
+    /// code, and no PIN is at hand here to check it against.
     async fn fetch(&self, request: reqwest::RequestBuilder) -> Result<String, SendError> {
-        self.answer(request, |_, body| (body.chars().take(300).collect(), None))
-            .await
+        self.answer(request, |status, _| {
+            (status.canonical_reason().unwrap_or("no reason given").to_string(), None)
+        })
+        .await
     }
 
     /// The body of a 2xx answer; else a `SendError` whose detail and code `read` takes from
