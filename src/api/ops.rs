@@ -33,6 +33,12 @@ impl FromRequestParts<AppState> for Operator {
 const HTTP_DLQ_LIMIT: usize = 10_000;
 
 fn bounded(mut filter: DlqFilter) -> Result<DlqFilter, ApiError> {
+    if filter.message_ids.len() > HTTP_DLQ_LIMIT || filter.message_ids.iter().any(|id| id.len() > 255) {
+        return Err(ApiError::Invalid {
+            field: "messageIds".into(),
+            reason: format!("at most {HTTP_DLQ_LIMIT} ids of at most 255 characters"),
+        });
+    }
     match filter.limit {
         Some(n) if !(1..=HTTP_DLQ_LIMIT).contains(&n) => Err(ApiError::Invalid {
             field: "limit".into(),

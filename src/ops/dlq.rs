@@ -47,6 +47,10 @@ pub struct DlqFilter {
     /// Only jobs rejected for this reason code, e.g. `unknown_app`.
     #[arg(long)]
     pub reason: Option<String>,
+    /// Only these messages (their `message-id` property); any, when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[arg(long = "message-id")]
+    pub message_ids: Vec<String>,
     /// At most this many.
     #[arg(long)]
     pub limit: Option<usize>,
@@ -97,9 +101,14 @@ fn describe(position: usize, data: &[u8], properties: &BasicProperties) -> DeadL
 }
 
 impl DlqFilter {
-    fn matches(&self, letter: &DeadLetter) -> bool {
+    pub fn matches(&self, letter: &DeadLetter) -> bool {
         self.app.as_ref().is_none_or(|app| letter.app_id.as_ref() == Some(app))
             && self.reason.as_ref().is_none_or(|r| letter.reason.as_ref() == Some(r))
+            && (self.message_ids.is_empty()
+                || letter
+                    .message_id
+                    .as_ref()
+                    .is_some_and(|id| self.message_ids.contains(id)))
     }
 }
 
@@ -125,6 +134,25 @@ impl Dlq {
         let channel = amqp::confirm_channel(&connection).await?;
         amqp::declare_queues(&channel, &self.config).await?;
         Ok((connection, channel))
+    }
+
+    /// How many messages the queue holds.
+    pub async fn depth(&self) -> Result<u32, DlqError> {
+        let connection = amqp::connect(&self.config, "otp-courier dlq").await?;
+        let channel = connection.create_channel().await?;
+        let queue = channel
+            .queue_declare(
+                self.config.dead_letter_queue.as_str().into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        let _ = connection.close(200, "counted".into()).await;
+        // A queue not declared yet holds nothing.
+        Ok(queue.map(|q| q.message_count()).unwrap_or(0))
     }
 
     /// Up to `limit` messages from the head of the queue, left in place.

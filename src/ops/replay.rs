@@ -3,6 +3,8 @@
 //! still in the state being replayed (so a second run changes nothing), and leave an
 //! `operator_actions` record of who ran what.
 
+use std::str::FromStr;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -40,6 +42,9 @@ pub struct DeliveryFilter {
     /// `timeout`, `connect`, `expired`, `config`, `file`.
     #[arg(long)]
     pub error_class: Option<String>,
+    /// Only this OTP (its id).
+    #[arg(long)]
+    pub otp: Option<String>,
     /// At most this many.
     #[arg(long)]
     pub limit: Option<i64>,
@@ -70,6 +75,9 @@ pub struct CallbackFilter {
     /// An event type, e.g. `otp.sent`.
     #[arg(long)]
     pub event: Option<String>,
+    /// Only this OTP's events (its id).
+    #[arg(long)]
+    pub otp: Option<String>,
     /// At most this many.
     #[arg(long)]
     pub limit: Option<i64>,
@@ -127,6 +135,18 @@ fn limit_of(limit: Option<i64>) -> Result<i64, InvalidFilter> {
     }
 }
 
+fn otp_of(otp: Option<&str>) -> Result<Option<Uuid>, InvalidFilter> {
+    otp.map(|id| {
+        crate::domain::OtpId::from_str(id)
+            .map(|id| id.as_uuid())
+            .map_err(|e| InvalidFilter {
+                field: "otp",
+                reason: e.to_string(),
+            })
+    })
+    .transpose()
+}
+
 fn one_of(field: &'static str, value: Option<&str>, allowed: &[&'static str]) -> Result<&'static str, InvalidFilter> {
     let Some(value) = value else { return Ok(allowed[0]) };
     allowed
@@ -150,13 +170,14 @@ pub async fn deliveries(
 ) -> Result<Summary, ReplayError> {
     let status = one_of("status", filter.status.as_deref(), &["failed", "expired"])?;
     let limit = limit_of(filter.limit)?;
+    let otp = otp_of(filter.otp.as_deref())?;
     let matched = sqlx::query_scalar!(
         r#"select count(*) as "n!" from (
                select 1 from otps o
                where o.status = $1 and ($1 = 'failed' or (o.delivery in ('queued', 'failed') and o.sent_at is null))
                  and ($2::text is null or o.app_id = $2) and ($3::timestamptz is null or o.created_at >= $3)
                  and ($4::timestamptz is null or o.created_at < $4) and ($5::text is null or o.provider = $5)
-                 and ($6::text is null or o.last_error->>'class' = $6)
+                 and ($6::text is null or o.last_error->>'class' = $6) and ($8::uuid is null or o.id = $8)
                limit $7) matching"#,
         status,
         filter.app,
@@ -165,6 +186,7 @@ pub async fn deliveries(
         filter.provider,
         filter.error_class,
         limit,
+        otp,
     )
     .fetch_one(pool)
     .await? as u64;
@@ -178,19 +200,28 @@ pub async fn deliveries(
     let (mut cursor, mut conflicts) = (Uuid::nil(), 0);
     while !dry_run && (summary.replayed as i64) < limit {
         let mut tx = pool.begin().await?;
+        // Planned for the filter's actual values: a generic plan reads each unset filter as
+        // selective, and may join in an order that fresh table statistics would not pick.
+        sqlx::query!("set local plan_cache_mode = force_custom_plan")
+            .execute(&mut *tx)
+            .await?;
         let batch = match sqlx::query!(
             r#"with picked as (
                    select o.id, o.generation from otps o
                    where o.status = $1 and ($1 = 'failed' or (o.delivery in ('queued', 'failed') and o.sent_at is null))
                      and ($2::text is null or o.app_id = $2) and ($3::timestamptz is null or o.created_at >= $3)
                      and ($4::timestamptz is null or o.created_at < $4) and ($5::text is null or o.provider = $5)
-                     and ($6::text is null or o.last_error->>'class' = $6)
+                     and ($6::text is null or o.last_error->>'class' = $6) and ($9::uuid is null or o.id = $9)
                      and o.id > $7
-                     -- A body-derived key names one pending OTP at a time: skip the key if one is
-                     -- pending, and of several replayable OTPs of one key take the newest only.
+                     -- A key names one pending OTP at a time: skip the key if one is pending (the
+                     -- unique index on pending keys answers that), and of several replayable OTPs
+                     -- of one body-derived key take the newest only (a producer's own key has one
+                     -- OTP, so only derived keys are looked up).
                      and not exists (select 1 from otps p where p.app_id = o.app_id and p.request_id = o.request_id
-                                     and p.id <> o.id
-                                     and (p.status = 'pending' or (p.status = o.status and p.created_at > o.created_at)))
+                                     and p.status = 'pending' and p.id <> o.id)
+                     and (not o.request_id_derived
+                          or not exists (select 1 from otps p where p.app_id = o.app_id and p.request_id = o.request_id
+                                         and p.id <> o.id and p.status = o.status and p.created_at > o.created_at))
                    order by o.id limit $8
                    for update skip locked
                )
@@ -214,6 +245,7 @@ pub async fn deliveries(
             filter.error_class,
             cursor,
             BATCH.min(limit - summary.replayed as i64),
+            otp,
         )
         .fetch_all(&mut *tx)
         .await
@@ -237,6 +269,7 @@ pub async fn deliveries(
         cursor = last;
         summary.replayed += batch.len() as u64;
         summary.new_codes += batch.iter().filter(|r| r.new_code).count() as u64;
+        audit.progress(pool, &summary).await?;
         progress(summary.replayed, matched);
     }
     audit.finish(pool, &summary).await?;
@@ -253,11 +286,13 @@ pub async fn callbacks(
 ) -> Result<Summary, ReplayError> {
     let state = one_of("status", filter.status.as_deref(), &["dead", "gone"])?;
     let limit = limit_of(filter.limit)?;
+    let otp = otp_of(filter.otp.as_deref())?;
     let matched = sqlx::query_scalar!(
         r#"select count(*) as "n!" from (
                select 1 from outbox
                where state = $1 and ($2::text is null or app_id = $2) and ($3::timestamptz is null or created_at >= $3)
                  and ($4::timestamptz is null or created_at < $4) and ($5::text is null or event_type = $5)
+                 and ($7::uuid is null or otp_id = $7)
                limit $6) matching"#,
         state,
         filter.app,
@@ -265,6 +300,7 @@ pub async fn callbacks(
         filter.until,
         filter.event,
         limit,
+        otp,
     )
     .fetch_one(pool)
     .await? as u64;
@@ -283,7 +319,7 @@ pub async fn callbacks(
                  select id from outbox
                  where state = $1 and ($2::text is null or app_id = $2) and ($3::timestamptz is null or created_at >= $3)
                    and ($4::timestamptz is null or created_at < $4) and ($5::text is null or event_type = $5)
-                   and id > $6
+                   and ($8::uuid is null or otp_id = $8) and id > $6
                  order by id limit $7
                  for update skip locked
              )
@@ -298,6 +334,7 @@ pub async fn callbacks(
             filter.event,
             cursor,
             BATCH.min(limit - summary.replayed as i64),
+            otp,
         )
         .fetch_all(&mut *tx)
         .await?;
@@ -308,6 +345,7 @@ pub async fn callbacks(
         let Some(last) = batch.iter().max().copied() else { break };
         cursor = last;
         summary.replayed += batch.len() as u64;
+        audit.progress(pool, &summary).await?;
         progress(summary.replayed, matched);
     }
     audit.finish(pool, &summary).await?;
@@ -333,12 +371,24 @@ impl Audit {
         .map(Audit)
     }
 
+    /// The counts so far, for whoever watches a long action (the console's audit log).
+    pub async fn progress(&self, pool: &PgPool, summary: &Summary) -> sqlx::Result<()> {
+        self.record(pool, summary, false).await
+    }
+
     pub async fn finish(self, pool: &PgPool, summary: &Summary) -> sqlx::Result<()> {
+        self.record(pool, summary, true).await
+    }
+
+    async fn record(&self, pool: &PgPool, summary: &Summary, finished: bool) -> sqlx::Result<()> {
         sqlx::query!(
-            "update operator_actions set matched = $2, changed = $3, finished_at = now() where id = $1",
+            "update operator_actions set matched = $2, changed = $3,
+                    finished_at = case when $4 then now() end
+             where id = $1",
             self.0,
             i32::try_from(summary.matched).unwrap_or(i32::MAX),
             i32::try_from(summary.replayed).unwrap_or(i32::MAX),
+            finished,
         )
         .execute(pool)
         .await?;
