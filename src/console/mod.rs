@@ -1,10 +1,16 @@
 //! The ops console: server-rendered pages under `/console` for operators (signed in with
-//! an operator key): the OTPs with filters, and each OTP's timeline with its actions.
+//! an operator key): an overview with charts, the OTPs with filters, each OTP's timeline
+//! with its actions, failures with bulk replay, the dead-letter queue, apps and the audit log.
 //! Templates are compile-time checked and escape every value (maud); the pages carry no
 //! script, and a strict Content-Security-Policy forbids any; every change is a form with
 //! the session's CSRF token, recorded in `operator_actions` as `console:<key id>`.
 
+mod apps;
+mod audit;
+mod dlq;
+mod failures;
 mod otps;
+mod overview;
 mod page;
 mod session;
 
@@ -24,12 +30,26 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self';
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/console", get(|| async { Redirect::to("/console/otps") }))
+        .route("/console", get(|| async { Redirect::to("/console/overview") }))
+        .route("/console/overview", get(overview::show))
         .route("/console/sign-in", get(session::form).post(session::sign_in))
         .route("/console/sign-out", post(session::sign_out))
         .route("/console/otps", get(otps::list))
         .route("/console/otps/{id}", get(otps::timeline))
         .route("/console/otps/{id}/cancel", post(otps::cancel))
+        .route("/console/otps/{id}/replay-delivery", post(otps::replay_delivery))
+        .route("/console/otps/{id}/replay-callback", post(otps::replay_callback))
+        .route("/console/failures", get(failures::page_of))
+        .route("/console/failures/deliveries", post(failures::deliveries))
+        .route("/console/failures/callbacks", post(failures::callbacks))
+        .route("/console/dlq", get(dlq::list).post(dlq::act))
+        .route("/console/apps", get(apps::list))
+        .route("/console/apps/{id}/rotate-key", post(apps::rotate_key))
+        .route(
+            "/console/apps/{id}/rotate-webhook-secret",
+            post(apps::rotate_webhook_secret),
+        )
+        .route("/console/audit", get(audit::list))
         .route(
             "/console/static/console.css",
             get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLESHEET).into_response() }),

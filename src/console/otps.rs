@@ -14,38 +14,14 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::page::page;
+use super::page::{csrf_field, masked, not_found, page, rfc3339, shown, text, unavailable};
 use super::session::{Csrf, Operator};
 use crate::api::AppState;
 use crate::domain::OtpId;
-use crate::ops::replay::{Audit, Summary};
+use crate::ops::replay::{self, Audit, CallbackFilter, DeliveryFilter, Summary};
 use crate::otp::lifecycle::{self, Cancel};
 
 const PAGE: i64 = 50;
-
-fn unavailable(_: sqlx::Error) -> Response {
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        "the database is unavailable; try again shortly",
-    )
-        .into_response()
-}
-
-fn when(at: OffsetDateTime) -> String {
-    at.format(&Rfc3339).unwrap_or_default()
-}
-
-/// A time as an operator reads it: UTC, to the millisecond (a timeline's steps are close).
-fn shown(at: OffsetDateTime) -> String {
-    let format =
-        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:3] UTC");
-    at.to_offset(time::UtcOffset::UTC).format(&format).unwrap_or_default()
-}
-
-/// A phone number as the console shows it: its last four digits.
-fn masked(last4: &str) -> String {
-    format!("•••• {last4}")
-}
 
 #[derive(Debug, Default, Deserialize)]
 pub struct Filter {
@@ -53,21 +29,28 @@ pub struct Filter {
     status: Option<String>,
     delivery: Option<String>,
     channel: Option<String>,
+    /// ISO 3166-1 code of the number's country.
+    country: Option<String>,
     /// The last digits of the number (up to 8).
     phone: Option<String>,
     request: Option<String>,
+    /// Created at or after (RFC 3339, or a browser's `datetime-local` read as UTC).
+    since: Option<String>,
+    /// Created before.
+    until: Option<String>,
     /// Keyset cursor: the last row of the page before (`<rfc3339>_<uuid>`).
     before: Option<String>,
 }
 
-impl Filter {
-    fn text(value: &Option<String>) -> Option<String> {
-        value
-            .as_deref()
-            .map(str::trim)
-            .filter(|v| !v.is_empty() && v.len() <= 128)
-            .map(str::to_string)
-    }
+/// A time from a filter: RFC 3339, or `2026-12-02T17:10` (an `<input type=datetime-local>`) as UTC.
+pub fn moment(value: &Option<String>) -> Option<OffsetDateTime> {
+    let value = text(value)?;
+    OffsetDateTime::parse(&value, &Rfc3339).ok().or_else(|| {
+        let format = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]");
+        time::PrimitiveDateTime::parse(&value, &format)
+            .ok()
+            .map(|t| t.assume_utc())
+    })
 }
 
 struct Row {
@@ -75,6 +58,7 @@ struct Row {
     app_id: String,
     request_id: String,
     last4: Option<String>,
+    country: Option<String>,
     channel: String,
     status: String,
     delivery: String,
@@ -82,30 +66,39 @@ struct Row {
 }
 
 pub async fn list(State(state): State<AppState>, operator: Operator, Query(filter): Query<Filter>) -> Response {
-    let phone = Filter::text(&filter.phone).filter(|p| p.len() <= 8 && p.bytes().all(|b| b.is_ascii_digit()));
-    let cursor = Filter::text(&filter.before).and_then(|c| {
+    // Read backwards, the last digits are a prefix of the reversed number, which an index serves.
+    let reversed_suffix = text(&filter.phone)
+        .filter(|p| p.len() <= 8 && p.bytes().all(|b| b.is_ascii_digit()))
+        .map(|p| p.chars().rev().collect::<String>());
+    let cursor = text(&filter.before).and_then(|c| {
         let (at, id) = c.split_once('_')?;
         Some((OffsetDateTime::parse(at, &Rfc3339).ok()?, Uuid::parse_str(id).ok()?))
     });
     let rows = sqlx::query_as!(
         Row,
-        r#"select id, app_id, request_id, right(phone_number, 4) as last4, channel, status, delivery, created_at
+        r#"select id, app_id, request_id, right(phone_number, 4) as last4, country, channel, status, delivery, created_at
            from otps
            where ($1::text is null or app_id = $1) and ($2::text is null or status = $2)
              and ($3::text is null or delivery = $3) and ($4::text is null or channel = $4)
-             and ($5::text is null or phone_number like '%' || $5) and ($6::text is null or request_id = $6)
+             and ($5::text is null or (reverse(phone_number) ~>=~ $5 and reverse(phone_number) ~<~ ($5 || '~')))
+             and ($6::text is null or request_id = $6)
              and ($7::timestamptz is null or (created_at, id) < ($7, $8))
+             and ($10::text is null or country = $10)
+             and ($11::timestamptz is null or created_at >= $11) and ($12::timestamptz is null or created_at < $12)
            order by created_at desc, id desc
            limit $9"#,
-        Filter::text(&filter.app),
-        Filter::text(&filter.status),
-        Filter::text(&filter.delivery),
-        Filter::text(&filter.channel),
-        phone,
-        Filter::text(&filter.request),
+        text(&filter.app),
+        text(&filter.status),
+        text(&filter.delivery),
+        text(&filter.channel),
+        reversed_suffix,
+        text(&filter.request),
         cursor.map(|c| c.0),
         cursor.map(|c| c.1),
         PAGE + 1,
+        text(&filter.country).map(|c| c.to_ascii_uppercase()),
+        moment(&filter.since),
+        moment(&filter.until),
     )
     .fetch_all(&state.pool)
     .await;
@@ -122,18 +115,21 @@ pub async fn list(State(state): State<AppState>, operator: Operator, Query(filte
             ("status", &filter.status),
             ("delivery", &filter.delivery),
             ("channel", &filter.channel),
+            ("country", &filter.country),
             ("phone", &filter.phone),
             ("request", &filter.request),
+            ("since", &filter.since),
+            ("until", &filter.until),
         ] {
-            if let Some(value) = Filter::text(value) {
+            if let Some(value) = text(value) {
                 query.append_pair(key, &value);
             }
         }
-        query.append_pair("before", &format!("{}_{}", when(last.created_at), last.id));
+        query.append_pair("before", &format!("{}_{}", rfc3339(last.created_at), last.id));
         format!("/console/otps?{}", query.finish())
     });
     let field = |name: &str, label: &str, value: &Option<String>| {
-        html! { input name=(name) placeholder=(label) value=[Filter::text(value)]; }
+        html! { input name=(name) placeholder=(label) value=[text(value)]; }
     };
     let body = html! {
         form.filters method="get" action="/console/otps" {
@@ -141,18 +137,22 @@ pub async fn list(State(state): State<AppState>, operator: Operator, Query(filte
             (field("status", "status", &filter.status))
             (field("delivery", "delivery", &filter.delivery))
             (field("channel", "channel", &filter.channel))
+            (field("country", "country (FR)", &filter.country))
             (field("phone", "last digits", &filter.phone))
             (field("request", "request id", &filter.request))
+            label.muted { "from " input type="datetime-local" name="since" value=[text(&filter.since)]; }
+            label.muted { "to " input type="datetime-local" name="until" value=[text(&filter.until)]; }
             button type="submit" { "Filter" }
         }
         table {
-            thead { tr { th { "created" } th { "app" } th { "number" } th { "channel" } th { "status" } th { "delivery" } th { "request id" } } }
+            thead { tr { th { "created" } th { "app" } th { "number" } th { "country" } th { "channel" } th { "status" } th { "delivery" } th { "request id" } } }
             tbody {
                 @for row in &rows {
                     tr {
                         td.nowrap { a href={ "/console/otps/" (OtpId::from_uuid(row.id)) } { (shown(row.created_at)) } }
                         td { (row.app_id) }
                         td.nowrap { (masked(row.last4.as_deref().unwrap_or(""))) }
+                        td { (row.country.as_deref().unwrap_or("")) }
                         td { (row.channel) }
                         td class={ "status-" (row.status) } { (row.status) }
                         td class={ "status-" (row.delivery) } { (row.delivery) }
@@ -176,18 +176,13 @@ struct Entry {
 
 pub async fn timeline(State(state): State<AppState>, operator: Operator, Path(id): Path<String>) -> Response {
     let Ok(otp_id) = OtpId::from_str(&id) else {
-        return (StatusCode::NOT_FOUND, "no such OTP").into_response();
+        return not_found("OTP");
     };
-    match entries(&state, otp_id.as_uuid()).await {
-        Ok(Some((header, entries))) => {
+    match entries(&state, &operator, otp_id).await {
+        Ok(Some((header, actions, entries))) => {
             let body = html! {
                 (header)
-                div.actions {
-                    form method="post" action={ "/console/otps/" (otp_id) "/cancel" } {
-                        input type="hidden" name="csrf" value=(operator.csrf());
-                        button type="submit" { "Cancel this OTP" }
-                    }
-                }
+                div.actions { (actions) }
                 table.timeline {
                     thead { tr { th { "when" } th { "what" } th { "detail" } } }
                     tbody {
@@ -199,15 +194,31 @@ pub async fn timeline(State(state): State<AppState>, operator: Operator, Path(id
             };
             page(&format!("OTP {otp_id}"), &operator, body).into_response()
         }
-        Ok(None) => (StatusCode::NOT_FOUND, "no such OTP").into_response(),
+        Ok(None) => not_found("OTP"),
         Err(error) => unavailable(error),
     }
 }
 
-async fn entries(state: &AppState, id: Uuid) -> sqlx::Result<Option<(Markup, Vec<Entry>)>> {
+/// A button posting to one of this OTP's actions, with hidden fields.
+fn action(operator: &Operator, otp_id: OtpId, path: &str, hidden: &[(&str, &str)], label: &str) -> Markup {
+    html! {
+        form.inline method="post" action={ "/console/otps/" (otp_id) "/" (path) } {
+            (csrf_field(operator))
+            @for (name, value) in hidden { input type="hidden" name=(name) value=(value); }
+            button type="submit" { (label) }
+        }
+    }
+}
+
+async fn entries(
+    state: &AppState,
+    operator: &Operator,
+    otp_id: OtpId,
+) -> sqlx::Result<Option<(Markup, Markup, Vec<Entry>)>> {
+    let id = otp_id.as_uuid();
     let Some(otp) = sqlx::query!(
-        r#"select app_id, request_id, right(phone_number, 4) as last4, channel, provider, status, delivery,
-                  locale, created_at, expires_at, metadata
+        r#"select app_id, request_id, right(phone_number, 4) as last4, country, channel, provider, status, delivery,
+                  locale, created_at, expires_at, metadata, sent_at
            from otps where id = $1"#,
         id
     )
@@ -219,11 +230,20 @@ async fn entries(state: &AppState, id: Uuid) -> sqlx::Result<Option<(Markup, Vec
     let header = html! {
         table {
             tr { th { "app" } td { (otp.app_id) } th { "request id" } td { (otp.request_id) } }
-            tr { th { "number" } td { (masked(otp.last4.as_deref().unwrap_or(""))) } th { "channel" } td { (otp.channel) " via " (otp.provider) } }
+            tr { th { "number" } td { (masked(otp.last4.as_deref().unwrap_or(""))) " " (otp.country.as_deref().unwrap_or("")) }
+                 th { "channel" } td { (otp.channel) " via " (otp.provider) } }
             tr { th { "status" } td class={ "status-" (otp.status) } { (otp.status) } th { "delivery" } td class={ "status-" (otp.delivery) } { (otp.delivery) } }
             tr { th { "locale" } td { (otp.locale) } th { "expires" } td { (shown(otp.expires_at)) } }
             tr { th { "metadata" } td colspan="3" { code { (otp.metadata.map(|m| m.to_string()).unwrap_or_default()) } } }
         }
+    };
+    // What replay would take: a failed OTP, or one that expired before any send succeeded.
+    let replayable = otp.status == "failed" || (otp.status == "expired" && otp.sent_at.is_none());
+    let actions = html! {
+        @if replayable {
+            (action(operator, otp_id, "replay-delivery", &[("status", otp.status.as_str())], "Replay delivery"))
+        }
+        @if otp.status == "pending" { (action(operator, otp_id, "cancel", &[], "Cancel this OTP")) }
     };
     let mut entries = vec![Entry {
         at: otp.created_at,
@@ -296,6 +316,9 @@ async fn entries(state: &AppState, id: Uuid) -> sqlx::Result<Option<(Markup, Vec
             what: format!("event {}", e.event_type),
             detail: html! {
                 @if e.callback_url.is_some() { "callback " (e.state) } @else { span.muted { "no callback URL" } }
+                @if e.state == "dead" || e.state == "gone" {
+                    " " (action(operator, otp_id, "replay-callback", &[("status", e.state.as_str()), ("event", e.event_type.as_str())], "Replay callback"))
+                }
                 @for a in &attempts {
                     br;
                     "attempt " (a["attempt"]) ": "
@@ -307,7 +330,7 @@ async fn entries(state: &AppState, id: Uuid) -> sqlx::Result<Option<(Markup, Vec
         });
     }
     entries.sort_by_key(|e| e.at);
-    Ok(Some((header, entries)))
+    Ok(Some((header, actions, entries)))
 }
 
 pub async fn cancel(
@@ -320,7 +343,7 @@ pub async fn cancel(
         return refused;
     }
     let Ok(otp_id) = OtpId::from_str(&id) else {
-        return (StatusCode::NOT_FOUND, "no such OTP").into_response();
+        return not_found("OTP");
     };
     let audit = match Audit::begin(
         &state.pool,
@@ -349,4 +372,67 @@ pub async fn cancel(
         return unavailable(error);
     }
     Redirect::to(&format!("/console/otps/{otp_id}")).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct ReplayForm {
+    #[serde(default)]
+    csrf: String,
+    status: Option<String>,
+    event: Option<String>,
+}
+
+/// Sends this failed (or never-sent expired) OTP again: same code within its TTL.
+pub async fn replay_delivery(
+    State(state): State<AppState>,
+    operator: Operator,
+    Path(id): Path<String>,
+    Form(form): Form<ReplayForm>,
+) -> Response {
+    if let Some(refused) = operator.csrf_refusal(&form.csrf) {
+        return refused;
+    }
+    let Ok(otp_id) = OtpId::from_str(&id) else {
+        return not_found("OTP");
+    };
+    let filter = DeliveryFilter {
+        otp: Some(otp_id.to_string()),
+        status: text(&form.status),
+        ..DeliveryFilter::default()
+    };
+    match replay::deliveries(&state.pool, &filter, &operator.actor(), &mut |_, _| {}).await {
+        Ok(_) => Redirect::to(&format!("/console/otps/{otp_id}")).into_response(),
+        Err(replay::ReplayError::Invalid(invalid)) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, invalid.to_string()).into_response()
+        }
+        Err(replay::ReplayError::Database(error)) => unavailable(error),
+    }
+}
+
+/// Sends this OTP's dead (or gone) callbacks of one event type again, with their event ids.
+pub async fn replay_callback(
+    State(state): State<AppState>,
+    operator: Operator,
+    Path(id): Path<String>,
+    Form(form): Form<ReplayForm>,
+) -> Response {
+    if let Some(refused) = operator.csrf_refusal(&form.csrf) {
+        return refused;
+    }
+    let Ok(otp_id) = OtpId::from_str(&id) else {
+        return not_found("OTP");
+    };
+    let filter = CallbackFilter {
+        otp: Some(otp_id.to_string()),
+        status: text(&form.status),
+        event: text(&form.event),
+        ..CallbackFilter::default()
+    };
+    match replay::callbacks(&state.pool, &filter, &operator.actor(), &mut |_, _| {}).await {
+        Ok(_) => Redirect::to(&format!("/console/otps/{otp_id}")).into_response(),
+        Err(replay::ReplayError::Invalid(invalid)) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, invalid.to_string()).into_response()
+        }
+        Err(replay::ReplayError::Database(error)) => unavailable(error),
+    }
 }

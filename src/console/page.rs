@@ -1,17 +1,37 @@
-//! The console's page frame: one stylesheet, no script, no inline style.
+//! The console's page frame (one stylesheet, no script, no inline style) and what every
+//! page shares: how times and numbers are shown, forms read, failures answered.
 
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use maud::{html, Markup, DOCTYPE};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 
 use super::session::Operator;
 
+/// The sections, in the header's order.
+const SECTIONS: [(&str, &str); 6] = [
+    ("/console/overview", "Overview"),
+    ("/console/otps", "OTPs"),
+    ("/console/failures", "Failures"),
+    ("/console/dlq", "Dead letters"),
+    ("/console/apps", "Apps"),
+    ("/console/audit", "Audit log"),
+];
+
 /// A page without the signed-in header (the sign-in page).
 pub fn bare(title: &str, body: Markup) -> Markup {
+    frame(title, None, body)
+}
+
+fn frame(title: &str, refresh: Option<u32>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
+                @if let Some(seconds) = refresh { meta http-equiv="refresh" content=(seconds); }
                 title { (title) " · otp-courier" }
                 link rel="stylesheet" href="/console/static/console.css";
             }
@@ -22,12 +42,18 @@ pub fn bare(title: &str, body: Markup) -> Markup {
 
 /// A page for a signed-in operator: the header with the sections and sign-out.
 pub fn page(title: &str, operator: &Operator, body: Markup) -> Markup {
-    bare(
+    refreshing(title, operator, None, body)
+}
+
+/// A page that reloads itself every `refresh` seconds (while an action runs), scriptless.
+pub fn refreshing(title: &str, operator: &Operator, refresh: Option<u32>, body: Markup) -> Markup {
+    frame(
         title,
+        refresh,
         html! {
             header {
                 strong { "otp-courier" }
-                a href="/console/otps" { "OTPs" }
+                nav { @for (href, name) in SECTIONS { a href=(href) { (name) } } }
                 form method="post" action="/console/sign-out" {
                     input type="hidden" name="csrf" value=(operator.csrf());
                     span.muted { (operator.key_id) " " }
@@ -37,4 +63,57 @@ pub fn page(title: &str, operator: &Operator, body: Markup) -> Markup {
             main { h1 { (title) } (body) }
         },
     )
+}
+
+/// The hidden field every state-changing form carries.
+pub fn csrf_field(operator: &Operator) -> Markup {
+    html! { input type="hidden" name="csrf" value=(operator.csrf()); }
+}
+
+pub fn unavailable<E: std::fmt::Display>(error: E) -> Response {
+    tracing::warn!(error = %error, "console: a page could not be served");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the database or the broker is unavailable; try again shortly",
+    )
+        .into_response()
+}
+
+pub fn not_found(what: &str) -> Response {
+    (StatusCode::NOT_FOUND, format!("no such {what}")).into_response()
+}
+
+pub fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&Rfc3339).unwrap_or_default()
+}
+
+/// A time as an operator reads it: UTC, to the millisecond (a timeline's steps are close).
+pub fn shown(at: OffsetDateTime) -> String {
+    let format =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:3] UTC");
+    at.to_offset(time::UtcOffset::UTC).format(&format).unwrap_or_default()
+}
+
+/// A phone number as the console shows it: its last four digits.
+pub fn masked(last4: &str) -> String {
+    format!("•••• {last4}")
+}
+
+/// A form or query value: trimmed, `None` when empty or longer than 128 bytes.
+pub fn text(value: &Option<String>) -> Option<String> {
+    value
+        .as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_string)
+}
+
+/// The fields of a url-encoded form body, repeated names kept (checkboxes).
+pub fn fields(body: &[u8]) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(body).into_owned().take(2000).collect()
+}
+
+/// The first value of `name` among `fields`, as [`text`] reads it.
+pub fn field(fields: &[(String, String)], name: &str) -> Option<String> {
+    text(&fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
 }

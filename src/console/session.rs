@@ -158,15 +158,17 @@ pub async fn sign_in(State(state): State<AppState>, headers: HeaderMap, Form(for
         minutes * 60,
         if secure { "; Secure" } else { "" }
     );
-    let mut response = Redirect::to("/console/otps").into_response();
+    let mut response = Redirect::to("/console/overview").into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
     response
 }
 
+/// A form that only carries the CSRF token; a missing token is refused like a wrong one.
 #[derive(Deserialize)]
 pub struct Csrf {
+    #[serde(default)]
     pub csrf: String,
 }
 

@@ -523,12 +523,13 @@ async fn insert_rows(
         .map(|o| o.job.metadata.clone().map(|m| m.into_value()))
         .collect();
     let workflows: Vec<Option<Value>> = otps.iter().map(|o| o.workflow.clone()).collect();
+    let countries: Vec<Option<String>> = otps.iter().map(|o| o.job.phone.region().map(str::to_string)).collect();
     let claims = sqlx::query_as!(
         Claim,
         r#"insert into otps (id, app_id, request_id, request_id_derived, phone_number, channel, sender, locale,
                              template, parts, provider, pin_type, pin_length, pin_key_id, max_attempts,
                              ttl_seconds, expires_at, callback_url, metadata, delivery, delivery_claims,
-                             next_attempt_at, pin_salt, workflow, workflow_step, step_due_at)
+                             next_attempt_at, pin_salt, workflow, workflow_step, step_due_at, country)
            select t.id, t.app_id, t.request_id, t.derived, t.phone, t.channel, t.sender, t.locale, t.template,
                   t.parts, t.provider, t.pin_type, t.pin_length, $14, t.max_attempts, t.ttl, t.expires_at,
                   t.callback_url, t.metadata, 'sending', 1, now() + make_interval(secs => $20),
@@ -537,12 +538,14 @@ async fn insert_rows(
                   t.workflow, case when t.workflow is not null then 0 end,
                   -- The first step's timeout, when a step follows it.
                   case when jsonb_array_length(t.workflow) > 1
-                       then now() + make_interval(secs => (t.workflow->0->>'timeoutSeconds')::float8) end
+                       then now() + make_interval(secs => (t.workflow->0->>'timeoutSeconds')::float8) end,
+                  t.country
            from unnest($1::uuid[], $2::text[], $3::text[], $4::bool[], $5::text[], $6::text[], $7::text[],
                        $8::text[], $9::text[], $10::int[], $11::text[], $12::text[], $13::smallint[],
-                       $15::smallint[], $16::int[], $17::timestamptz[], $18::text[], $19::jsonb[], $21::jsonb[])
+                       $15::smallint[], $16::int[], $17::timestamptz[], $18::text[], $19::jsonb[], $21::jsonb[],
+                       $22::text[])
                 as t(id, app_id, request_id, derived, phone, channel, sender, locale, template, parts, provider,
-                     pin_type, pin_length, max_attempts, ttl, expires_at, callback_url, metadata, workflow)
+                     pin_type, pin_length, max_attempts, ttl, expires_at, callback_url, metadata, workflow, country)
            on conflict do nothing
            returning id, delivery_claims as claim, claims_base, app_id, request_id, phone_number, channel, sender, locale,
                      template, provider, pin_type, pin_length, pin_key_id, pin_salt, generation, ttl_seconds, expires_at"#,
@@ -567,6 +570,7 @@ async fn insert_rows(
         &metadata as &[Option<Value>],
         terms.lease.as_secs_f64(),
         &workflows as &[Option<Value>],
+        &countries as &[Option<String>],
     )
     .fetch_all(conn)
     .await?;

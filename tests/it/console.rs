@@ -170,3 +170,83 @@ async fn a_timeline_renders_hostile_values_inert_and_its_cancel_needs_the_csrf_t
     assert_eq!(actor, format!("console:{}", operator.0));
     api.finish().await;
 }
+
+#[sqlx::test]
+async fn every_console_change_needs_the_csrf_token_and_a_rotated_secret_shows_once(pool: PgPool) {
+    let api = Api::start(pool).await;
+    let operator = api.harness.operator_key().await;
+    let (otp_id, _) = api.send_delivered(json!({"phoneNumber": "+14155550123"})).await;
+    let cookie = sign_in(&api, &operator).await.expect("signed in");
+    let changes = [
+        format!("/console/otps/{otp_id}/cancel"),
+        format!("/console/otps/{otp_id}/replay-delivery"),
+        format!("/console/otps/{otp_id}/replay-callback"),
+        "/console/failures/deliveries".to_string(),
+        "/console/failures/callbacks".to_string(),
+        "/console/dlq".to_string(),
+        "/console/apps/shop/rotate-key".to_string(),
+        "/console/apps/shop/rotate-webhook-secret".to_string(),
+        "/console/sign-out".to_string(),
+    ];
+    for path in &changes {
+        for form in [vec![], vec![("csrf", "forged")]] {
+            let (status, _) = post(&api, path, &cookie, &form).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{path} {form:?}");
+        }
+    }
+    let actions: i64 = sqlx::query_scalar("select count(*) from operator_actions")
+        .fetch_one(&api.harness.pool)
+        .await
+        .expect("count");
+    assert_eq!(actions, 0, "nothing ran without the token");
+    assert_eq!(api.get(&format!("/v1/otp/{otp_id}")).await.1["status"], "pending");
+
+    // A rotated API key is shown once, works, and the apps page never shows a secret.
+    let (_, apps, _) = get(&api, "/console/apps", &cookie).await;
+    assert!(apps.contains(&api.key.0), "the app's key id is listed");
+    let answer = client()
+        .post(format!("{}/console/apps/shop/rotate-key", api.base))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf(&apps).as_str()), ("grace_hours", "0")])
+        .send()
+        .await
+        .expect("rotate");
+    assert_eq!(answer.status(), StatusCode::OK);
+    let shown = answer.text().await.expect("page");
+    let secret = shown
+        .split("<code class=\"secret\">sk_")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .map(|rest| format!("sk_{rest}"))
+        .expect("the new secret is shown");
+    let key_id = shown
+        .split("<code>ak_")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .map(|rest| format!("ak_{rest}"))
+        .expect("the new key id is shown");
+    let status = client()
+        .get(format!("{}/v1/otp/{otp_id}", api.base))
+        .header("x-api-key", &key_id)
+        .header("x-api-secret", &secret)
+        .send()
+        .await
+        .expect("get")
+        .status();
+    assert_eq!(status, StatusCode::OK, "the new key works");
+    let (_, apps, _) = get(&api, "/console/apps", &cookie).await;
+    assert!(
+        apps.contains(&key_id) && !apps.contains(&secret),
+        "key id listed, secret never again"
+    );
+    assert!(
+        !apps.contains(&api.key.0),
+        "the old key, revoked without grace, is gone"
+    );
+    let actor: String = sqlx::query_scalar("select actor from operator_actions where action = 'rotate-app-key'")
+        .fetch_one(&api.harness.pool)
+        .await
+        .expect("the rotation is recorded");
+    assert_eq!(actor, format!("console:{}", operator.0));
+    api.finish().await;
+}

@@ -1,0 +1,142 @@
+//! The dead-letter queue: the messages at its head with their rejection reason and detail;
+//! requeue or purge the selected ones, or all matching a filter, after a dry-run count.
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::html;
+use serde::Deserialize;
+
+use super::page::{csrf_field, field, fields, page, text, unavailable};
+use super::session::Operator;
+use crate::api::AppState;
+use crate::ops::dlq::{Dlq, DlqFilter};
+
+/// Messages listed from the head of the queue.
+const LISTED: usize = 200;
+
+#[derive(Debug, Deserialize)]
+pub struct Params {
+    app: Option<String>,
+    reason: Option<String>,
+}
+
+pub async fn list(State(state): State<AppState>, operator: Operator, Query(params): Query<Params>) -> Response {
+    let filter = DlqFilter {
+        app: text(&params.app),
+        reason: text(&params.reason),
+        ..DlqFilter::default()
+    };
+    let letters = match Dlq::new(state.config.amqp.clone()).list(LISTED).await {
+        Ok(letters) => letters,
+        Err(error) => return unavailable(error),
+    };
+    let listed = letters.len();
+    let shown: Vec<_> = letters.into_iter().filter(|l| filter.matches(l)).collect();
+    let body = html! {
+        form.filters method="get" action="/console/dlq" {
+            input name="app" placeholder="app" value=[filter.app.as_deref()];
+            input name="reason" placeholder="reason (unknown_app)" value=[filter.reason.as_deref()];
+            button type="submit" { "Filter" }
+        }
+        p.muted { "The first " (listed) " messages of the queue, " (shown.len()) " matching. Listing leaves them in place." }
+        form method="post" action="/console/dlq" {
+            (csrf_field(&operator))
+            @if let Some(app) = &filter.app { input type="hidden" name="app" value=(app); }
+            @if let Some(reason) = &filter.reason { input type="hidden" name="reason" value=(reason); }
+            table {
+                thead { tr { th {} th { "#" } th { "reason" } th { "detail" } th { "app" } th { "rejected" } th { "body" } } }
+                tbody {
+                    @for l in &shown {
+                        tr {
+                            td { @if let Some(id) = &l.message_id { input type="checkbox" name="message_id" value=(id) aria-label="select"; } }
+                            td { (l.position) }
+                            td.error { (l.reason.as_deref().unwrap_or("")) }
+                            td { (l.detail.as_deref().unwrap_or("")) }
+                            td { (l.app_id.as_deref().unwrap_or("")) }
+                            td.nowrap { (l.rejected_at.as_deref().unwrap_or("")) }
+                            td { code.body { (l.body.chars().take(300).collect::<String>()) } }
+                        }
+                    }
+                }
+            }
+            @if shown.is_empty() { p.muted { "No dead letter matches." } }
+            div.actions {
+                select name="action" { option value="requeue" { "Requeue" } option value="purge" { "Purge" } }
+                select name="scope" { option value="selected" { "the selected messages" } option value="matching" { "every message matching the filter" } }
+                button type="submit" { "Count (dry run)" }
+            }
+        }
+    };
+    page("Dead letters", &operator, body).into_response()
+}
+
+/// A dry run counts what the action would take; the confirmation carries the same choice.
+pub async fn act(State(state): State<AppState>, operator: Operator, body: Bytes) -> Response {
+    let form = fields(&body);
+    if let Some(refused) = operator.csrf_refusal(&field(&form, "csrf").unwrap_or_default()) {
+        return refused;
+    }
+    let selected: Vec<String> = form
+        .iter()
+        .filter(|(k, v)| k == "message_id" && !v.is_empty() && v.len() <= 255)
+        .map(|(_, v)| v.clone())
+        .collect();
+    let purge = field(&form, "action").as_deref() == Some("purge");
+    let scope_selected = field(&form, "scope").as_deref() != Some("matching");
+    if scope_selected && selected.is_empty() {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no message selected; tick some, or choose every message matching the filter",
+        )
+            .into_response();
+    }
+    let confirmed = field(&form, "confirm").as_deref() == Some("yes");
+    let filter = DlqFilter {
+        app: field(&form, "app"),
+        reason: field(&form, "reason"),
+        message_ids: if scope_selected { selected } else { Vec::new() },
+        limit: None,
+        dry_run: !confirmed,
+    };
+    let dlq = Dlq::new(state.config.amqp.clone());
+    let actor = operator.actor();
+    if confirmed {
+        let pool = state.pool.clone();
+        tokio::spawn(async move {
+            let done = if purge {
+                dlq.purge(&pool, &filter, &actor, &mut |_, _| {}).await
+            } else {
+                dlq.requeue(&pool, &filter, &actor, &mut |_, _| {}).await
+            };
+            if let Err(error) = done {
+                tracing::warn!(error = %error, "console: a dead-letter action stopped");
+            }
+        });
+        return Redirect::to("/console/audit").into_response();
+    }
+    let counted = if purge {
+        dlq.purge(&state.pool, &filter, &actor, &mut |_, _| {}).await
+    } else {
+        dlq.requeue(&state.pool, &filter, &actor, &mut |_, _| {}).await
+    };
+    let summary = match counted {
+        Ok(summary) => summary,
+        Err(error) => return unavailable(error),
+    };
+    let verb = if purge { "Purge" } else { "Requeue" };
+    let body = html! {
+        p.count { (summary.matched) " dead letters match." }
+        @if summary.matched > 0 {
+            form method="post" action="/console/dlq" {
+                (csrf_field(&operator))
+                @for (name, value) in &form { @if name != "csrf" { input type="hidden" name=(name) value=(value); } }
+                input type="hidden" name="confirm" value="yes";
+                button type="submit" { (verb) " " (summary.matched) " messages" }
+            }
+        }
+        p { a href="/console/dlq" { "← Back to dead letters" } }
+    };
+    page(&format!("{verb} dead letters: dry run"), &operator, body).into_response()
+}
