@@ -50,7 +50,7 @@ pub async fn list(State(state): State<AppState>, operator: Operator) -> Response
                          " · voice: " (a.voice_country_allowlist.as_ref().map(|c| c.join(" ")).unwrap_or_else(|| "any".into())) } }
                     tr { th { "callback URL" } td { (a.callback_url.as_deref().unwrap_or("—")) } }
                     tr { th { "broker user" } td { (a.broker_user.as_deref().unwrap_or("—")) } }
-                    tr { th { "API key ids" } td { @for k in &a.keys { code { (k) } " " } } }
+                    tr { th { "API key ids" } td { @for k in &a.keys { code { (k) } " " } @if a.keys.is_empty() { span.muted { "none active" } } } }
                     tr { th { "webhook secrets" } td { (a.secrets) " signing" } }
                     tr { th { "created" } td { (shown(a.created_at)) } }
                 }
@@ -113,7 +113,11 @@ async fn rotate(
     let Ok(app) = AppId::parse(&app) else {
         return super::page::not_found("app");
     };
-    let hours = match field(&form, "grace_hours").unwrap_or_else(|| "0".into()).parse::<i64>() {
+    // Without a stated grace period the old secret keeps working for a day, as the form offers.
+    let hours = match field(&form, "grace_hours")
+        .unwrap_or_else(|| "24".into())
+        .parse::<i64>()
+    {
         Ok(hours) if (0..=720).contains(&hours) => hours,
         _ => return (StatusCode::UNPROCESSABLE_ENTITY, "the grace period is 0 to 720 hours").into_response(),
     };

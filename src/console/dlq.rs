@@ -8,13 +8,16 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::html;
 use serde::Deserialize;
 
-use super::page::{csrf_field, field, fields, page, text, unavailable};
+use super::page::{csrf_field, field, fields, mask_numbers, page, text, unavailable};
 use super::session::Operator;
 use crate::api::AppState;
 use crate::ops::dlq::{Dlq, DlqFilter};
 
 /// Messages listed from the head of the queue.
 const LISTED: usize = 200;
+
+/// The most messages one console action takes (as over the HTTP API by default).
+const ACTION_LIMIT: usize = 1000;
 
 #[derive(Debug, Deserialize)]
 pub struct Params {
@@ -56,7 +59,7 @@ pub async fn list(State(state): State<AppState>, operator: Operator, Query(param
                             td { (l.detail.as_deref().unwrap_or("")) }
                             td { (l.app_id.as_deref().unwrap_or("")) }
                             td.nowrap { (l.rejected_at.as_deref().unwrap_or("")) }
-                            td { code.body { (l.body.chars().take(300).collect::<String>()) } }
+                            td { code.body { (mask_numbers(&l.body.chars().take(300).collect::<String>())) } }
                         }
                     }
                 }
@@ -93,11 +96,18 @@ pub async fn act(State(state): State<AppState>, operator: Operator, body: Bytes)
             .into_response();
     }
     let confirmed = field(&form, "confirm").as_deref() == Some("yes");
+    // A pass runs within the request (the dry run) or beside it: at most ACTION_LIMIT
+    // messages, and a confirmation takes no more than its dry run counted.
+    let limit = match field(&form, "limit").map(|n| n.parse::<usize>()) {
+        Some(Ok(n)) if (1..=ACTION_LIMIT).contains(&n) => n,
+        Some(_) => return (StatusCode::UNPROCESSABLE_ENTITY, "`limit` is not a count of 1 to 1000").into_response(),
+        None => ACTION_LIMIT,
+    };
     let filter = DlqFilter {
         app: field(&form, "app"),
         reason: field(&form, "reason"),
         message_ids: if scope_selected { selected } else { Vec::new() },
-        limit: None,
+        limit: Some(limit),
         dry_run: !confirmed,
     };
     let dlq = Dlq::new(state.config.amqp.clone());
@@ -128,10 +138,12 @@ pub async fn act(State(state): State<AppState>, operator: Operator, body: Bytes)
     let verb = if purge { "Purge" } else { "Requeue" };
     let body = html! {
         p.count { (summary.matched) " dead letters match." }
+        @if summary.matched as usize == ACTION_LIMIT { p.muted { "An action takes at most " (ACTION_LIMIT) " messages; run it again for the rest." } }
         @if summary.matched > 0 {
             form method="post" action="/console/dlq" {
                 (csrf_field(&operator))
-                @for (name, value) in &form { @if name != "csrf" { input type="hidden" name=(name) value=(value); } }
+                @for (name, value) in &form { @if name != "csrf" && name != "limit" { input type="hidden" name=(name) value=(value); } }
+                input type="hidden" name="limit" value=(summary.matched);
                 input type="hidden" name="confirm" value="yes";
                 button type="submit" { (verb) " " (summary.matched) " messages" }
             }

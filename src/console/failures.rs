@@ -7,16 +7,17 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{html, Markup};
+use time::OffsetDateTime;
 
 use super::otps::moment;
-use super::page::{csrf_field, field, fields, page, shown, unavailable};
+use super::page::{csrf_field, field, fields, page, rfc3339, shown, unavailable};
 use super::session::Operator;
 use crate::api::AppState;
 use crate::ops::replay::{self, CallbackFilter, DeliveryFilter, ReplayError, Summary};
 
 pub async fn page_of(State(state): State<AppState>, operator: Operator) -> Response {
     let deliveries = sqlx::query!(
-        r#"select app_id, status, coalesce(last_error->>'class', 'unknown') as "class!", provider,
+        r#"select app_id, status, coalesce(last_error->>'class', 'none') as "class!", provider,
                   count(*) as "count!", max(created_at) as "latest!"
            from otps
            where status = 'failed' or (status = 'expired' and sent_at is null and delivery in ('queued', 'failed'))
@@ -46,7 +47,7 @@ pub async fn page_of(State(state): State<AppState>, operator: Operator) -> Respo
                         td { (g.app_id) } td { (g.status) } td { (g.class) } td { (g.provider) }
                         td { (g.count) } td.nowrap { (shown(g.latest)) }
                         td { (dry_run_button(&operator, "deliveries", &[("app", g.app_id.as_str()), ("status", g.status.as_str()),
-                              ("error_class", if g.class == "unknown" { "" } else { g.class.as_str() }), ("provider", g.provider.as_str())])) }
+                              ("error_class", g.class.as_str()), ("provider", g.provider.as_str())])) }
                     }
                 }
             }
@@ -62,7 +63,8 @@ pub async fn page_of(State(state): State<AppState>, operator: Operator) -> Respo
                     tr {
                         td { (g.app_id) } td { (g.state) } td { (g.event_type) } td { (g.destination) }
                         td { (g.count) } td.nowrap { (shown(g.latest)) }
-                        td { (dry_run_button(&operator, "callbacks", &[("app", g.app_id.as_str()), ("status", g.state.as_str()), ("event", g.event_type.as_str())])) }
+                        td { (dry_run_button(&operator, "callbacks", &[("app", g.app_id.as_str()), ("status", g.state.as_str()), ("event", g.event_type.as_str()),
+                              ("destination", g.destination.as_str())])) }
                     }
                 }
             }
@@ -90,7 +92,7 @@ fn delivery_form(operator: &Operator) -> Markup {
             strong { "Replay deliveries by filter" }
             input name="app" placeholder="app";
             select name="status" { option value="failed" { "failed" } option value="expired" { "expired, never sent" } }
-            input name="error_class" placeholder="error class";
+            input name="error_class" placeholder="error class (none)";
             input name="provider" placeholder="provider";
             label.muted { "from " input type="datetime-local" name="since"; }
             label.muted { "to " input type="datetime-local" name="until"; }
@@ -108,6 +110,7 @@ fn callback_form(operator: &Operator) -> Markup {
             input name="app" placeholder="app";
             select name="status" { option value="dead" { "dead" } option value="gone" { "gone" } }
             input name="event" placeholder="event (otp.sent)";
+            input name="destination" placeholder="destination host";
             label.muted { "from " input type="datetime-local" name="since"; }
             label.muted { "to " input type="datetime-local" name="until"; }
             input name="limit" placeholder="at most" inputmode="numeric";
@@ -116,14 +119,43 @@ fn callback_form(operator: &Operator) -> Markup {
     }
 }
 
-/// The form's `limit`, or the text of its refusal.
-fn limit_of(form: &[(String, String)]) -> Result<Option<i64>, String> {
-    match field(form, "limit") {
-        None => Ok(None),
-        Some(n) => n
-            .parse::<i64>()
-            .map(Some)
-            .map_err(|_| format!("`limit`: `{n}` is not a count")),
+/// A form's filter, read strictly: a value too long, a time or a count that does not parse
+/// is refused rather than dropped (a dropped condition would widen a bulk replay).
+struct Strict<'a>(&'a [(String, String)]);
+
+impl Strict<'_> {
+    fn raw(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.trim())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn text(&self, name: &str) -> Result<Option<String>, String> {
+        match self.raw(name) {
+            Some(v) if v.len() > 128 => Err(format!("`{name}` is longer than 128 characters")),
+            v => Ok(v.map(str::to_string)),
+        }
+    }
+
+    fn time(&self, name: &str) -> Result<Option<time::OffsetDateTime>, String> {
+        match self.raw(name) {
+            None => Ok(None),
+            Some(v) => moment(&Some(v.to_string()))
+                .map(Some)
+                .ok_or_else(|| format!("`{name}`: `{v}` is not a time (2026-12-02T17:10 or RFC 3339)")),
+        }
+    }
+
+    fn limit(&self) -> Result<Option<i64>, String> {
+        match self.raw("limit") {
+            None => Ok(None),
+            Some(n) => n
+                .parse::<i64>()
+                .map(Some)
+                .map_err(|_| format!("`limit`: `{n}` is not a count")),
+        }
     }
 }
 
@@ -137,20 +169,23 @@ pub async fn deliveries(State(state): State<AppState>, operator: Operator, body:
     if let Some(refused) = operator.csrf_refusal(&field(&form, "csrf").unwrap_or_default()) {
         return refused;
     }
-    let limit = match limit_of(&form) {
-        Ok(limit) => limit,
+    let read = Strict(&form);
+    let filter = (|| {
+        Ok::<_, String>(DeliveryFilter {
+            app: read.text("app")?,
+            status: read.text("status")?,
+            since: read.time("since")?,
+            until: read.time("until")?,
+            provider: read.text("provider")?,
+            error_class: read.text("error_class")?,
+            otp: None,
+            limit: read.limit()?,
+            dry_run: !confirmed(&form),
+        })
+    })();
+    let filter = match filter {
+        Ok(filter) => filter,
         Err(reason) => return (StatusCode::UNPROCESSABLE_ENTITY, reason).into_response(),
-    };
-    let filter = DeliveryFilter {
-        app: field(&form, "app"),
-        status: field(&form, "status"),
-        since: moment(&field(&form, "since")),
-        until: moment(&field(&form, "until")),
-        provider: field(&form, "provider"),
-        error_class: field(&form, "error_class"),
-        otp: None,
-        limit,
-        dry_run: !confirmed(&form),
     };
     run(
         &state,
@@ -169,19 +204,23 @@ pub async fn callbacks(State(state): State<AppState>, operator: Operator, body: 
     if let Some(refused) = operator.csrf_refusal(&field(&form, "csrf").unwrap_or_default()) {
         return refused;
     }
-    let limit = match limit_of(&form) {
-        Ok(limit) => limit,
+    let read = Strict(&form);
+    let filter = (|| {
+        Ok::<_, String>(CallbackFilter {
+            app: read.text("app")?,
+            status: read.text("status")?,
+            since: read.time("since")?,
+            until: read.time("until")?,
+            event: read.text("event")?,
+            otp: None,
+            destination: read.text("destination")?,
+            limit: read.limit()?,
+            dry_run: !confirmed(&form),
+        })
+    })();
+    let filter = match filter {
+        Ok(filter) => filter,
         Err(reason) => return (StatusCode::UNPROCESSABLE_ENTITY, reason).into_response(),
-    };
-    let filter = CallbackFilter {
-        app: field(&form, "app"),
-        status: field(&form, "status"),
-        since: moment(&field(&form, "since")),
-        until: moment(&field(&form, "until")),
-        event: field(&form, "event"),
-        otp: None,
-        limit,
-        dry_run: !confirmed(&form),
     };
     run(
         &state,
@@ -210,6 +249,7 @@ where
     F: FnOnce(sqlx::PgPool, String) -> Fut,
     Fut: std::future::Future<Output = Result<Summary, ReplayError>> + Send + 'static,
 {
+    let until = field(form, "until");
     let work = replay(state.pool.clone(), operator.actor());
     if !dry_run {
         tokio::spawn(async move {
@@ -219,6 +259,7 @@ where
         });
         return Redirect::to("/console/audit").into_response();
     }
+    let counted_at = OffsetDateTime::now_utc();
     let summary = match work.await {
         Ok(summary) => summary,
         Err(ReplayError::Invalid(invalid)) => {
@@ -234,7 +275,12 @@ where
         @if summary.matched > 0 {
             form method="post" action={ "/console/failures/" (kind) } {
                 (csrf_field(operator))
-                @for (name, value) in form { @if name != "csrf" && name != "confirm" { input type="hidden" name=(name) value=(value); } }
+                // The same filter, pinned to what was counted: nothing newer, no more than that.
+                @for (name, value) in form {
+                    @if !["csrf", "confirm", "limit", "until"].contains(&name.as_str()) { input type="hidden" name=(name) value=(value); }
+                }
+                input type="hidden" name="until" value=(until.unwrap_or_else(|| rfc3339(counted_at)));
+                input type="hidden" name="limit" value=(summary.matched);
                 input type="hidden" name="confirm" value="yes";
                 button type="submit" { "Replay " (summary.matched) " " (noun) }
             }

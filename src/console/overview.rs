@@ -105,7 +105,14 @@ pub async fn show(State(state): State<AppState>, operator: Operator, Query(param
         (Ok(t), Ok(r), Ok(b), Ok(c), Ok(k)) => (t, r, b, c, k),
         (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), ..) | (.., Err(e), _) | (.., Err(e)) => return unavailable(e),
     };
-    let dlq_depth = Dlq::new(state.config.amqp.clone()).depth().await.ok();
+    // A broker that does not answer shows as away rather than holding the page.
+    let dlq_depth = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        Dlq::new(state.config.amqp.clone()).depth(),
+    )
+    .await
+    .ok()
+    .and_then(Result::ok);
     let percent = |part: i64, whole: i64| {
         if whole == 0 {
             "—".to_string()

@@ -117,3 +117,55 @@ pub fn fields(body: &[u8]) -> Vec<(String, String)> {
 pub fn field(fields: &[(String, String)], name: &str) -> Option<String> {
     text(&fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
 }
+
+/// Free text as the console shows it (a dead letter's body, a provider's error, metadata):
+/// every run of 7 or more digits, a phone number whatever its field and however it is
+/// written (`+33 6 12 34 56 78`, `(415) 555-0123`), cut to its last four.
+pub fn mask_numbers(text: &str) -> String {
+    const SEPARATORS: [char; 5] = [' ', '-', '.', '(', ')'];
+    let mut out = String::with_capacity(text.len());
+    // The current run: its text (digits and the separators between them) and its digits.
+    let (mut run, mut digits) = (String::new(), String::new());
+    let flush = |run: &mut String, digits: &mut String, out: &mut String| {
+        if digits.len() >= 7 {
+            let kept = run.trim_end_matches(SEPARATORS);
+            out.push_str("••••");
+            out.push_str(&digits[digits.len() - 4..]);
+            out.push_str(&run[kept.len()..]);
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+        digits.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            run.push(c);
+            digits.push(c);
+        } else if !run.is_empty() && SEPARATORS.contains(&c) {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut digits, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut digits, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_numbers;
+
+    #[test]
+    fn long_digit_runs_keep_their_last_four_and_short_ones_stay() {
+        assert_eq!(
+            mask_numbers(r#"{"phoneNumber":"+14155550123","ttl":300,"to":"0612345678"}"#),
+            r#"{"phoneNumber":"+••••0123","ttl":300,"to":"••••5678"}"#
+        );
+        assert_eq!(mask_numbers("123456"), "123456");
+        assert_eq!(mask_numbers("to +33 6 12 34 56 78, ok"), "to +••••5678, ok");
+        assert_eq!(mask_numbers("call (415) 555-0123."), "call (••••0123.");
+        assert_eq!(mask_numbers("ttl 300, 2 tries"), "ttl 300, 2 tries");
+    }
+}

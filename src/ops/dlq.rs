@@ -151,8 +151,7 @@ impl Dlq {
             )
             .await;
         let _ = connection.close(200, "counted".into()).await;
-        // A queue not declared yet holds nothing.
-        Ok(queue.map(|q| q.message_count()).unwrap_or(0))
+        Ok(queue?.message_count())
     }
 
     /// Up to `limit` messages from the head of the queue, left in place.
@@ -253,6 +252,9 @@ impl Dlq {
                 .basic_ack(delivery.delivery_tag, BasicAckOptions::default())
                 .await?;
             summary.replayed += 1;
+            if summary.replayed % 100 == 0 {
+                audit.progress(pool, &summary).await?;
+            }
             progress(seen as u64, budget as u64);
         }
         let _ = connection.close(200, "done".into()).await;

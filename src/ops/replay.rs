@@ -39,7 +39,7 @@ pub struct DeliveryFilter {
     #[arg(long)]
     pub provider: Option<String>,
     /// The class of the last error: `provider_rejected`, `provider_unavailable`, `rate_limited`,
-    /// `timeout`, `connect`, `expired`, `config`, `file`.
+    /// `timeout`, `connect`, `expired`, `config`, `file`; `none`: no error recorded.
     #[arg(long)]
     pub error_class: Option<String>,
     /// Only this OTP (its id).
@@ -78,6 +78,9 @@ pub struct CallbackFilter {
     /// Only this OTP's events (its id).
     #[arg(long)]
     pub otp: Option<String>,
+    /// Only callbacks to this host (`host` or `host:port`, as in the callback URL).
+    #[arg(long)]
+    pub destination: Option<String>,
     /// At most this many.
     #[arg(long)]
     pub limit: Option<i64>,
@@ -177,7 +180,13 @@ pub async fn deliveries(
                where o.status = $1 and ($1 = 'failed' or (o.delivery in ('queued', 'failed') and o.sent_at is null))
                  and ($2::text is null or o.app_id = $2) and ($3::timestamptz is null or o.created_at >= $3)
                  and ($4::timestamptz is null or o.created_at < $4) and ($5::text is null or o.provider = $5)
-                 and ($6::text is null or o.last_error->>'class' = $6) and ($8::uuid is null or o.id = $8)
+                 and ($6::text is null or coalesce(o.last_error->>'class', 'none') = $6) and ($8::uuid is null or o.id = $8)
+                 -- What the replay would skip (see below) is not counted either.
+                 and not exists (select 1 from otps p where p.app_id = o.app_id and p.request_id = o.request_id
+                                 and p.status = 'pending' and p.id <> o.id)
+                 and (not o.request_id_derived
+                      or not exists (select 1 from otps p where p.app_id = o.app_id and p.request_id = o.request_id
+                                     and p.id <> o.id and p.status = o.status and p.created_at > o.created_at))
                limit $7) matching"#,
         status,
         filter.app,
@@ -211,7 +220,7 @@ pub async fn deliveries(
                    where o.status = $1 and ($1 = 'failed' or (o.delivery in ('queued', 'failed') and o.sent_at is null))
                      and ($2::text is null or o.app_id = $2) and ($3::timestamptz is null or o.created_at >= $3)
                      and ($4::timestamptz is null or o.created_at < $4) and ($5::text is null or o.provider = $5)
-                     and ($6::text is null or o.last_error->>'class' = $6) and ($9::uuid is null or o.id = $9)
+                     and ($6::text is null or coalesce(o.last_error->>'class', 'none') = $6) and ($9::uuid is null or o.id = $9)
                      and o.id > $7
                      -- A key names one pending OTP at a time: skip the key if one is pending (the
                      -- unique index on pending keys answers that), and of several replayable OTPs
@@ -292,7 +301,7 @@ pub async fn callbacks(
                select 1 from outbox
                where state = $1 and ($2::text is null or app_id = $2) and ($3::timestamptz is null or created_at >= $3)
                  and ($4::timestamptz is null or created_at < $4) and ($5::text is null or event_type = $5)
-                 and ($7::uuid is null or otp_id = $7)
+                 and ($7::uuid is null or otp_id = $7) and ($8::text is null or destination = $8)
                limit $6) matching"#,
         state,
         filter.app,
@@ -301,6 +310,7 @@ pub async fn callbacks(
         filter.event,
         limit,
         otp,
+        filter.destination,
     )
     .fetch_one(pool)
     .await? as u64;
@@ -319,7 +329,7 @@ pub async fn callbacks(
                  select id from outbox
                  where state = $1 and ($2::text is null or app_id = $2) and ($3::timestamptz is null or created_at >= $3)
                    and ($4::timestamptz is null or created_at < $4) and ($5::text is null or event_type = $5)
-                   and ($8::uuid is null or otp_id = $8) and id > $6
+                   and ($8::uuid is null or otp_id = $8) and ($9::text is null or destination = $9) and id > $6
                  order by id limit $7
                  for update skip locked
              )
@@ -335,6 +345,7 @@ pub async fn callbacks(
             cursor,
             BATCH.min(limit - summary.replayed as i64),
             otp,
+            filter.destination,
         )
         .fetch_all(&mut *tx)
         .await?;
