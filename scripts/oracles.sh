@@ -1,12 +1,25 @@
 #!/usr/bin/env bash
-# Installs the vendors' own libraries the tests check our code against (never used by the
-# product): PyPI `twilio` signs webhooks and shows the requests Twilio's client makes.
-# Into a virtualenv under target/, once; the tests find its Python there.
+# Installs what the tests check our code against and drive it with (never used by the
+# product): PyPI `twilio` signs webhooks and shows the requests Twilio's client makes;
+# Playwright for Python drives Debian's Chromium (`chromium`, `chromium-driver`) through
+# the console. Python packages go into a virtualenv under target/, once; the tests find its
+# Python there. Playwright's own browser download (`playwright install`) is never used.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+if [ ! -x /usr/bin/chromium ] || ! command -v chromedriver >/dev/null 2>&1; then
+  echo "[oracles] installing chromium and chromium-driver" >&2
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+
 venv=target/oracle-venv
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import twilio" 2>/dev/null; then
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import twilio, playwright" 2>/dev/null; then
   mkdir -p target
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q twilio==9.13.0
+  "$venv/bin/pip" install -q twilio==9.13.0 playwright==1.65.2
 fi

@@ -6,6 +6,7 @@ mod apps;
 mod bad_input;
 mod callbacks;
 mod console;
+mod console_browser;
 mod crash;
 mod dead_letters;
 mod harness;
