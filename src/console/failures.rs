@@ -85,15 +85,15 @@ fn dry_run_button(operator: &Operator, kind: &str, hidden: &[(&str, &str)]) -> M
     }
 }
 
-fn delivery_form(operator: &Operator) -> Markup {
+/// A bulk-replay form: `kind`'s own fields between the app and the time range.
+fn filter_form(operator: &Operator, kind: &str, statuses: &[(&str, &str)], own: &[(&str, &str)]) -> Markup {
     html! {
-        form.filters method="post" action="/console/failures/deliveries" {
+        form.filters method="post" action={ "/console/failures/" (kind) } {
             (csrf_field(operator))
-            strong { "Replay deliveries by filter" }
+            strong { "Replay " (kind) " by filter" }
             input name="app" placeholder="app";
-            select name="status" { option value="failed" { "failed" } option value="expired" { "expired, never sent" } }
-            input name="error_class" placeholder="error class (none)";
-            input name="provider" placeholder="provider";
+            select name="status" { @for (value, label) in statuses { option value=(value) { (label) } } }
+            @for (name, placeholder) in own { input name=(name) placeholder=(placeholder); }
             label.muted { "from " input type="datetime-local" name="since"; }
             label.muted { "to " input type="datetime-local" name="until"; }
             input name="limit" placeholder="at most" inputmode="numeric";
@@ -102,21 +102,22 @@ fn delivery_form(operator: &Operator) -> Markup {
     }
 }
 
+fn delivery_form(operator: &Operator) -> Markup {
+    filter_form(
+        operator,
+        "deliveries",
+        &[("failed", "failed"), ("expired", "expired, never sent")],
+        &[("error_class", "error class (none)"), ("provider", "provider")],
+    )
+}
+
 fn callback_form(operator: &Operator) -> Markup {
-    html! {
-        form.filters method="post" action="/console/failures/callbacks" {
-            (csrf_field(operator))
-            strong { "Replay callbacks by filter" }
-            input name="app" placeholder="app";
-            select name="status" { option value="dead" { "dead" } option value="gone" { "gone" } }
-            input name="event" placeholder="event (otp.sent)";
-            input name="destination" placeholder="destination host";
-            label.muted { "from " input type="datetime-local" name="since"; }
-            label.muted { "to " input type="datetime-local" name="until"; }
-            input name="limit" placeholder="at most" inputmode="numeric";
-            button type="submit" { "Count (dry run)" }
-        }
-    }
+    filter_form(
+        operator,
+        "callbacks",
+        &[("dead", "dead"), ("gone", "gone")],
+        &[("event", "event (otp.sent)"), ("destination", "destination host")],
+    )
 }
 
 /// A form's filter, read strictly: a value too long, a time or a count that does not parse

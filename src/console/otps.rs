@@ -359,11 +359,9 @@ pub async fn cancel(
     Path(id): Path<String>,
     Form(form): Form<Csrf>,
 ) -> Response {
-    if let Some(refused) = operator.csrf_refusal(&form.csrf) {
-        return refused;
-    }
-    let Ok(otp_id) = OtpId::from_str(&id) else {
-        return not_found("OTP");
+    let otp_id = match acted_on(&operator, &id, &form.csrf) {
+        Ok(otp_id) => otp_id,
+        Err(refused) => return *refused,
     };
     let audit = match Audit::begin(
         &state.pool,
@@ -402,6 +400,25 @@ pub struct ReplayForm {
     event: Option<String>,
 }
 
+/// The OTP an action names, once the form's CSRF token is the session's.
+fn acted_on(operator: &Operator, id: &str, csrf: &str) -> Result<OtpId, Box<Response>> {
+    if let Some(refused) = operator.csrf_refusal(csrf) {
+        return Err(Box::new(refused));
+    }
+    OtpId::from_str(id).map_err(|_| Box::new(not_found("OTP")))
+}
+
+/// Back to the timeline after a replay, or why it could not run.
+fn replayed(outcome: Result<Summary, replay::ReplayError>, otp_id: OtpId) -> Response {
+    match outcome {
+        Ok(_) => Redirect::to(&format!("/console/otps/{otp_id}")).into_response(),
+        Err(replay::ReplayError::Invalid(invalid)) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, invalid.to_string()).into_response()
+        }
+        Err(replay::ReplayError::Database(error)) => unavailable(error),
+    }
+}
+
 /// Sends this failed (or never-sent expired) OTP again: same code within its TTL.
 pub async fn replay_delivery(
     State(state): State<AppState>,
@@ -409,24 +426,19 @@ pub async fn replay_delivery(
     Path(id): Path<String>,
     Form(form): Form<ReplayForm>,
 ) -> Response {
-    if let Some(refused) = operator.csrf_refusal(&form.csrf) {
-        return refused;
-    }
-    let Ok(otp_id) = OtpId::from_str(&id) else {
-        return not_found("OTP");
+    let otp_id = match acted_on(&operator, &id, &form.csrf) {
+        Ok(otp_id) => otp_id,
+        Err(refused) => return *refused,
     };
     let filter = DeliveryFilter {
         otp: Some(otp_id.to_string()),
         status: text(&form.status),
         ..DeliveryFilter::default()
     };
-    match replay::deliveries(&state.pool, &filter, &operator.actor(), &mut |_, _| {}).await {
-        Ok(_) => Redirect::to(&format!("/console/otps/{otp_id}")).into_response(),
-        Err(replay::ReplayError::Invalid(invalid)) => {
-            (StatusCode::UNPROCESSABLE_ENTITY, invalid.to_string()).into_response()
-        }
-        Err(replay::ReplayError::Database(error)) => unavailable(error),
-    }
+    replayed(
+        replay::deliveries(&state.pool, &filter, &operator.actor(), &mut |_, _| {}).await,
+        otp_id,
+    )
 }
 
 /// Sends this OTP's dead (or gone) callbacks of one event type again, with their event ids.
@@ -436,11 +448,9 @@ pub async fn replay_callback(
     Path(id): Path<String>,
     Form(form): Form<ReplayForm>,
 ) -> Response {
-    if let Some(refused) = operator.csrf_refusal(&form.csrf) {
-        return refused;
-    }
-    let Ok(otp_id) = OtpId::from_str(&id) else {
-        return not_found("OTP");
+    let otp_id = match acted_on(&operator, &id, &form.csrf) {
+        Ok(otp_id) => otp_id,
+        Err(refused) => return *refused,
     };
     let filter = CallbackFilter {
         otp: Some(otp_id.to_string()),
@@ -448,11 +458,8 @@ pub async fn replay_callback(
         event: text(&form.event),
         ..CallbackFilter::default()
     };
-    match replay::callbacks(&state.pool, &filter, &operator.actor(), &mut |_, _| {}).await {
-        Ok(_) => Redirect::to(&format!("/console/otps/{otp_id}")).into_response(),
-        Err(replay::ReplayError::Invalid(invalid)) => {
-            (StatusCode::UNPROCESSABLE_ENTITY, invalid.to_string()).into_response()
-        }
-        Err(replay::ReplayError::Database(error)) => unavailable(error),
-    }
+    replayed(
+        replay::callbacks(&state.pool, &filter, &operator.actor(), &mut |_, _| {}).await,
+        otp_id,
+    )
 }
