@@ -166,13 +166,8 @@ fn confirmed(form: &[(String, String)]) -> bool {
 }
 
 pub async fn deliveries(State(state): State<AppState>, operator: Operator, body: Bytes) -> Response {
-    let form = fields(&body);
-    if let Some(refused) = operator.csrf_refusal(&field(&form, "csrf").unwrap_or_default()) {
-        return refused;
-    }
-    let read = Strict(&form);
-    let filter = (|| {
-        Ok::<_, String>(DeliveryFilter {
+    let build = |read: &Strict, dry_run| {
+        Ok(DeliveryFilter {
             app: read.text("app")?,
             status: read.text("status")?,
             since: read.time("since")?,
@@ -181,33 +176,24 @@ pub async fn deliveries(State(state): State<AppState>, operator: Operator, body:
             error_class: read.text("error_class")?,
             otp: None,
             limit: read.limit()?,
-            dry_run: !confirmed(&form),
+            dry_run,
         })
-    })();
-    let filter = match filter {
-        Ok(filter) => filter,
-        Err(reason) => return (StatusCode::UNPROCESSABLE_ENTITY, reason).into_response(),
     };
-    run(
+    bulk(
         &state,
         &operator,
-        &form,
-        filter.dry_run,
+        &body,
         "deliveries",
         "OTPs",
-        move |pool, actor| async move { replay::deliveries(&pool, &filter, &actor, &mut |_, _| {}).await },
+        build,
+        |pool, actor, filter| async move { replay::deliveries(&pool, &filter, &actor, &mut |_, _| {}).await },
     )
     .await
 }
 
 pub async fn callbacks(State(state): State<AppState>, operator: Operator, body: Bytes) -> Response {
-    let form = fields(&body);
-    if let Some(refused) = operator.csrf_refusal(&field(&form, "csrf").unwrap_or_default()) {
-        return refused;
-    }
-    let read = Strict(&form);
-    let filter = (|| {
-        Ok::<_, String>(CallbackFilter {
+    let build = |read: &Strict, dry_run| {
+        Ok(CallbackFilter {
             app: read.text("app")?,
             status: read.text("status")?,
             since: read.time("since")?,
@@ -216,22 +202,48 @@ pub async fn callbacks(State(state): State<AppState>, operator: Operator, body: 
             otp: None,
             destination: read.text("destination")?,
             limit: read.limit()?,
-            dry_run: !confirmed(&form),
+            dry_run,
         })
-    })();
-    let filter = match filter {
+    };
+    bulk(
+        &state,
+        &operator,
+        &body,
+        "callbacks",
+        "callbacks",
+        build,
+        |pool, actor, filter| async move { replay::callbacks(&pool, &filter, &actor, &mut |_, _| {}).await },
+    )
+    .await
+}
+
+/// A bulk replay's post: the CSRF token, then the filter `build` reads strictly, then [`run`].
+async fn bulk<F, B, R, Fut>(
+    state: &AppState,
+    operator: &Operator,
+    body: &[u8],
+    kind: &str,
+    noun: &str,
+    build: B,
+    replay: R,
+) -> Response
+where
+    B: FnOnce(&Strict, bool) -> Result<F, String>,
+    R: FnOnce(sqlx::PgPool, String, F) -> Fut,
+    Fut: std::future::Future<Output = Result<Summary, ReplayError>> + Send + 'static,
+{
+    let form = fields(body);
+    if let Some(refused) = operator.csrf_refusal(&field(&form, "csrf").unwrap_or_default()) {
+        return refused;
+    }
+    let dry_run = !confirmed(&form);
+    let filter = match build(&Strict(&form), dry_run) {
         Ok(filter) => filter,
         Err(reason) => return (StatusCode::UNPROCESSABLE_ENTITY, reason).into_response(),
     };
-    run(
-        &state,
-        &operator,
-        &form,
-        filter.dry_run,
-        "callbacks",
-        "callbacks",
-        move |pool, actor| async move { replay::callbacks(&pool, &filter, &actor, &mut |_, _| {}).await },
-    )
+    run(state, operator, &form, dry_run, kind, noun, move |pool, actor| {
+        replay(pool, actor, filter)
+    })
     .await
 }
 

@@ -408,9 +408,17 @@ fn acted_on(operator: &Operator, id: &str, csrf: &str) -> Result<OtpId, Box<Resp
     OtpId::from_str(id).map_err(|_| Box::new(not_found("OTP")))
 }
 
-/// Back to the timeline after a replay, or why it could not run.
-fn replayed(outcome: Result<Summary, replay::ReplayError>, otp_id: OtpId) -> Response {
-    match outcome {
+/// A replay of one OTP from its timeline: the token and id checked, then back to the
+/// timeline, or why the replay could not run.
+async fn replay_one<Fut>(operator: &Operator, id: &str, csrf: &str, replay: impl FnOnce(OtpId) -> Fut) -> Response
+where
+    Fut: std::future::Future<Output = Result<Summary, replay::ReplayError>>,
+{
+    let otp_id = match acted_on(operator, id, csrf) {
+        Ok(otp_id) => otp_id,
+        Err(refused) => return *refused,
+    };
+    match replay(otp_id).await {
         Ok(_) => Redirect::to(&format!("/console/otps/{otp_id}")).into_response(),
         Err(replay::ReplayError::Invalid(invalid)) => {
             (StatusCode::UNPROCESSABLE_ENTITY, invalid.to_string()).into_response()
@@ -426,19 +434,16 @@ pub async fn replay_delivery(
     Path(id): Path<String>,
     Form(form): Form<ReplayForm>,
 ) -> Response {
-    let otp_id = match acted_on(&operator, &id, &form.csrf) {
-        Ok(otp_id) => otp_id,
-        Err(refused) => return *refused,
-    };
-    let filter = DeliveryFilter {
-        otp: Some(otp_id.to_string()),
-        status: text(&form.status),
-        ..DeliveryFilter::default()
-    };
-    replayed(
-        replay::deliveries(&state.pool, &filter, &operator.actor(), &mut |_, _| {}).await,
-        otp_id,
-    )
+    let actor = operator.actor();
+    replay_one(&operator, &id, &form.csrf, |otp_id| async move {
+        let filter = DeliveryFilter {
+            otp: Some(otp_id.to_string()),
+            status: text(&form.status),
+            ..DeliveryFilter::default()
+        };
+        replay::deliveries(&state.pool, &filter, &actor, &mut |_, _| {}).await
+    })
+    .await
 }
 
 /// Sends this OTP's dead (or gone) callbacks of one event type again, with their event ids.
@@ -448,18 +453,15 @@ pub async fn replay_callback(
     Path(id): Path<String>,
     Form(form): Form<ReplayForm>,
 ) -> Response {
-    let otp_id = match acted_on(&operator, &id, &form.csrf) {
-        Ok(otp_id) => otp_id,
-        Err(refused) => return *refused,
-    };
-    let filter = CallbackFilter {
-        otp: Some(otp_id.to_string()),
-        status: text(&form.status),
-        event: text(&form.event),
-        ..CallbackFilter::default()
-    };
-    replayed(
-        replay::callbacks(&state.pool, &filter, &operator.actor(), &mut |_, _| {}).await,
-        otp_id,
-    )
+    let actor = operator.actor();
+    replay_one(&operator, &id, &form.csrf, |otp_id| async move {
+        let filter = CallbackFilter {
+            otp: Some(otp_id.to_string()),
+            status: text(&form.status),
+            event: text(&form.event),
+            ..CallbackFilter::default()
+        };
+        replay::callbacks(&state.pool, &filter, &actor, &mut |_, _| {}).await
+    })
+    .await
 }
