@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::page::{csrf_field, field, fields, mask_numbers, page, text, unavailable};
 use super::session::Operator;
 use crate::api::AppState;
-use crate::ops::dlq::{Dlq, DlqFilter};
+use crate::ops::dlq::{Action, Dlq, DlqFilter};
 
 /// Messages listed from the head of the queue.
 const LISTED: usize = 200;
@@ -111,27 +111,18 @@ pub async fn act(State(state): State<AppState>, operator: Operator, body: Bytes)
         dry_run: !confirmed,
     };
     let dlq = Dlq::new(state.config.amqp.clone());
-    let actor = operator.actor();
+    let (pool, actor) = (state.pool.clone(), operator.actor());
+    let action = if purge { Action::Purge } else { Action::Requeue };
+    let work = async move { dlq.act(&pool, &filter, &actor, action, &mut |_, _| {}).await };
     if confirmed {
-        let pool = state.pool.clone();
         tokio::spawn(async move {
-            let done = if purge {
-                dlq.purge(&pool, &filter, &actor, &mut |_, _| {}).await
-            } else {
-                dlq.requeue(&pool, &filter, &actor, &mut |_, _| {}).await
-            };
-            if let Err(error) = done {
+            if let Err(error) = work.await {
                 tracing::warn!(error = %error, "console: a dead-letter action stopped");
             }
         });
         return Redirect::to("/console/audit").into_response();
     }
-    let counted = if purge {
-        dlq.purge(&state.pool, &filter, &actor, &mut |_, _| {}).await
-    } else {
-        dlq.requeue(&state.pool, &filter, &actor, &mut |_, _| {}).await
-    };
-    let summary = match counted {
+    let summary = match work.await {
         Ok(summary) => summary,
         Err(error) => return unavailable(error),
     };

@@ -88,7 +88,7 @@ impl FromRequestParts<AppState> for Operator {
         )
         .fetch_optional(&state.pool)
         .await
-        .map_err(|_| (StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable").into_response())?;
+        .map_err(page::unavailable)?;
         match session {
             Some(s) => Ok(Operator {
                 key_id: s.key_id,
@@ -125,7 +125,7 @@ pub struct SignIn {
 pub async fn sign_in(State(state): State<AppState>, headers: HeaderMap, Form(form): Form<SignIn>) -> Response {
     let caller = match keys::authenticate(&state.pool, form.key_id.trim(), form.secret.trim()).await {
         Ok(caller) => caller,
-        Err(_) => return (StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable").into_response(),
+        Err(error) => return page::unavailable(error),
     };
     let Some(Caller::Operator(key_id)) = caller else {
         // An app's key is refused like a wrong one: the console is for operators.
@@ -144,8 +144,8 @@ pub async fn sign_in(State(state): State<AppState>, headers: HeaderMap, Form(for
     )
     .execute(&state.pool)
     .await;
-    if stored.is_err() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable").into_response();
+    if let Err(error) = stored {
+        return page::unavailable(error);
     }
     tracing::info!(key_id = %key_id, "console sign-in");
     let secure = headers

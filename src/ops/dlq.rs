@@ -119,7 +119,7 @@ pub struct Dlq {
 
 /// What to do with a matching message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Action {
+pub enum Action {
     Requeue,
     Purge,
 }
@@ -199,7 +199,8 @@ impl Dlq {
         self.act(pool, filter, actor, Action::Purge, progress).await
     }
 
-    async fn act(
+    /// Requeues or purges the matching messages, as `action` says.
+    pub async fn act(
         &self,
         pool: &PgPool,
         filter: &DlqFilter,
