@@ -2,8 +2,8 @@
 # Installs what the tests check our code against and drive it with (never used by the
 # product): PyPI `twilio` signs webhooks and shows the requests Twilio's client makes;
 # Playwright for Python drives Debian's Chromium (`chromium`, `chromium-driver`) through
-# the console. Python packages go into a virtualenv under target/, once; the tests find its
-# Python there. Playwright's own browser download (`playwright install`) is never used.
+# the console; PyPI `smscx-client` (sms.cx's SDK) drives our sms.cx layer. Python packages
+# go into a virtualenv under target/, once; the tests find its Python there. Playwright's own browser download (`playwright install`) is never used.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,8 +18,8 @@ if [ ! -x /usr/bin/chromium ] || ! command -v chromedriver >/dev/null 2>&1; then
 fi
 
 venv=target/oracle-venv
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import twilio, playwright" 2>/dev/null; then
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import twilio, playwright, smscx_client" 2>/dev/null; then
   mkdir -p target
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q twilio==9.13.0 playwright==1.65.2
+  "$venv/bin/pip" install -q twilio==9.13.0 playwright==1.65.2 smscx-client==0.1.13
 fi

@@ -1,4 +1,5 @@
-//! Credentials: `X-API-Key` + `X-API-Secret`, HTTP Basic (key id : secret), or
+//! Credentials: `X-API-Key` + `X-API-Secret`, `X-API-Key: <key id>.<secret>` alone (the
+//! single-header form sms.cx clients send), HTTP Basic (key id : secret), or
 //! `Authorization: Bearer <key id>.<secret>`.
 
 use axum::extract::FromRequestParts;
@@ -26,6 +27,9 @@ impl FromRequestParts<AppState> for Caller {
 fn credentials(headers: &HeaderMap) -> Option<(String, String)> {
     let text = |name| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
     if let (Some(key), Some(secret)) = (text("x-api-key"), text("x-api-secret")) {
+        return Some((key.to_string(), secret.to_string()));
+    }
+    if let Some((key, secret)) = text("x-api-key").and_then(|v| v.split_once('.')) {
         return Some((key.to_string(), secret.to_string()));
     }
     let authorization = text(header::AUTHORIZATION.as_str())?;
@@ -73,6 +77,7 @@ mod tests {
             expected
         );
         assert_eq!(credentials(&headers(&[("authorization", "Digest x")])), None);
+        assert_eq!(credentials(&headers(&[("x-api-key", "ak_1.sk_2")])), expected);
         assert_eq!(credentials(&headers(&[("x-api-key", "ak_1")])), None);
     }
 }

@@ -4,7 +4,8 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{error, health, ops, otp, query, reports};
+use super::compat::generic;
+use super::{error, health, logs, ops, otp, query, reports};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -12,7 +13,9 @@ use super::{error, health, ops, otp, query, reports};
     paths(
         otp::send, otp::verify, otp::resend, otp::cancel,
         query::status, query::list, query::events, query::attempts,
-        reports::reports, reports::rate_limits, health::healthz, health::readyz,
+        reports::reports, reports::rate_limits, logs::logs, health::healthz, health::readyz,
+        generic::send, generic::verify, generic::resend, generic::status, generic::attempts,
+        generic::list, generic::activity, generic::rate_limits, generic::report,
         ops::replay_deliveries, ops::replay_callbacks, ops::dlq_list, ops::dlq_requeue, ops::dlq_purge,
     ),
     components(schemas(error::Problem)),

@@ -1,13 +1,16 @@
 //! The HTTP API (`otp-courier api`, and part of `serve`): send, verify, resend, cancel,
 //! status, list, events, attempts, reports and rate limits under `/v1`, providers' delivery
-//! receipts at `/v1/receipts/{provider}`, operator replays and
+//! receipts at `/v1/receipts/{provider}`, the app-wide activity log at `/v1/logs`, the
+//! dialects of the APIs our users come from (`compat`), operator replays and
 //! dead-letter tools under `/v1/ops`, per-app credentials,
 //! problem+json errors, and the OpenAPI document at `/openapi.json`.
 
 mod auth;
+mod compat;
 mod docs;
 pub mod error;
 mod health;
+mod logs;
 mod ops;
 mod otp;
 mod query;
@@ -108,6 +111,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/otp/{id}/attempts", get(query::attempts))
         .route("/v1/reports", get(reports::reports))
         .route("/v1/rate-limits", get(reports::rate_limits))
+        .route("/v1/logs", get(logs::logs))
         .route(
             "/v1/receipts/{provider}",
             get(receipts::receive).post(receipts::receive),
@@ -117,6 +121,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/ops/dlq", get(ops::dlq_list))
         .route("/v1/ops/dlq/requeue", post(ops::dlq_requeue))
         .route("/v1/ops/dlq/purge", post(ops::dlq_purge))
+        .merge(compat::router())
         .route("/openapi.json", get(docs::openapi))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -44,9 +44,39 @@ pub async fn send(
     caller: Caller,
     RawJson(body): RawJson,
 ) -> Result<(StatusCode, HeaderMap, Json<SendAccepted>), ApiError> {
+    let accepted = accept(&state, &caller, &body).await?;
+    let status = if accepted.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    let answer = SendAccepted {
+        otp_id: accepted.otp_id.to_string(),
+        request_id: accepted.request_id,
+        duplicate: accepted.duplicate,
+    };
+    Ok((status, accepted.headers, Json(answer)))
+}
+
+/// A send job the broker has confirmed, or the OTP an earlier request with its id made.
+pub struct Accepted {
+    pub otp_id: OtpId,
+    pub request_id: String,
+    /// True when the request id named an existing OTP: nothing new was sent.
+    pub duplicate: bool,
+    /// The tightest send limit's `RateLimit` headers.
+    pub headers: HeaderMap,
+    /// The OTP as the worker will make it; `None` for a duplicate.
+    pub otp: Option<intake::NewOtp>,
+}
+
+/// The one way in for HTTP sends, whichever dialect the body came in: validates the job as
+/// the worker will, answers an existing OTP for a known request id, checks the send limits
+/// and publishes to `otp.send` with a publisher confirm.
+pub async fn accept(state: &AppState, caller: &Caller, body: &[u8]) -> Result<Accepted, ApiError> {
     let config = &state.config;
     let job = SendJob::parse(&RawJob {
-        body: &body,
+        body,
         app_id: caller.app_filter(),
         message_id: None,
         max_body_bytes: config.api.max_body_bytes,
@@ -54,21 +84,23 @@ pub async fn send(
     })?;
     let request_id = job.request_id.as_str().to_string();
     super::trace::record(None, Some(&request_id), None);
-    if let Some(existing) = existing_otp(&state, job.app_id.as_str(), &request_id).await? {
-        super::trace::record(None, None, Some(&OtpId::from_uuid(existing)));
-        let accepted = SendAccepted {
-            otp_id: OtpId::from_uuid(existing).to_string(),
+    if let Some(existing) = existing_otp(state, job.app_id.as_str(), &request_id).await? {
+        let otp_id = OtpId::from_uuid(existing);
+        super::trace::record(None, None, Some(&otp_id));
+        return Ok(Accepted {
+            otp_id,
             request_id,
             duplicate: true,
-        };
-        return Ok((StatusCode::OK, HeaderMap::new(), Json(accepted)));
+            headers: HeaderMap::new(),
+            otp: None,
+        });
     }
     let app = intake::load_app(&state.pool, &job)
         .await
         .map_err(|e| ApiError::Internal(Box::new(e)))??;
     let send = intake::send_key(&job);
     let otp = intake::resolve(job, &app, Source::Api, config, &state.providers)?;
-    let headers = check_send_limits(&state, &send).await?;
+    let headers = check_send_limits(state, &send).await?;
     // The worker derives a given request id's OTP id the same way (`intake::resolve`). A
     // key derived from the body deduplicates only while its OTP is pending, so its OTP gets
     // a fresh id, which travels in a header the worker trusts only from our broker user.
@@ -88,16 +120,17 @@ pub async fn send(
     } else {
         properties = properties.with_message_id(request_id.as_str().into());
     }
-    state.publisher.publish_job(&body, properties).await.map_err(|error| {
+    state.publisher.publish_job(body, properties).await.map_err(|error| {
         tracing::warn!(%error, "could not publish a send job");
         ApiError::Unavailable("the message broker")
     })?;
-    let accepted = SendAccepted {
-        otp_id: otp_id.to_string(),
+    Ok(Accepted {
+        otp_id,
         request_id,
         duplicate: false,
-    };
-    Ok((StatusCode::ACCEPTED, headers, Json(accepted)))
+        headers,
+        otp: Some(otp),
+    })
 }
 
 async fn existing_otp(state: &AppState, app: &str, request_id: &str) -> Result<Option<Uuid>, ApiError> {
@@ -166,11 +199,38 @@ pub async fn verify(
     JsonBody(request): JsonBody<VerifyRequest>,
 ) -> Result<(HeaderMap, Json<VerifyResult>), ApiError> {
     let id = resolve_ref(&state, &caller, &request.otp).await?;
+    let (outcome, decision) = check_code(&state, &caller, id, &request.code).await?;
+    let mut headers = HeaderMap::new();
+    rate_limit_headers(&mut headers, &decision);
+    match outcome {
+        Verification::Verified => Ok((
+            headers,
+            Json(VerifyResult {
+                otp_id: OtpId::from_uuid(id).to_string(),
+                status: "verified",
+            }),
+        )),
+        Verification::InvalidCode { remaining } => Err(ApiError::InvalidCode { remaining }),
+        Verification::Exhausted => Err(ApiError::AttemptsExhausted),
+        Verification::Expired => Err(ApiError::Expired),
+        Verification::NotPending(status) => Err(ApiError::NotPending(status)),
+        Verification::Locked(decision) => Err(ApiError::TooManyFailures(decision)),
+    }
+}
+
+/// Checks a code against OTP `id` under the verify limit; `None` from the core (no such OTP
+/// for this caller) is a 404.
+pub async fn check_code(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    code: &str,
+) -> Result<(Verification, ratelimit::Decision), ApiError> {
     // An app's checks count against its own limit (another app's OTP is not found below);
     // an operator's against the OTP's app.
-    let app = match &caller {
+    let app = match caller {
         Caller::App(app) => app.as_str().to_string(),
-        Caller::Operator(_) => owner_app(&state, &caller, id).await?,
+        Caller::Operator(_) => owner_app(state, caller, id).await?,
     };
     let decision = state
         .counters
@@ -188,7 +248,7 @@ pub async fn verify(
         &state.notifier,
         id,
         caller.app_filter(),
-        &request.code,
+        code,
         state.config.limits.verify_failures_per_phone,
     )
     .await
@@ -197,22 +257,7 @@ pub async fn verify(
         other => ApiError::Internal(Box::new(other)),
     })?
     .ok_or(ApiError::NotFound)?;
-    let mut headers = HeaderMap::new();
-    rate_limit_headers(&mut headers, &decision);
-    match outcome {
-        Verification::Verified => Ok((
-            headers,
-            Json(VerifyResult {
-                otp_id: OtpId::from_uuid(id).to_string(),
-                status: "verified",
-            }),
-        )),
-        Verification::InvalidCode { remaining } => Err(ApiError::InvalidCode { remaining }),
-        Verification::Exhausted => Err(ApiError::AttemptsExhausted),
-        Verification::Expired => Err(ApiError::Expired),
-        Verification::NotPending(status) => Err(ApiError::NotPending(status)),
-        Verification::Locked(decision) => Err(ApiError::TooManyFailures(decision)),
-    }
+    Ok((outcome, decision))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

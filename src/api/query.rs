@@ -82,9 +82,11 @@ pub struct ListFilter {
     status: Option<String>,
     delivery: Option<String>,
     /// E.164, exact.
+    #[serde(alias = "recipient")]
     phone: Option<String>,
     channel: Option<String>,
     /// Operators only: one app.
+    #[serde(alias = "appid")]
     app_id: Option<String>,
     /// RFC 3339; created at or after.
     #[serde(default, with = "time::serde::rfc3339::option")]

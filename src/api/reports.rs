@@ -27,6 +27,7 @@ pub struct ReportFilter {
     #[param(value_type = Option<String>)]
     until: Option<OffsetDateTime>,
     /// Operators only: one app.
+    #[serde(alias = "appid")]
     app_id: Option<String>,
 }
 

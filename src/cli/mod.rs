@@ -187,6 +187,12 @@ pub struct CreateAppArgs {
     /// '[{"channel":"sms","timeoutSeconds":60},{"channel":"whatsapp"}]'
     #[arg(long)]
     pub workflow: Option<String>,
+    /// The website the app's Xoxzo-dialect requests name (https://example.com); one app each.
+    #[arg(long)]
+    pub website: Option<String>,
+    /// Body shape of status callbacks: `standard` or `smscx` (sms.cx's `otp_update`).
+    #[arg(long)]
+    pub callback_format: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -482,6 +488,8 @@ async fn create_app(config: &Config, args: CreateAppArgs) -> anyhow::Result<()> 
             .map(serde_json::from_str)
             .transpose()
             .context("--workflow must be JSON")?,
+        website: args.website,
+        callback_format: args.callback_format,
     };
     apps::create(&pool, &app).await?;
     let id = AppId::parse(&app.id).map_err(anyhow::Error::msg)?;

@@ -13,6 +13,8 @@ pub enum PhoneError {
     NotE164,
     #[error("phone number is not a valid number for its country")]
     Invalid,
+    #[error("country must be an ISO 3166-1 alpha-2 code with a numbering plan (FR, GB, ...)")]
+    UnknownCountry,
 }
 
 impl PhoneNumber {
@@ -39,6 +41,24 @@ impl PhoneNumber {
             e164: parsed.format().mode(phonenumber::Mode::E164).to_string(),
             region: parsed.country().id().map(|id| id.as_ref().to_string()),
         })
+    }
+
+    /// A number in its country's national form (`06 12 34 56 78` with `FR`), as sms.cx
+    /// clients may send it with `countryIso`; the result is the number `parse` gives for
+    /// its E.164 form.
+    pub fn parse_national(input: &str, country: &str) -> Result<Self, PhoneError> {
+        let input = input.trim();
+        let separators = |c: char| matches!(c, ' ' | '-' | '.' | '(' | ')');
+        if input.len() > 32 || !input.chars().all(|c| c.is_ascii_digit() || separators(c)) {
+            return Err(PhoneError::Invalid);
+        }
+        let country: phonenumber::country::Id = country
+            .trim()
+            .to_ascii_uppercase()
+            .parse()
+            .map_err(|_| PhoneError::UnknownCountry)?;
+        let parsed = phonenumber::parse(Some(country), input).map_err(|_| PhoneError::Invalid)?;
+        Self::parse(&parsed.format().mode(phonenumber::Mode::E164).to_string())
     }
 
     pub fn as_str(&self) -> &str {
@@ -80,6 +100,21 @@ mod tests {
         ] {
             assert_eq!(PhoneNumber::parse(input), Err(PhoneError::NotE164), "{input}");
         }
+    }
+
+    #[test]
+    fn a_national_number_with_its_country_becomes_the_e164_number() {
+        let phone = PhoneNumber::parse_national("06 12 34 56 78", "fr").expect("valid");
+        assert_eq!(phone, PhoneNumber::parse("+33612345678").expect("valid"));
+        assert_eq!(
+            PhoneNumber::parse_national("0612345678", "XX"),
+            Err(PhoneError::UnknownCountry)
+        );
+        assert_eq!(PhoneNumber::parse_national("06 12", "FR"), Err(PhoneError::NotE164));
+        assert_eq!(
+            PhoneNumber::parse_national("+33612345678", "FR"),
+            Err(PhoneError::Invalid)
+        );
     }
 
     #[test]

@@ -51,6 +51,31 @@ pub struct NewApp {
     pub voice_country_allowlist: Option<Vec<String>>,
     /// A default channel workflow, as a job gives it (`[{"channel": "sms", "timeoutSeconds": 60}, ...]`).
     pub workflow: Option<Value>,
+    /// The website Xoxzo-dialect requests name (`https://example.com`).
+    pub website: Option<String>,
+    /// `standard` (the default) or `smscx`: the body shape of status callbacks.
+    pub callback_format: Option<String>,
+}
+
+/// A website as the Xoxzo dialect names it, reduced to `scheme://host[:port]` in lower case:
+/// `https://Example.com/` and `https://example.com` are one website. A bare domain is https.
+pub fn normalise_website(website: &str) -> Result<String, &'static str> {
+    let website = website.trim();
+    let with_scheme = if website.contains("://") {
+        website.to_string()
+    } else {
+        format!("https://{website}")
+    };
+    let url = url::Url::parse(&with_scheme).map_err(|_| "must be a URL or a domain name")?;
+    let host = url.host_str().filter(|h| !h.is_empty()).ok_or("must name a host")?;
+    if !matches!(url.scheme(), "http" | "https") || website.len() > 253 {
+        return Err("must be an http(s) URL or a domain name of at most 253 characters");
+    }
+    Ok(match url.port() {
+        Some(port) => format!("{}://{host}:{port}", url.scheme()),
+        None => format!("{}://{host}", url.scheme()),
+    }
+    .to_ascii_lowercase())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,11 +145,21 @@ pub async fn create(pool: &PgPool, new: &NewApp) -> Result<(), AppError> {
             ));
         }
     }
+    let website = new
+        .website
+        .as_deref()
+        .map(normalise_website)
+        .transpose()
+        .map_err(|e| invalid("website", e))?;
+    let callback_format = new.callback_format.as_deref().unwrap_or("standard");
+    if !["standard", "smscx"].contains(&callback_format) {
+        return Err(invalid("callback_format", "must be `standard` or `smscx`"));
+    }
     sqlx::query!(
         "insert into apps (id, name, default_from, templates, default_locale, default_ttl_seconds,
                            callback_url, routing, broker_user, country_allowlist, workflow,
-                           voice_country_allowlist)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                           voice_country_allowlist, website, callback_format)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         new.id,
         new.name,
         new.default_from,
@@ -137,10 +172,15 @@ pub async fn create(pool: &PgPool, new: &NewApp) -> Result<(), AppError> {
         regions.as_deref(),
         new.workflow,
         voice_regions.as_deref(),
+        website,
+        callback_format,
     )
     .execute(pool)
     .await
     .map_err(|e| match &e {
+        sqlx::Error::Database(db) if db.constraint() == Some("apps_website") => {
+            invalid("website", "another app has this website")
+        }
         sqlx::Error::Database(db) if db.is_unique_violation() => AppError::Exists(new.id.clone()),
         _ => AppError::Database(e),
     })?;

@@ -5,6 +5,7 @@ mod api_verify;
 mod apps;
 mod bad_input;
 mod callbacks;
+mod compat;
 mod console;
 mod console_browser;
 mod crash;
