@@ -331,3 +331,83 @@ async fn the_xoxzo_calls_from_their_documentation_request_and_verify_a_code(pool
     );
     api.finish().await;
 }
+
+#[sqlx::test]
+async fn an_app_that_chose_sms_cx_callbacks_gets_signed_otp_updates(pool: PgPool) {
+    let receiver = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(200))
+        .mount(&receiver)
+        .await;
+    let mut api = Api::start(pool).await;
+    otp_courier::tenancy::apps::create(
+        &api.harness.pool,
+        &otp_courier::tenancy::apps::NewApp {
+            id: "moved".into(),
+            name: "moved from sms.cx".into(),
+            templates: [(String::new(), "Code {{pin}}".to_string())].into(),
+            callback_format: Some("smscx".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("app");
+    let mut conn = api.harness.pool.acquire().await.expect("conn");
+    let app = otp_courier::domain::AppId::parse("moved").expect("id");
+    let key = otp_courier::tenancy::keys::issue(&mut conn, Some(&app))
+        .await
+        .expect("key");
+    drop(conn);
+    api.key = (key.key_id, key.secret);
+    let secret = api.harness.webhook_secret("moved", None).await;
+    api.harness.start_dispatcher();
+
+    let url = format!("{}/otp-status", receiver.uri());
+    let (status, created) = api
+        .post(
+            "/smscx/otp",
+            json!({"phoneNumber": "+33612246400", "ttl": 120, "otpCallbackUrl": url}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let otp_id = created["otpId"].as_str().expect("otpId").to_string();
+    let code = code_delivered(&api, &our_id(&otp_id)).await;
+    let (status, verified) = api.post(&format!("/smscx/otp/{otp_id}"), json!({"pin": code})).await;
+    assert_eq!((status, verified), (StatusCode::OK, json!({"status": "VERIFIED"})));
+
+    let statuses = || async {
+        let requests = receiver.received_requests().await.unwrap_or_default();
+        let mut bodies = Vec::new();
+        for request in &requests {
+            standardwebhooks::Webhook::new(&secret)
+                .expect("secret")
+                .verify(&request.body, &request.headers)
+                .expect("signed the Standard Webhooks way");
+            bodies.push(serde_json::from_slice::<Value>(&request.body).expect("JSON"));
+        }
+        bodies
+    };
+    wait_until("the otp.verified callback", Duration::from_secs(20), || async {
+        statuses().await.iter().any(|b| b["data"][0]["status"] == "VERIFIED")
+    })
+    .await;
+    for body in statuses().await {
+        assert_eq!(body["event"], "otp_update", "{body}");
+        let data = &body["data"][0];
+        assert_eq!(data["otpId"], otp_id.as_str());
+        assert_eq!(
+            (data["countryIso"].as_str(), data["ttl"].as_i64()),
+            (Some("FR"), Some(120))
+        );
+        assert_eq!(data["otpCallbackUrl"], url.as_str());
+        assert!(
+            data["dateCreated"].is_string() && data["dateExpires"].is_string(),
+            "{data}"
+        );
+        assert!(
+            ["PENDING", "VERIFIED"].contains(&data["status"].as_str().unwrap_or_default()),
+            "{data}"
+        );
+    }
+    api.finish().await;
+}

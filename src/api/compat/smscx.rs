@@ -21,6 +21,7 @@ use uuid::Uuid;
 use crate::api::error::ApiError;
 use crate::api::otp::{accept, check_code};
 use crate::api::AppState;
+use crate::callbacks::smscx;
 use crate::domain::{OtpId, PhoneError, PhoneNumber};
 use crate::otp::intake::NewOtp;
 use crate::otp::lifecycle::{self, Cancel};
@@ -410,14 +411,7 @@ async fn data_otp(state: &AppState, caller: &Caller, id: Uuid) -> Result<Option<
     .fetch_optional(&state.pool)
     .await?;
     Ok(row.map(|r| {
-        let status = match r.status.as_str() {
-            "pending" if r.expires_at <= OffsetDateTime::now_utc() => "EXPIRED",
-            "pending" => "PENDING",
-            "verified" => "VERIFIED",
-            "expired" => "EXPIRED",
-            "cancelled" => "CANCELLED",
-            _ => "FAILED",
-        };
+        let status = smscx::status(&r.status, r.expires_at <= OffsetDateTime::now_utc());
         json!({
             "otpId": id.hyphenated().to_string(),
             "trackId": (!r.request_id_derived).then_some(r.request_id),

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use crate::callbacks::smscx;
 use crate::callbacks::webhook::{self, Answer, Message, Sender};
 use crate::domain::EventId;
 use crate::platform::config::CallbacksConfig;
@@ -55,6 +56,9 @@ pub struct Claimed {
     pub payload: Value,
     /// The app's valid signing secrets as stored (sealed, `tenancy::sealing`), newest first.
     pub secrets: Vec<String>,
+    /// For an app whose callbacks take sms.cx's shape: the OTP's facts that body needs
+    /// (`smscx::OtpFacts`); `None` for our own shape.
+    pub smscx: Option<Value>,
 }
 
 impl Claimed {
@@ -365,7 +369,13 @@ impl Dispatcher {
                          o.app_id, o.payload,
                          array(select w.secret from webhook_secrets w
                                where w.app_id = o.app_id and (w.expires_at is null or w.expires_at > now())
-                               order by w.id desc) as "secrets!""#,
+                               order by w.id desc) as "secrets!",
+                         case when (select a.callback_format from apps a where a.id = o.app_id) = 'smscx'
+                              then coalesce((select jsonb_build_object('createdAt', p.created_at, 'ttl', p.ttl_seconds,
+                                                                       'country', p.country,
+                                                                       'requestIdDerived', p.request_id_derived)
+                                             from otps p where p.id = o.otp_id), '{}'::jsonb)
+                         end as smscx"#,
             i64::try_from(limit).unwrap_or(i64::MAX),
             &destinations,
             &in_flight,
@@ -387,7 +397,14 @@ impl Dispatcher {
         otp_id = event.data("otpId"), app_id = event.data("appId"), request_id = event.data("requestId")))]
     async fn deliver(&self, event: &Claimed, recorder: &Recorder, share: Share) -> Result<State, NotRecorded> {
         let id = EventId::from_uuid(event.id).to_string();
-        let body = serde_json::to_vec(&event.payload).unwrap_or_default();
+        let body = match &event.smscx {
+            Some(facts) => {
+                let facts = serde_json::from_value(facts.clone()).unwrap_or_default();
+                serde_json::to_vec(&smscx::otp_update(&event.payload, &event.callback_url, &facts))
+            }
+            None => serde_json::to_vec(&event.payload),
+        }
+        .unwrap_or_default();
         let started_at = OffsetDateTime::now_utc();
         let clock = Instant::now();
         // Opened only to sign. A secret that does not open (its key was removed from the
