@@ -123,6 +123,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/ops/dlq/purge", post(ops::dlq_purge))
         .merge(compat::router())
         .route("/openapi.json", get(docs::openapi))
+        .route("/asyncapi.json", get(docs::asyncapi))
+        .route("/schemas/send-job.schema.json", get(docs::send_job_schema))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

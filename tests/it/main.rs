@@ -19,6 +19,7 @@ mod pipeline;
 mod providers;
 mod receipts;
 mod retries;
+mod schemas;
 mod secrecy;
 mod security;
 mod ssrf;
