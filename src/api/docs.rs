@@ -9,7 +9,7 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::compat::generic;
+use super::compat::{generic, smscx, xoxzo};
 use super::{error, health, logs, ops, otp, query, reports};
 
 #[derive(OpenApi)]
@@ -21,6 +21,8 @@ use super::{error, health, logs, ops, otp, query, reports};
         reports::reports, reports::rate_limits, logs::logs, health::healthz, health::readyz,
         generic::send, generic::verify, generic::resend, generic::status, generic::attempts,
         generic::list, generic::activity, generic::rate_limits, generic::report,
+        smscx::create, smscx::status, smscx::verify, smscx::cancel,
+        xoxzo::register_website, xoxzo::request, xoxzo::verify,
         ops::replay_deliveries, ops::replay_callbacks, ops::dlq_list, ops::dlq_requeue, ops::dlq_purge,
     ),
     components(schemas(error::Problem)),

@@ -3,8 +3,8 @@
 //! the generic OTP API's `/otp/*` paths. A team moving over changes a base URL, not its code.
 
 pub(super) mod generic;
-mod smscx;
-mod xoxzo;
+pub(super) mod smscx;
+pub(super) mod xoxzo;
 
 use std::future::Future;
 use std::time::Duration;

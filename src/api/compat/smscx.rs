@@ -14,8 +14,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::api::error::ApiError;
@@ -131,14 +133,34 @@ impl SmscxError {
     }
 }
 
+/// Their error body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    error: ErrorFields,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorFields {
+    /// `invalid_param`, `not_found`, `invalid_pin`, `otp_verified`, `otp_cancelled`,
+    /// `otp_expired`, `otp_failed`, `access_denied`, `invalid_api_key`, `rate_limit`, ...
+    #[serde(rename = "type")]
+    kind: String,
+    /// Theirs (2001–2031), else the HTTP status.
+    code: u16,
+    message: String,
+    uri: String,
+}
+
 impl IntoResponse for SmscxError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {
-            "type": self.kind,
-            "code": self.code,
-            "message": self.message,
-            "uri": format!("urn:otp-courier:smscx:{}", self.code),
-        }});
+        let body = ErrorBody {
+            error: ErrorFields {
+                kind: self.kind.to_string(),
+                code: self.code,
+                message: self.message.into_owned(),
+                uri: format!("urn:otp-courier:smscx:{}", self.code),
+            },
+        };
         let mut headers = HeaderMap::new();
         if let Some((limit, remaining, reset)) = self.rate {
             for (name, value) in [
@@ -231,11 +253,16 @@ fn object(body: Result<Bytes, BytesRejection>) -> Result<Map<String, Value>, Sms
 }
 
 /// `POST /otp`: their `NewOtpRequest` checked as they document it, then sent as our job.
-async fn create(
+#[utoipa::path(post, path = "/smscx/otp", tag = "sms.cx dialect",
+    request_body(content = Object, description = "Their NewOtpRequest: phoneNumber, countryIso, from, template, trackId, ttl, maxAttempts, pinType, pinLength, otpCallbackUrl"),
+    responses((status = 201, body = DataOtp), (status = 400, body = ErrorBody, description = "Their invalid_param and OTP-state codes"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn create(
     State(state): State<AppState>,
     AppCaller(caller): AppCaller,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, HeaderMap, Json<Value>), SmscxError> {
+) -> Result<(StatusCode, HeaderMap, Json<DataOtp>), SmscxError> {
     let job = to_job(object(body)?)?;
     let body = serde_json::to_vec(&Value::Object(job)).expect("a JSON object serialises");
     let accepted = accept(&state, &caller, &body).await?;
@@ -400,7 +427,34 @@ fn is_uuid_shaped(text: &str) -> bool {
         && groups.iter().all(|g| g.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
-async fn data_otp(state: &AppState, caller: &Caller, id: Uuid) -> Result<Option<Value>, ApiError> {
+/// Their `DataOtp` (and `NewOtpResponse`, the same fields).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DataOtp {
+    /// A UUID: our OTP id without its `otp_` prefix.
+    otp_id: String,
+    /// The request's `trackId` (our `requestId`); null when it gave none.
+    track_id: Option<String>,
+    phone_number: String,
+    country_iso: Option<String>,
+    /// `PENDING`, `VERIFIED`, `EXPIRED`, `CANCELLED` or `FAILED`.
+    status: &'static str,
+    /// Always 0: otp-courier bills nothing.
+    cost: f64,
+    parts: i32,
+    max_attempts: i32,
+    attempts: i32,
+    ttl: i32,
+    otp_callback_url: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    date_created: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    date_expires: OffsetDateTime,
+}
+
+async fn data_otp(state: &AppState, caller: &Caller, id: Uuid) -> Result<Option<DataOtp>, ApiError> {
     let row = sqlx::query!(
         r#"select request_id, request_id_derived, phone_number, country, status, parts, max_attempts,
                   attempts, ttl_seconds, callback_url, created_at, expires_at
@@ -410,50 +464,42 @@ async fn data_otp(state: &AppState, caller: &Caller, id: Uuid) -> Result<Option<
     )
     .fetch_optional(&state.pool)
     .await?;
-    Ok(row.map(|r| {
-        let status = smscx::status(&r.status, r.expires_at <= OffsetDateTime::now_utc());
-        json!({
-            "otpId": id.hyphenated().to_string(),
-            "trackId": (!r.request_id_derived).then_some(r.request_id),
-            "phoneNumber": r.phone_number,
-            "countryIso": r.country,
-            "status": status,
-            "cost": 0.0,
-            "parts": r.parts,
-            "maxAttempts": r.max_attempts,
-            "attempts": r.attempts,
-            "ttl": r.ttl_seconds,
-            "otpCallbackUrl": r.callback_url,
-            "dateCreated": rfc3339(r.created_at),
-            "dateExpires": rfc3339(r.expires_at),
-        })
+    Ok(row.map(|r| DataOtp {
+        otp_id: id.hyphenated().to_string(),
+        track_id: (!r.request_id_derived).then_some(r.request_id),
+        phone_number: r.phone_number,
+        country_iso: r.country,
+        status: smscx::status(&r.status, r.expires_at <= OffsetDateTime::now_utc()),
+        cost: 0.0,
+        parts: r.parts,
+        max_attempts: r.max_attempts.into(),
+        attempts: r.attempts,
+        ttl: r.ttl_seconds,
+        otp_callback_url: r.callback_url,
+        date_created: r.created_at,
+        date_expires: r.expires_at,
     }))
 }
 
 /// The answer for an OTP the worker has not recorded yet: what it will record.
-fn queued(id: Uuid, otp: &NewOtp) -> Value {
+fn queued(id: Uuid, otp: &NewOtp) -> DataOtp {
     let now = OffsetDateTime::now_utc();
     let ttl = otp.ttl.seconds();
-    json!({
-        "otpId": id.hyphenated().to_string(),
-        "trackId": (!otp.job.request_id.is_derived()).then(|| otp.job.request_id.as_str()),
-        "phoneNumber": otp.job.phone.as_str(),
-        "countryIso": otp.job.phone.region(),
-        "status": "PENDING",
-        "cost": 0.0,
-        "parts": otp.parts,
-        "maxAttempts": otp.job.max_attempts.get(),
-        "attempts": 0,
-        "ttl": ttl,
-        "otpCallbackUrl": otp.callback_url,
-        "dateCreated": rfc3339(now),
-        "dateExpires": rfc3339(now + time::Duration::seconds(ttl.into())),
-    })
-}
-
-fn rfc3339(at: OffsetDateTime) -> String {
-    at.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    DataOtp {
+        otp_id: id.hyphenated().to_string(),
+        track_id: (!otp.job.request_id.is_derived()).then(|| otp.job.request_id.as_str().to_string()),
+        phone_number: otp.job.phone.as_str().to_string(),
+        country_iso: otp.job.phone.region().map(str::to_string),
+        status: "PENDING",
+        cost: 0.0,
+        parts: i32::try_from(otp.parts).unwrap_or(i32::MAX),
+        max_attempts: otp.job.max_attempts.get().into(),
+        attempts: 0,
+        ttl: i32::try_from(ttl).unwrap_or(i32::MAX),
+        otp_callback_url: otp.callback_url.clone(),
+        date_created: now,
+        date_expires: now + time::Duration::seconds(ttl.into()),
+    }
 }
 
 /// Their ids are UUIDs; ours (`otp_…`) are taken too. Anything else names no OTP.
@@ -464,11 +510,15 @@ fn otp_uuid(text: &str) -> Result<Uuid, SmscxError> {
 }
 
 /// `GET /otp/{otpId}`.
-async fn status(
+#[utoipa::path(get, path = "/smscx/otp/{otpId}", tag = "sms.cx dialect", params(("otpId" = String, Path, description = "A UUID (or our otp_… id)")),
+    responses((status = 200, body = DataOtp), (status = 400, body = ErrorBody, description = "Their invalid_param and OTP-state codes"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn status(
     State(state): State<AppState>,
     AppCaller(caller): AppCaller,
     Path(otp_id): Path<String>,
-) -> Result<Json<Value>, SmscxError> {
+) -> Result<Json<DataOtp>, SmscxError> {
     let id = otp_uuid(&otp_id)?;
     data_otp(&state, &caller, id)
         .await?
@@ -477,7 +527,11 @@ async fn status(
 }
 
 /// `POST /otp/{otpId}` with `{"pin": ...}`.
-async fn verify(
+#[utoipa::path(post, path = "/smscx/otp/{otpId}", tag = "sms.cx dialect", params(("otpId" = String, Path, description = "A UUID (or our otp_… id)")), request_body(content = Object, description = "{\"pin\": \"1544\"}"),
+    responses((status = 200, body = Object, description = "{\"status\": \"VERIFIED\"}"), (status = 400, body = ErrorBody, description = "Their invalid_param and OTP-state codes"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn verify(
     State(state): State<AppState>,
     AppCaller(caller): AppCaller,
     Path(otp_id): Path<String>,
@@ -501,7 +555,11 @@ async fn verify(
 }
 
 /// `DELETE /otp/{otpId}`.
-async fn cancel(
+#[utoipa::path(delete, path = "/smscx/otp/{otpId}", tag = "sms.cx dialect", params(("otpId" = String, Path, description = "A UUID (or our otp_… id)")),
+    responses((status = 200, body = Object, description = "{\"info\": {\"id\": otpId}}"), (status = 400, body = ErrorBody, description = "Their invalid_param and OTP-state codes"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn cancel(
     State(state): State<AppState>,
     AppCaller(caller): AppCaller,
     Path(otp_id): Path<String>,

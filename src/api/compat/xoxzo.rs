@@ -165,7 +165,11 @@ async fn check_website(state: &AppState, caller: &Caller, given: &str) -> Result
 }
 
 /// `POST /otp/register-website/`: binds a website to the calling app, once.
-async fn register_website(
+#[utoipa::path(post, path = "/xoxzo/otp/register-website/", tag = "Xoxzo dialect", request_body(content = Object, description = "{\"website\": \"https://example.com\"} (or a form)"),
+    responses((status = 201, body = Object, description = "{\"message\": \"Website registered successfully.\"}"), (status = 400, body = Object, description = "{\"<parameter>\": [\"<message>\"]}"), (status = 401, body = Object, description = "{\"detail\": ...}"),
+              (status = 403, body = Object), (status = 404, body = Object), (status = 413, body = Object), (status = 429, body = Object), (status = 503, body = Object)),
+    security(("api_key" = [])))]
+pub async fn register_website(
     State(state): State<AppState>,
     AppCaller(caller): AppCaller,
     headers: HeaderMap,
@@ -198,7 +202,11 @@ async fn register_website(
 
 /// `POST /otp/request/`: sends the app's template with a new code. One active OTP per number
 /// and website: while one is pending, another request for the number is refused.
-async fn request(
+#[utoipa::path(post, path = "/xoxzo/otp/request/", tag = "Xoxzo dialect", request_body(content = Object, description = "{\"website\": \"https://example.com\", \"phone_number\": \"+818012345678\"} (or a form)"),
+    responses((status = 201, body = Object, description = "{\"msgid\": \"otp_…\"}"), (status = 400, body = Object, description = "{\"<parameter>\": [\"<message>\"]}"), (status = 401, body = Object, description = "{\"detail\": ...}"),
+              (status = 403, body = Object), (status = 404, body = Object), (status = 413, body = Object), (status = 429, body = Object), (status = 503, body = Object)),
+    security(("api_key" = [])))]
+pub async fn request(
     State(state): State<AppState>,
     AppCaller(caller): AppCaller,
     headers: HeaderMap,
@@ -234,7 +242,11 @@ async fn request(
 
 /// `POST /otp/verify/`: `otp_id` (the `msgid` of the request) and `code`; `website`, if
 /// given, must be the app's.
-async fn verify(
+#[utoipa::path(post, path = "/xoxzo/otp/verify/", tag = "Xoxzo dialect", request_body(content = Object, description = "{\"otp_id\": \"otp_…\", \"code\": \"123456\"} (or a form)"),
+    responses((status = 200, body = Object, description = "{\"msgid\": \"otp_…\", \"status\": \"verified\"}"), (status = 400, body = Object, description = "{\"<parameter>\": [\"<message>\"]}"), (status = 401, body = Object, description = "{\"detail\": ...}"),
+              (status = 403, body = Object), (status = 404, body = Object), (status = 413, body = Object), (status = 429, body = Object), (status = 503, body = Object)),
+    security(("api_key" = [])))]
+pub async fn verify(
     State(state): State<AppState>,
     AppCaller(caller): AppCaller,
     headers: HeaderMap,
