@@ -1,7 +1,4 @@
-//! The activity log: an app's events across its OTPs (sends, deliveries and receipts,
-//! verifications, rejections, expiries), newest first, each with where its callback stands.
-//! It reads the outbox, where every state change is written in the change's own transaction,
-//! so the log holds exactly what happened, in the order it committed.
+//! `GET /v1/logs`: the activity log (`otp::activity`) over HTTP.
 
 use axum::extract::State;
 use axum::Json;
@@ -13,23 +10,8 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::{ApiError, Problem};
 use super::{AppState, QueryParams};
 use crate::domain::{EventId, OtpId};
+use crate::otp::activity;
 use crate::tenancy::keys::Caller;
-
-/// The kinds of entry `type` takes besides an exact event type (`otp.sent`).
-const GROUPS: &[(&str, &[&str])] = &[
-    ("sends", &["otp.sent", "otp.replayed", "otp.fallback"]),
-    (
-        "deliveries",
-        &["otp.sent", "otp.delivered", "otp.undelivered", "otp.delivery_failed"],
-    ),
-    ("receipts", &["otp.delivered", "otp.undelivered"]),
-    (
-        "verifications",
-        &["otp.verified", "otp.verification_failed", "otp.max_attempts_reached"],
-    ),
-    ("rejections", &["otp.rejected"]),
-    ("endings", &["otp.expired", "otp.cancelled"]),
-];
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
@@ -106,7 +88,12 @@ pub async fn logs(
     if !(1..=200).contains(&limit) {
         return Err(invalid("limit", "must be between 1 and 200"));
     }
-    let types = filter.kind.as_deref().map(event_types).transpose()?;
+    let types = filter
+        .kind
+        .as_deref()
+        .map(activity::event_types)
+        .transpose()
+        .map_err(|reason| invalid("type", &reason))?;
     let suffix = match filter.phone_suffix.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(digits) if digits.len() <= 15 && digits.chars().all(|c| c.is_ascii_digit()) => Some(digits.to_string()),
@@ -120,45 +107,23 @@ pub async fn logs(
                 .map_err(|_| invalid("cursor", "not a cursor this API issued"))
         })
         .transpose()?;
-    let app = caller.scope(filter.app_id.clone());
-    let mut tx = state.pool.begin().await?;
-    // Each filter is optional; a plan made for the values at hand uses the index that fits
-    // them (phone suffix, request id or the app's sequence) instead of one generic plan.
-    sqlx::query!("set local plan_cache_mode = force_custom_plan")
-        .execute(&mut *tx)
-        .await?;
-    let rows = sqlx::query!(
-        r#"select o.id, o.seq, o.event_type, o.created_at, o.app_id, o.otp_id, o.payload, o.state,
-                  o.attempts, o.last_status, p.request_id as "request_id?", p.phone_number as "phone_number?"
-           from outbox o left join otps p on p.id = o.otp_id
-           where ($1::text is null or o.app_id = $1)
-             and ($2::text[] is null or o.event_type = any($2))
-             and ($3::text is null or o.state = $3)
-             and ($4::timestamptz is null or o.created_at >= $4)
-             and ($5::timestamptz is null or o.created_at < $5)
-             and ($6::text is null or o.otp_id in (
-                   select id from otps where reverse(phone_number) like reverse($6) || '%'
-                     and ($1::text is null or app_id = $1)))
-             and ($7::text is null or o.otp_id in (
-                   select id from otps where request_id = $7 and ($1::text is null or app_id = $1)))
-             and ($8::bigint is null or o.seq < $8)
-           order by o.seq desc
-           limit $9"#,
-        app,
-        types.as_deref(),
-        filter.callback,
-        filter.since,
-        filter.until,
-        suffix,
-        filter.request_id,
-        before,
-        limit + 1,
+    let entries = activity::page(
+        &state.pool,
+        &activity::Filter {
+            app: caller.scope(filter.app_id.clone()),
+            types,
+            callback: filter.callback,
+            since: filter.since,
+            until: filter.until,
+            phone_suffix: suffix,
+            request_id: filter.request_id,
+            before,
+            limit: limit + 1,
+        },
     )
-    .fetch_all(&mut *tx)
     .await?;
-    tx.commit().await?;
-    let next_cursor = (rows.len() as i64 > limit).then(|| rows[limit as usize - 1].seq.to_string());
-    let items = rows
+    let next_cursor = (entries.len() as i64 > limit).then(|| entries[limit as usize - 1].seq.to_string());
+    let items = entries
         .into_iter()
         .take(limit as usize)
         .map(|r| {
@@ -172,32 +137,11 @@ pub async fn logs(
                 request_id: r.request_id,
                 phone_number: r.phone_number,
                 data: payload.get_mut("data").map(Value::take).unwrap_or(Value::Null),
-                callback: r.state,
-                callback_attempts: r.attempts,
-                callback_status: r.last_status,
+                callback: r.callback,
+                callback_attempts: r.callback_attempts,
+                callback_status: r.callback_status,
             }
         })
         .collect();
     Ok(Json(LogPage { items, next_cursor }))
-}
-
-/// The event types `type` names: a group, or one type (`otp.sent`, or `sent` for short).
-fn event_types(kind: &str) -> Result<Vec<String>, ApiError> {
-    if let Some((_, types)) = GROUPS.iter().find(|(name, _)| *name == kind) {
-        return Ok(types.iter().map(|t| t.to_string()).collect());
-    }
-    let full = if kind.starts_with("otp.") {
-        kind.to_string()
-    } else {
-        format!("otp.{kind}")
-    };
-    let known = GROUPS.iter().flat_map(|(_, types)| types.iter()).any(|t| *t == full);
-    if known {
-        Ok(vec![full])
-    } else {
-        Err(ApiError::Invalid {
-            field: "type".into(),
-            reason: format!("unknown event type or group `{kind}`"),
-        })
-    }
 }

@@ -1,10 +1,12 @@
 //! The ops console: server-rendered pages under `/console` for operators (signed in with
 //! an operator key): an overview with charts, the OTPs with filters, each OTP's timeline
-//! with its actions, failures with bulk replay, the dead-letter queue, apps and the audit log.
+//! with its actions, the activity log across OTPs, failures with bulk replay, the
+//! dead-letter queue, apps and the audit log.
 //! Templates are compile-time checked and escape every value (maud); the pages carry no
 //! script, and a strict Content-Security-Policy forbids any; every change is a form with
 //! the session's CSRF token, recorded in `operator_actions` as `console:<key id>`.
 
+mod activity;
 mod apps;
 mod audit;
 mod dlq;
@@ -35,6 +37,7 @@ pub fn router() -> Router<AppState> {
         .route("/console/sign-in", get(session::form).post(session::sign_in))
         .route("/console/sign-out", post(session::sign_out))
         .route("/console/otps", get(otps::list))
+        .route("/console/activity", get(activity::list))
         .route("/console/otps/{id}", get(otps::timeline))
         .route("/console/otps/{id}/cancel", post(otps::cancel))
         .route("/console/otps/{id}/replay-delivery", post(otps::replay_delivery))

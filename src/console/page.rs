@@ -10,9 +10,10 @@ use time::OffsetDateTime;
 use super::session::Operator;
 
 /// The sections, in the header's order.
-const SECTIONS: [(&str, &str); 6] = [
+const SECTIONS: [(&str, &str); 7] = [
     ("/console/overview", "Overview"),
     ("/console/otps", "OTPs"),
+    ("/console/activity", "Activity"),
     ("/console/failures", "Failures"),
     ("/console/dlq", "Dead letters"),
     ("/console/apps", "Apps"),

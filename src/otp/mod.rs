@@ -3,6 +3,7 @@
 //! receipts tell what became of each message, the sweeper expires what is left, and the
 //! rate limits guard each step.
 
+pub mod activity;
 pub mod delivery;
 pub mod intake;
 pub mod lifecycle;

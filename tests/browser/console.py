@@ -78,6 +78,17 @@ def main():
         expect(timeline).to_contain_text("attempt 1: HTTP 200")
         shot(page, "timeline")
 
+        # The same OTP's events in the activity log, filtered to its verification.
+        page.get_by_role("link", name="Activity", exact=True).click()
+        page.get_by_placeholder("last digits").fill(FIND_LAST4)
+        page.locator("select[name=type]").select_option("verifications")
+        page.get_by_role("button", name="Filter").click()
+        rows = page.locator("tbody tr")
+        expect(rows).to_have_count(1)
+        expect(rows.first).to_contain_text("otp.verified")
+        expect(rows.first).to_contain_text(f"•••• {FIND_LAST4}")
+        shot(page, "activity")
+
         # Replay one failed delivery from its timeline: it turns `sent`.
         page.goto(f"{BASE}/console/otps?phone={REPLAY_LAST4}")
         page.locator("tbody tr").first.get_by_role("link").click()

@@ -250,3 +250,39 @@ async fn every_console_change_needs_the_csrf_token_and_a_rotated_secret_shows_on
     assert_eq!(actor, format!("console:{}", operator.0));
     api.finish().await;
 }
+
+#[sqlx::test]
+async fn the_activity_page_lists_every_app_s_events_masked_and_filtered(pool: PgPool) {
+    let api = Api::start(pool).await;
+    let operator = api.harness.operator_key().await;
+    let (first, code) = api
+        .send_delivered(json!({"phoneNumber": "+14155550123", "requestId": "signup-1"}))
+        .await;
+    api.send_delivered(json!({"phoneNumber": "+14155550456", "requestId": "signup-2"}))
+        .await;
+    let (status, _) = api.post("/v1/otp/verify", json!({"otpId": first, "code": code})).await;
+    assert_eq!(status, StatusCode::OK);
+    let cookie = sign_in(&api, &operator).await.expect("signed in");
+
+    let (status, page, _) = get(&api, "/console/activity", &cookie).await;
+    assert_eq!(status, StatusCode::OK);
+    let verified = page.find("otp.verified").expect("the verification is listed");
+    let sent = page.find("otp.sent").expect("the sends are listed");
+    assert!(verified < sent, "newest first");
+    assert!(page.contains("•••• 0123") && page.contains("•••• 0456"));
+    assert!(
+        !page.contains("4155550123") && !page.contains("4155550456"),
+        "never a whole number"
+    );
+
+    let (_, page, _) = get(&api, "/console/activity?type=verifications&phone=0123", &cookie).await;
+    assert!(page.contains("otp.verified") && !page.contains("otp.sent"), "{page}");
+    let (_, page, _) = get(&api, "/console/activity?request=signup-2", &cookie).await;
+    assert!(page.contains("•••• 0456") && !page.contains("•••• 0123"));
+    let (_, page, _) = get(&api, "/console/activity?type=bogus", &cookie).await;
+    assert!(
+        page.contains("No event matches"),
+        "an unknown type shows nothing, not everything"
+    );
+    api.finish().await;
+}
