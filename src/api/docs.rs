@@ -25,7 +25,7 @@ use super::{error, health, logs, ops, otp, query, reports};
         xoxzo::register_website, xoxzo::request, xoxzo::verify,
         ops::replay_deliveries, ops::replay_callbacks, ops::dlq_list, ops::dlq_requeue, ops::dlq_purge,
     ),
-    components(schemas(error::Problem)),
+    components(schemas(error::Problem, smscx::ErrorBody, smscx::ErrorFields)),
     modifiers(&Security),
 )]
 struct ApiDoc;

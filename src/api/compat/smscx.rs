@@ -151,6 +151,26 @@ pub struct ErrorFields {
     uri: String,
 }
 
+/// The error answers of every sms.cx route, for the OpenAPI document.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum Errors {
+    #[response(status = 400, description = "Their invalid_param and OTP-state codes")]
+    BadRequest(#[to_schema] ErrorBody),
+    #[response(status = 401, description = "invalid_api_key")]
+    Unauthorized(#[to_schema] ErrorBody),
+    #[response(status = 403, description = "access_denied, no_coverage")]
+    Forbidden(#[to_schema] ErrorBody),
+    #[response(status = 404, description = "not_found (2021)")]
+    NotFound(#[to_schema] ErrorBody),
+    #[response(status = 413, description = "invalid_body: over api.max_body_bytes")]
+    TooLarge(#[to_schema] ErrorBody),
+    #[response(status = 429, description = "rate_limit")]
+    RateLimited(#[to_schema] ErrorBody),
+    #[response(status = 503, description = "server_error: the database or broker is away")]
+    Unavailable(#[to_schema] ErrorBody),
+}
+
 impl IntoResponse for SmscxError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
@@ -255,8 +275,7 @@ fn object(body: Result<Bytes, BytesRejection>) -> Result<Map<String, Value>, Sms
 /// `POST /otp`: their `NewOtpRequest` checked as they document it, then sent as our job.
 #[utoipa::path(post, path = "/smscx/otp", tag = "sms.cx dialect",
     request_body(content = Object, description = "Their NewOtpRequest: phoneNumber, countryIso, from, template, trackId, ttl, maxAttempts, pinType, pinLength, otpCallbackUrl"),
-    responses((status = 201, body = DataOtp), (status = 400, body = ErrorBody, description = "Their invalid_param and OTP-state codes"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-              (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    responses((status = 201, body = DataOtp), Errors),
     security(("api_key" = [])))]
 pub async fn create(
     State(state): State<AppState>,
@@ -511,8 +530,7 @@ fn otp_uuid(text: &str) -> Result<Uuid, SmscxError> {
 
 /// `GET /otp/{otpId}`.
 #[utoipa::path(get, path = "/smscx/otp/{otpId}", tag = "sms.cx dialect", params(("otpId" = String, Path, description = "A UUID (or our otp_… id)")),
-    responses((status = 200, body = DataOtp), (status = 400, body = ErrorBody, description = "Their invalid_param and OTP-state codes"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-              (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    responses((status = 200, body = DataOtp), Errors),
     security(("api_key" = [])))]
 pub async fn status(
     State(state): State<AppState>,
@@ -528,8 +546,7 @@ pub async fn status(
 
 /// `POST /otp/{otpId}` with `{"pin": ...}`.
 #[utoipa::path(post, path = "/smscx/otp/{otpId}", tag = "sms.cx dialect", params(("otpId" = String, Path, description = "A UUID (or our otp_… id)")), request_body(content = Object, description = "{\"pin\": \"1544\"}"),
-    responses((status = 200, body = Object, description = "{\"status\": \"VERIFIED\"}"), (status = 400, body = ErrorBody, description = "Their invalid_param and OTP-state codes"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-              (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    responses((status = 200, body = Object, description = "{\"status\": \"VERIFIED\"}"), Errors),
     security(("api_key" = [])))]
 pub async fn verify(
     State(state): State<AppState>,
@@ -556,8 +573,7 @@ pub async fn verify(
 
 /// `DELETE /otp/{otpId}`.
 #[utoipa::path(delete, path = "/smscx/otp/{otpId}", tag = "sms.cx dialect", params(("otpId" = String, Path, description = "A UUID (or our otp_… id)")),
-    responses((status = 200, body = Object, description = "{\"info\": {\"id\": otpId}}"), (status = 400, body = ErrorBody, description = "Their invalid_param and OTP-state codes"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-              (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    responses((status = 200, body = Object, description = "{\"info\": {\"id\": otpId}}"), Errors),
     security(("api_key" = [])))]
 pub async fn cancel(
     State(state): State<AppState>,

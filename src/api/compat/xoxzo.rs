@@ -62,6 +62,27 @@ impl XoxzoError {
     }
 }
 
+/// The error answers of every Xoxzo route, for the OpenAPI document: `{"<parameter>":
+/// ["<message>"]}` for a bad parameter, `{"detail": "<message>"}` otherwise.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum Errors {
+    #[response(status = 400, description = "a bad parameter, or a code that does not verify")]
+    BadRequest(#[to_schema] Value),
+    #[response(status = 401, description = "wrong credentials")]
+    Unauthorized(#[to_schema] Value),
+    #[response(status = 403, description = "an operator's key")]
+    Forbidden(#[to_schema] Value),
+    #[response(status = 404, description = "no such OTP")]
+    NotFound(#[to_schema] Value),
+    #[response(status = 413, description = "over api.max_body_bytes")]
+    TooLarge(#[to_schema] Value),
+    #[response(status = 429, description = "a limit is used up")]
+    RateLimited(#[to_schema] Value),
+    #[response(status = 503, description = "the database or broker is away")]
+    Unavailable(#[to_schema] Value),
+}
+
 impl IntoResponse for XoxzoError {
     fn into_response(self) -> Response {
         (self.status, Json(self.body)).into_response()
@@ -166,8 +187,7 @@ async fn check_website(state: &AppState, caller: &Caller, given: &str) -> Result
 
 /// `POST /otp/register-website/`: binds a website to the calling app, once.
 #[utoipa::path(post, path = "/xoxzo/otp/register-website/", tag = "Xoxzo dialect", request_body(content = Object, description = "{\"website\": \"https://example.com\"} (or a form)"),
-    responses((status = 201, body = Object, description = "{\"message\": \"Website registered successfully.\"}"), (status = 400, body = Object, description = "{\"<parameter>\": [\"<message>\"]}"), (status = 401, body = Object, description = "{\"detail\": ...}"),
-              (status = 403, body = Object), (status = 404, body = Object), (status = 413, body = Object), (status = 429, body = Object), (status = 503, body = Object)),
+    responses((status = 201, body = Object, description = "{\"message\": \"Website registered successfully.\"}"), Errors),
     security(("api_key" = [])))]
 pub async fn register_website(
     State(state): State<AppState>,
@@ -203,8 +223,7 @@ pub async fn register_website(
 /// `POST /otp/request/`: sends the app's template with a new code. One active OTP per number
 /// and website: while one is pending, another request for the number is refused.
 #[utoipa::path(post, path = "/xoxzo/otp/request/", tag = "Xoxzo dialect", request_body(content = Object, description = "{\"website\": \"https://example.com\", \"phone_number\": \"+818012345678\"} (or a form)"),
-    responses((status = 201, body = Object, description = "{\"msgid\": \"otp_…\"}"), (status = 400, body = Object, description = "{\"<parameter>\": [\"<message>\"]}"), (status = 401, body = Object, description = "{\"detail\": ...}"),
-              (status = 403, body = Object), (status = 404, body = Object), (status = 413, body = Object), (status = 429, body = Object), (status = 503, body = Object)),
+    responses((status = 201, body = Object, description = "{\"msgid\": \"otp_…\"}"), Errors),
     security(("api_key" = [])))]
 pub async fn request(
     State(state): State<AppState>,
@@ -243,8 +262,7 @@ pub async fn request(
 /// `POST /otp/verify/`: `otp_id` (the `msgid` of the request) and `code`; `website`, if
 /// given, must be the app's.
 #[utoipa::path(post, path = "/xoxzo/otp/verify/", tag = "Xoxzo dialect", request_body(content = Object, description = "{\"otp_id\": \"otp_…\", \"code\": \"123456\"} (or a form)"),
-    responses((status = 200, body = Object, description = "{\"msgid\": \"otp_…\", \"status\": \"verified\"}"), (status = 400, body = Object, description = "{\"<parameter>\": [\"<message>\"]}"), (status = 401, body = Object, description = "{\"detail\": ...}"),
-              (status = 403, body = Object), (status = 404, body = Object), (status = 413, body = Object), (status = 429, body = Object), (status = 503, body = Object)),
+    responses((status = 200, body = Object, description = "{\"msgid\": \"otp_…\", \"status\": \"verified\"}"), Errors),
     security(("api_key" = [])))]
 pub async fn verify(
     State(state): State<AppState>,
