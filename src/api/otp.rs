@@ -133,9 +133,13 @@ pub async fn accept(state: &AppState, caller: &Caller, body: &[u8]) -> Result<Ac
     })
 }
 
-async fn existing_otp(state: &AppState, app: &str, request_id: &str) -> Result<Option<Uuid>, ApiError> {
+/// The OTP a request id names: for good when the producer chose the id; for a key derived
+/// from the body, only while its OTP is pending and unexpired (the worker marks one past its
+/// expiry `expired` when the same body comes again, and makes a new one).
+pub(crate) async fn existing_otp(state: &AppState, app: &str, request_id: &str) -> Result<Option<Uuid>, ApiError> {
     Ok(sqlx::query_scalar!(
-        "select id from otps where app_id = $1 and request_id = $2 and (not request_id_derived or status = 'pending')",
+        "select id from otps where app_id = $1 and request_id = $2
+           and (not request_id_derived or (status = 'pending' and expires_at > now()))",
         app,
         request_id
     )

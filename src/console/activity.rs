@@ -31,6 +31,10 @@ pub async fn list(State(state): State<AppState>, operator: Operator, Query(param
     // An unknown type or a phone filter that is not digits shows nothing rather than all.
     let types = kind.as_deref().map(|k| activity::event_types(k).unwrap_or_default());
     let phone = text(&params.phone).map(|p| p.chars().filter(char::is_ascii_digit).collect::<String>());
+    let types = match &phone {
+        Some(digits) if digits.is_empty() => Some(Vec::new()),
+        _ => types,
+    };
     let filter = activity::Filter {
         app: text(&params.app),
         types,

@@ -315,6 +315,27 @@ async fn the_xoxzo_calls_from_their_documentation_request_and_verify_a_code(pool
         )
     );
 
+    // Two requests at once for one number, written two ways: one OTP, and both answers name it.
+    let ask = |number: &str| json!({"website": "https://example.com", "phone_number": number});
+    let ((first, a), (second, b)) = tokio::join!(
+        call("/otp/request/", false, ask("+81 80 2222 3333"), auth),
+        call("/otp/request/", false, ask("+818022223333"), auth)
+    );
+    let mut statuses = [first.as_u16(), second.as_u16()];
+    statuses.sort();
+    assert_eq!(statuses, [201, 400], "{a} {b}");
+    assert_eq!(a["msgid"], b["msgid"], "both name the one OTP");
+    // Once it has expired (the sweeper has not run yet), the number gets a new one.
+    let active = a["msgid"].as_str().expect("msgid").to_string();
+    sqlx::query("update otps set expires_at = now() - interval '1 second' where id = $1")
+        .bind(uuid::Uuid::parse_str(&active[4..]).expect("uuid"))
+        .execute(&api.harness.pool)
+        .await
+        .expect("expire it");
+    let (status, renewed) = call("/otp/request/", false, ask("+818022223333"), auth).await;
+    assert_eq!(status, StatusCode::CREATED, "{renewed}");
+    assert_ne!(renewed["msgid"], active.as_str());
+
     // Verify as their tutorial does: JSON with otp_id and code.
     let code = code_delivered(&api, &msgid).await;
     let wrong = if code == "000000" { "111111" } else { "000000" };

@@ -285,12 +285,11 @@ pub async fn create(
     let job = to_job(object(body)?)?;
     let body = serde_json::to_vec(&Value::Object(job)).expect("a JSON object serialises");
     let accepted = accept(&state, &caller, &body).await?;
-    let id = accepted.otp_id.as_uuid();
-    let data = match super::recorded(|| data_otp(&state, &caller, id)).await? {
-        Some(data) => data,
+    let data = match super::settled(&state, &caller, &accepted).await? {
+        Some(id) => data_otp(&state, &caller, id).await?.ok_or_else(SmscxError::not_found)?,
         None => match &accepted.otp {
-            Some(otp) => queued(id, otp),
-            // A duplicate names an OTP that exists, so it was found above unless it vanished.
+            Some(otp) => queued(accepted.otp_id.as_uuid(), otp),
+            // A duplicate names an OTP that exists; it was found above unless it vanished.
             None => return Err(SmscxError::not_found()),
         },
     };

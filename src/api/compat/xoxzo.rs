@@ -19,7 +19,7 @@ use serde_json::{json, Map, Value};
 use crate::api::error::ApiError;
 use crate::api::otp::{accept, check_code};
 use crate::api::AppState;
-use crate::domain::OtpId;
+use crate::domain::{OtpId, PhoneNumber};
 use crate::otp::verify::Verification;
 use crate::tenancy::apps::normalise_website;
 use crate::tenancy::keys::Caller;
@@ -235,27 +235,28 @@ pub async fn request(
     let website = required(&fields, "website")?;
     let phone = required(&fields, "phone_number")?;
     check_website(&state, &caller, &website).await?;
+    // Normalised first, so that every spelling of a number is one number below.
+    let phone = PhoneNumber::parse(&phone).map_err(|e| XoxzoError::field("phone_number", e.to_string()))?;
     // No request id: the key derived from this body names the number's pending OTP, if any.
-    let job = serde_json::to_vec(&json!({"phoneNumber": phone})).expect("JSON serialises");
+    let job = serde_json::to_vec(&json!({"phoneNumber": phone.as_str()})).expect("JSON serialises");
     let accepted = accept(&state, &caller, &job).await?;
-    if accepted.duplicate {
+    // Answer once the OTP is recorded, so that the next request for the number finds it; an
+    // identical request that won the race names the active OTP.
+    let active = match accepted.duplicate {
+        true => Some(accepted.otp_id.as_uuid()),
+        false => super::settled(&state, &caller, &accepted)
+            .await?
+            .filter(|id| *id != accepted.otp_id.as_uuid()),
+    };
+    if let Some(active) = active {
         return Err(XoxzoError {
             status: StatusCode::BAD_REQUEST,
             body: json!({
                 "phone_number": ["An OTP for this phone number is still active."],
-                "msgid": accepted.otp_id.to_string(),
+                "msgid": OtpId::from_uuid(active).to_string(),
             }),
         });
     }
-    // Answer once the OTP is recorded, so that the next request for the number finds it.
-    let id = accepted.otp_id.as_uuid();
-    super::recorded(|| async {
-        sqlx::query_scalar!("select 1 as \"found!\" from otps where id = $1", id)
-            .fetch_optional(&state.pool)
-            .await
-    })
-    .await
-    .map_err(ApiError::from)?;
     Ok((StatusCode::CREATED, Json(json!({"msgid": accepted.otp_id.to_string()}))))
 }
 
