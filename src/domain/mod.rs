@@ -9,6 +9,6 @@ mod workflow;
 
 pub use ids::{EventId, OtpId};
 pub use job::{JobError, RawJob, SendJob, TemplateSet};
-pub use phone::{PhoneError, PhoneNumber};
+pub use phone::{NumberKind, PhoneError, PhoneNumber};
 pub use values::{AppId, CallbackUrl, Channel, MaxAttempts, Metadata, RequestId, Sender, Ttl};
 pub use workflow::{Step, Workflow};

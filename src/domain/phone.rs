@@ -17,6 +17,75 @@ pub enum PhoneError {
     UnknownCountry,
 }
 
+/// What kind of line a number is, by the numbering plan (libphonenumber's metadata): what
+/// the SMS-pumping guard decides on. Premium-rate and shared-cost numbers earn their owner
+/// money per message; VoIP, pager, personal and unknown ranges are where pumping hides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NumberKind {
+    FixedLine,
+    Mobile,
+    /// The plan cannot tell fixed from mobile (the US, Canada, ...).
+    FixedLineOrMobile,
+    TollFree,
+    PremiumRate,
+    SharedCost,
+    Personal,
+    Voip,
+    Pager,
+    /// A company's "universal access" number.
+    Uan,
+    Voicemail,
+    Unknown,
+}
+
+impl NumberKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            NumberKind::FixedLine => "fixed_line",
+            NumberKind::Mobile => "mobile",
+            NumberKind::FixedLineOrMobile => "fixed_line_or_mobile",
+            NumberKind::TollFree => "toll_free",
+            NumberKind::PremiumRate => "premium_rate",
+            NumberKind::SharedCost => "shared_cost",
+            NumberKind::Personal => "personal",
+            NumberKind::Voip => "voip",
+            NumberKind::Pager => "pager",
+            NumberKind::Uan => "uan",
+            NumberKind::Voicemail => "voicemail",
+            NumberKind::Unknown => "unknown",
+        }
+    }
+
+    /// libphonenumber's order: the costly and unusual kinds first, then fixed or mobile.
+    fn classify(meta: &phonenumber::Metadata, national: &str) -> Self {
+        use phonenumber::Type;
+        let descriptors = meta.descriptors();
+        if !descriptors.general().is_match(national) {
+            return NumberKind::Unknown;
+        }
+        let matches = |kind: Type| descriptors.get(kind).is_some_and(|d| d.is_match(national));
+        let special = [
+            (Type::PremiumRate, NumberKind::PremiumRate),
+            (Type::TollFree, NumberKind::TollFree),
+            (Type::SharedCost, NumberKind::SharedCost),
+            (Type::Voip, NumberKind::Voip),
+            (Type::PersonalNumber, NumberKind::Personal),
+            (Type::Pager, NumberKind::Pager),
+            (Type::Uan, NumberKind::Uan),
+            (Type::Voicemail, NumberKind::Voicemail),
+        ];
+        if let Some((_, kind)) = special.iter().find(|(kind, _)| matches(*kind)) {
+            return *kind;
+        }
+        match (matches(Type::FixedLine), matches(Type::Mobile)) {
+            (true, true) => NumberKind::FixedLineOrMobile,
+            (true, false) => NumberKind::FixedLine,
+            (false, true) => NumberKind::Mobile,
+            (false, false) => NumberKind::Unknown,
+        }
+    }
+}
+
 impl PhoneNumber {
     /// Accepts `+` and digits, with spaces, dots, dashes and brackets as separators.
     /// The cheap shape check runs first, so the full parser only sees plausible input.
@@ -63,6 +132,27 @@ impl PhoneNumber {
 
     pub fn as_str(&self) -> &str {
         &self.e164
+    }
+
+    /// The kind of line, from the numbering plan. Worked out on demand (it matches the
+    /// number against each kind's pattern), so only the callers that decide on it pay.
+    pub fn kind(&self) -> NumberKind {
+        let database = &phonenumber::metadata::DATABASE;
+        let Ok(parsed) = phonenumber::parse(None, &self.e164) else {
+            return NumberKind::Unknown;
+        };
+        // The national number as written, its leading zeros kept (Italy's 02…): the crate's
+        // own `number_type` reads it as an integer and loses them. A country code shared by
+        // several regions (+39: Italy and the Vatican) is read against each of them.
+        let national = parsed.national().to_string();
+        let code = parsed.code().value();
+        parsed
+            .metadata(database)
+            .into_iter()
+            .chain(database.by_code(&code).unwrap_or_default())
+            .map(|meta| NumberKind::classify(meta, &national))
+            .find(|kind| *kind != NumberKind::Unknown)
+            .unwrap_or(NumberKind::Unknown)
     }
 
     /// ISO 3166-1 region of the number (`FR`), where the numbering plan tells it.
@@ -115,6 +205,51 @@ mod tests {
             PhoneNumber::parse_national("+33612345678", "FR"),
             Err(PhoneError::Invalid)
         );
+    }
+
+    /// Every example number the metadata gives for a kind of line, in every region, is
+    /// classified as that kind (or, for fixed and mobile, as "either" where the plan cannot
+    /// tell them apart). Examples our E.164 shape refuses (under 8 digits) are counted out.
+    #[test]
+    fn each_kind_of_line_in_the_metadata_s_examples_is_classified_as_that_kind() {
+        use phonenumber::metadata::DATABASE;
+        use phonenumber::Type;
+        let kinds = [
+            (Type::FixedLine, NumberKind::FixedLine),
+            (Type::Mobile, NumberKind::Mobile),
+            (Type::TollFree, NumberKind::TollFree),
+            (Type::PremiumRate, NumberKind::PremiumRate),
+            (Type::SharedCost, NumberKind::SharedCost),
+            (Type::PersonalNumber, NumberKind::Personal),
+            (Type::Voip, NumberKind::Voip),
+            (Type::Pager, NumberKind::Pager),
+            (Type::Uan, NumberKind::Uan),
+            (Type::Voicemail, NumberKind::Voicemail),
+        ];
+        let mut checked = std::collections::HashMap::new();
+        let mut wrong = Vec::new();
+        for meta in DATABASE.iter() {
+            for (kind, expected) in kinds {
+                let Some(example) = meta.descriptors().get(kind).and_then(|d| d.example()) else {
+                    continue;
+                };
+                let Ok(phone) = PhoneNumber::parse(&format!("+{}{example}", meta.country_code())) else {
+                    continue;
+                };
+                let got = phone.kind();
+                let either = got == NumberKind::FixedLineOrMobile
+                    && matches!(expected, NumberKind::FixedLine | NumberKind::Mobile);
+                if got != expected && !either {
+                    wrong.push(format!("{} {example}: {expected:?} read as {got:?}", meta.id()));
+                }
+                *checked.entry(expected).or_insert(0) += 1;
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
+        for (_, kind) in kinds {
+            assert!(checked.get(&kind).copied().unwrap_or(0) >= 5, "{kind:?}: {checked:?}");
+        }
+        assert!(checked[&NumberKind::PremiumRate] >= 100, "{checked:?}");
     }
 
     #[test]
