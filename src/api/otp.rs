@@ -203,33 +203,27 @@ pub async fn verify(
     JsonBody(request): JsonBody<VerifyRequest>,
 ) -> Result<(HeaderMap, Json<VerifyResult>), ApiError> {
     let id = resolve_ref(&state, &caller, &request.otp).await?;
-    let (outcome, decision) = check_code(&state, &caller, id, &request.code).await?;
+    let decision = check_code(&state, &caller, id, &request.code).await?;
     let mut headers = HeaderMap::new();
     rate_limit_headers(&mut headers, &decision);
-    match outcome {
-        Verification::Verified => Ok((
-            headers,
-            Json(VerifyResult {
-                otp_id: OtpId::from_uuid(id).to_string(),
-                status: "verified",
-            }),
-        )),
-        Verification::InvalidCode { remaining } => Err(ApiError::InvalidCode { remaining }),
-        Verification::Exhausted => Err(ApiError::AttemptsExhausted),
-        Verification::Expired => Err(ApiError::Expired),
-        Verification::NotPending(status) => Err(ApiError::NotPending(status)),
-        Verification::Locked(decision) => Err(ApiError::TooManyFailures(decision)),
-    }
+    Ok((
+        headers,
+        Json(VerifyResult {
+            otp_id: OtpId::from_uuid(id).to_string(),
+            status: "verified",
+        }),
+    ))
 }
 
-/// Checks a code against OTP `id` under the verify limit; `None` from the core (no such OTP
-/// for this caller) is a 404.
+/// Checks a code against OTP `id` under the verify limit: `Ok` with the limit's standing
+/// for a verified code; every other outcome is the error each dialect renders in its own
+/// shape, and no such OTP for this caller a 404.
 pub async fn check_code(
     state: &AppState,
     caller: &Caller,
     id: Uuid,
     code: &str,
-) -> Result<(Verification, ratelimit::Decision), ApiError> {
+) -> Result<ratelimit::Decision, ApiError> {
     // An app's checks count against its own limit (another app's OTP is not found below);
     // an operator's against the OTP's app.
     let app = match caller {
@@ -261,7 +255,14 @@ pub async fn check_code(
         other => ApiError::Internal(Box::new(other)),
     })?
     .ok_or(ApiError::NotFound)?;
-    Ok((outcome, decision))
+    match outcome {
+        Verification::Verified => Ok(decision),
+        Verification::InvalidCode { remaining } => Err(ApiError::InvalidCode { remaining }),
+        Verification::Exhausted => Err(ApiError::AttemptsExhausted),
+        Verification::Expired => Err(ApiError::Expired),
+        Verification::NotPending(status) => Err(ApiError::NotPending(status)),
+        Verification::Locked(decision) => Err(ApiError::TooManyFailures(decision)),
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]

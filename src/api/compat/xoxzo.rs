@@ -20,7 +20,6 @@ use crate::api::error::ApiError;
 use crate::api::otp::{accept, check_code};
 use crate::api::AppState;
 use crate::domain::{OtpId, PhoneNumber};
-use crate::otp::verify::Verification;
 use crate::tenancy::apps::normalise_website;
 use crate::tenancy::keys::Caller;
 
@@ -99,7 +98,10 @@ impl From<ApiError> for XoxzoError {
                 "invalid_phone_number" | "missing_field" => Self::field("phone_number", detail),
                 _ => Self::detail(StatusCode::BAD_REQUEST, detail),
             },
-            InvalidCode { .. } => Self::field("code", "The code is not correct."),
+            InvalidCode { remaining } => Self {
+                status: StatusCode::BAD_REQUEST,
+                body: json!({"code": ["The code is not correct."], "remaining_attempts": remaining}),
+            },
             Expired => Self::field("otp_id", "The OTP has expired."),
             AttemptsExhausted => Self::field("otp_id", "No verification attempts are left."),
             NotPending(status) => Self::field("otp_id", format!("The OTP is {status}.")),
@@ -157,6 +159,11 @@ fn params(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Ma
     }
 }
 
+/// A website as the app binding stores it, or the parameter error.
+fn parse_website(given: &str) -> Result<String, XoxzoError> {
+    normalise_website(given).map_err(|e| XoxzoError::field("website", format!("Enter a valid URL: it {e}.")))
+}
+
 fn required(fields: &Map<String, Value>, name: &str) -> Result<String, XoxzoError> {
     match fields.get(name) {
         Some(Value::String(value)) if !value.trim().is_empty() => Ok(value.trim().to_string()),
@@ -168,8 +175,7 @@ fn required(fields: &Map<String, Value>, name: &str) -> Result<String, XoxzoErro
 
 /// The app's website; a request naming another is refused.
 async fn check_website(state: &AppState, caller: &Caller, given: &str) -> Result<(), XoxzoError> {
-    let given =
-        normalise_website(given).map_err(|e| XoxzoError::field("website", format!("Enter a valid URL: it {e}.")))?;
+    let given = parse_website(given)?;
     let bound = sqlx::query_scalar!("select website from apps where id = $1", caller.app_filter())
         .fetch_optional(&state.pool)
         .await
@@ -197,8 +203,7 @@ pub async fn register_website(
 ) -> Result<(StatusCode, Json<Value>), XoxzoError> {
     let fields = params(&headers, body)?;
     let website = required(&fields, "website")?;
-    let website =
-        normalise_website(&website).map_err(|e| XoxzoError::field("website", format!("Enter a valid URL: it {e}.")))?;
+    let website = parse_website(&website)?;
     let exists = || XoxzoError::field("website", "website info with this website already exists.");
     let bound = sqlx::query!(
         "update apps set website = $2 where id = $1 and website is null",
@@ -280,18 +285,8 @@ pub async fn verify(
     let id = otp_id
         .parse::<OtpId>()
         .map_err(|_| XoxzoError::detail(StatusCode::NOT_FOUND, "Not found."))?;
-    let (outcome, _) = check_code(&state, &caller, id.as_uuid(), &code).await?;
-    match outcome {
-        Verification::Verified => Ok(Json(json!({"msgid": otp_id, "status": "verified"}))),
-        Verification::InvalidCode { remaining } => Err(XoxzoError {
-            status: StatusCode::BAD_REQUEST,
-            body: json!({"code": ["The code is not correct."], "remaining_attempts": remaining}),
-        }),
-        Verification::Exhausted => Err(ApiError::AttemptsExhausted.into()),
-        Verification::Expired => Err(ApiError::Expired.into()),
-        Verification::NotPending(status) => Err(ApiError::NotPending(status).into()),
-        Verification::Locked(decision) => Err(ApiError::TooManyFailures(decision).into()),
-    }
+    check_code(&state, &caller, id.as_uuid(), &code).await?;
+    Ok(Json(json!({"msgid": otp_id, "status": "verified"})))
 }
 
 #[cfg(test)]
