@@ -1125,6 +1125,13 @@ async fn no_job_is_lost_and_none_is_sent_twice_beyond_the_kills_that_hit_it(pool
                "send_per_app": {"max": 1_000_000, "window_seconds": 1},
                "send_per_country": {"max": 1_000_000, "window_seconds": 3600}}),
     );
+    // Sequential numbers, never verified: the guard counts them, with thresholds the run
+    // cannot reach, so what it checks is delivery under faults.
+    harness.set(
+        "fraud",
+        json!({"prefix_velocity": {"max": 1_000_000},
+               "conversion": {"min_sends": 1_000_000, "country_min_sends": 1_000_000}}),
+    );
     let logs = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("chaos-{}", profile.name));
     let _ = std::fs::remove_dir_all(&logs);
     std::fs::create_dir_all(&logs).expect("log dir");

@@ -10,7 +10,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::compat::{generic, smscx, xoxzo};
-use super::{error, health, logs, ops, otp, query, reports};
+use super::{error, fraud, health, logs, ops, otp, query, reports};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -24,6 +24,7 @@ use super::{error, health, logs, ops, otp, query, reports};
         smscx::create, smscx::status, smscx::verify, smscx::cancel,
         xoxzo::register_website, xoxzo::request, xoxzo::verify,
         ops::replay_deliveries, ops::replay_callbacks, ops::dlq_list, ops::dlq_requeue, ops::dlq_purge,
+        fraud::blocks, fraud::lift, fraud::verdicts,
     ),
     components(schemas(error::Problem, smscx::ErrorBody, smscx::ErrorFields)),
     modifiers(&Security),

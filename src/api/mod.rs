@@ -9,6 +9,7 @@ mod auth;
 mod compat;
 mod docs;
 pub mod error;
+mod fraud;
 mod health;
 mod logs;
 mod ops;
@@ -55,6 +56,7 @@ pub struct Inner {
     pub providers: Arc<Providers>,
     pub publisher: Publisher,
     pub counters: Counters,
+    pub guard: crate::otp::fraud::Guard,
     pub notifier: Notifier,
     pub metrics: Option<PrometheusHandle>,
 }
@@ -77,9 +79,11 @@ impl AppState {
     ) -> Self {
         let publisher = Publisher::new(config.amqp.clone());
         let notifier = Notifier::spawn(pool.clone());
+        let guard = crate::otp::fraud::Guard::new(pool.clone(), config.fraud.clone());
         Self {
             inner: Arc::new(Inner {
                 notifier,
+                guard,
                 pool,
                 config,
                 keys,
@@ -116,6 +120,9 @@ pub fn router(state: AppState) -> Router {
             "/v1/receipts/{provider}",
             get(receipts::receive).post(receipts::receive),
         )
+        .route("/v1/fraud/blocks", get(fraud::blocks))
+        .route("/v1/fraud/blocks/{id}/lift", post(fraud::lift))
+        .route("/v1/fraud/verdicts", get(fraud::verdicts))
         .route("/v1/ops/replay/deliveries", post(ops::replay_deliveries))
         .route("/v1/ops/replay/callbacks", post(ops::replay_callbacks))
         .route("/v1/ops/dlq", get(ops::dlq_list))

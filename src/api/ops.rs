@@ -15,7 +15,7 @@ use crate::tenancy::keys::Caller;
 
 /// An operator caller, by its audit name (`api:<key id>`). App credentials get 403 before
 /// the body is read.
-pub struct Operator(String);
+pub struct Operator(pub String);
 
 impl FromRequestParts<AppState> for Operator {
     type Rejection = ApiError;

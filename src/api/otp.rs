@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::error::{rate_limit_headers, ApiError, Problem};
 use super::{AppState, JsonBody, RawJson};
 use crate::domain::{OtpId, RawJob, SendJob};
+use crate::otp::fraud;
 use crate::otp::intake::{self, Source};
 use crate::otp::lifecycle::{self, Cancel, Resend};
 use crate::otp::ratelimit;
@@ -101,6 +102,18 @@ pub async fn accept(state: &AppState, caller: &Caller, body: &[u8]) -> Result<Ac
     let send = intake::send_key(&job);
     let otp = intake::resolve(job, &app, Source::Api, config, &state.providers)?;
     let headers = check_send_limits(state, &send).await?;
+    let screened = fraud::Send {
+        otp_id: otp.id.as_uuid(),
+        app_id: app.id.as_str(),
+        phone: &otp.job.phone,
+        modes: &app.fraud_modes,
+    };
+    if let Some(finding) = state.guard.precheck(&screened).await {
+        return Err(ApiError::Rejected {
+            reason: "fraud_suspected",
+            detail: finding.message(),
+        });
+    }
     // The worker derives a given request id's OTP id the same way (`intake::resolve`). A
     // key derived from the body deduplicates only while its OTP is pending, so its OTP gets
     // a fresh id, which travels in a header the worker trusts only from our broker user.
@@ -247,7 +260,7 @@ pub async fn check_code(
         id,
         caller.app_filter(),
         code,
-        state.config.limits.verify_failures_per_phone,
+        &state.config,
     )
     .await
     .map_err(|e| match e {

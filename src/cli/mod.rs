@@ -29,6 +29,7 @@ use crate::tenancy::keys;
 use crate::tenancy::sealing::Sealer;
 use crate::{api, Worker};
 
+mod fraud;
 mod ops;
 
 #[derive(Debug, Parser)]
@@ -72,6 +73,9 @@ pub enum Command {
     /// Webhook signing secrets at rest.
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// The fraud guard: blocks and verdicts.
+    #[command(subcommand)]
+    Fraud(fraud::FraudCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -141,6 +145,13 @@ pub enum AppsCommand {
         #[arg(long, default_value_t = 24)]
         grace_hours: i64,
     },
+    /// Set the app's own mode of fraud-guard rules: RULE=MODE ... (number_types,
+    /// prefix_velocity, conversion; enforce, shadow, off).
+    SetFraudMode {
+        id: String,
+        #[arg(value_parser = fraud::rule_mode, required = true)]
+        modes: Vec<(crate::otp::fraud::Rule, crate::otp::fraud::Mode)>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -193,6 +204,9 @@ pub struct CreateAppArgs {
     /// Body shape of status callbacks: `standard` or `smscx` (sms.cx's `otp_update`).
     #[arg(long)]
     pub callback_format: Option<String>,
+    /// The app's own mode of a fraud-guard rule, RULE=MODE (repeatable): --fraud-mode conversion=shadow
+    #[arg(long = "fraud-mode", value_parser = fraud::rule_mode)]
+    pub fraud_modes: Vec<(crate::otp::fraud::Rule, crate::otp::fraud::Mode)>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -250,6 +264,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Enqueue(args) => enqueue(&config, args).await,
         Command::Secrets(SecretsCommand::Reseal) => reseal(&config).await,
+        Command::Fraud(command) => fraud::run(&config, command).await,
+        Command::Apps(AppsCommand::SetFraudMode { id, modes }) => fraud::set_modes(&config, &id, modes).await,
     }
 }
 
@@ -490,6 +506,7 @@ async fn create_app(config: &Config, args: CreateAppArgs) -> anyhow::Result<()> 
             .context("--workflow must be JSON")?,
         website: args.website,
         callback_format: args.callback_format,
+        fraud_modes: args.fraud_modes.into_iter().collect(),
     };
     apps::create(&pool, &app).await?;
     let id = AppId::parse(&app.id).map_err(anyhow::Error::msg)?;

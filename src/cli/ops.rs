@@ -11,7 +11,7 @@ use crate::platform::config::Config;
 use crate::platform::db;
 
 /// Who ran a command, for the audit record.
-fn actor() -> String {
+pub(super) fn actor() -> String {
     let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME"));
     format!("cli:{}", user.unwrap_or_else(|_| "unknown".into()))
 }

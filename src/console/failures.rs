@@ -1,6 +1,7 @@
 //! Failures: failed deliveries and dead or gone callbacks, grouped by app, error class and
 //! destination, with bulk replay by filter: a dry run counts first, the confirmation runs
-//! the replay in the background, and the audit log shows its progress.
+//! the replay in the background, and the audit log shows its progress. The fraud guard's
+//! blocks in force are listed last, each with a button to lift it.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -32,9 +33,10 @@ pub async fn page_of(State(state): State<AppState>, operator: Operator) -> Respo
     )
     .fetch_all(&state.pool)
     .await;
-    let (deliveries, callbacks) = match (deliveries, callbacks) {
-        (Ok(d), Ok(c)) => (d, c),
-        (Err(error), _) | (_, Err(error)) => return unavailable(error),
+    let blocks = super::fraud::blocks(&state, &operator).await;
+    let (deliveries, callbacks, blocks) = match (deliveries, callbacks, blocks) {
+        (Ok(d), Ok(c), Ok(b)) => (d, c, b),
+        (Err(error), _, _) | (_, Err(error), _) | (_, _, Err(error)) => return unavailable(error),
     };
     let body = html! {
         h2 { "Failed deliveries" }
@@ -71,6 +73,7 @@ pub async fn page_of(State(state): State<AppState>, operator: Operator) -> Respo
         }
         @if callbacks.is_empty() { p.muted { "No dead or gone callback." } }
         (callback_form(&operator))
+        (blocks)
     };
     page("Failures", &operator, body).into_response()
 }

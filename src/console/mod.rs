@@ -11,6 +11,7 @@ mod apps;
 mod audit;
 mod dlq;
 mod failures;
+mod fraud;
 mod otps;
 mod overview;
 mod page;
@@ -45,6 +46,7 @@ pub fn router() -> Router<AppState> {
         .route("/console/failures", get(failures::page_of))
         .route("/console/failures/deliveries", post(failures::deliveries))
         .route("/console/failures/callbacks", post(failures::callbacks))
+        .route("/console/fraud-blocks/{id}/lift", post(fraud::lift))
         .route("/console/dlq", get(dlq::list).post(dlq::act))
         .route("/console/apps", get(apps::list))
         .route("/console/apps/{id}/rotate-key", post(apps::rotate_key))

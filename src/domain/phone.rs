@@ -39,6 +39,27 @@ pub enum NumberKind {
 }
 
 impl NumberKind {
+    /// Every kind, in the order `classify` tries them.
+    pub const ALL: [NumberKind; 12] = [
+        NumberKind::PremiumRate,
+        NumberKind::TollFree,
+        NumberKind::SharedCost,
+        NumberKind::Voip,
+        NumberKind::Personal,
+        NumberKind::Pager,
+        NumberKind::Uan,
+        NumberKind::Voicemail,
+        NumberKind::FixedLine,
+        NumberKind::Mobile,
+        NumberKind::FixedLineOrMobile,
+        NumberKind::Unknown,
+    ];
+
+    /// The kind named as [`NumberKind::as_str`] writes it.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == name)
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             NumberKind::FixedLine => "fixed_line",

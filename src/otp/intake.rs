@@ -2,7 +2,7 @@
 //! and locale, and the insert that deduplicates on the request id. Shared by the worker
 //! and (for validation) the HTTP API.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -15,6 +15,7 @@ use crate::message::locale::{best_match, language_of_region, Locale};
 use crate::message::segments;
 use crate::message::template::Template;
 use crate::otp::delivery::Claim;
+use crate::otp::fraud::{self, FraudConfig, Mode, Rule};
 use crate::otp::ratelimit::{self, SendKey};
 use crate::platform::batch::{Batch, BatchError, Batcher};
 use crate::platform::config::{Config, LimitsConfig};
@@ -102,6 +103,8 @@ pub struct NewOtp {
     pub callback_url: Option<String>,
     /// The channel workflow with each step's provider chosen: `[{"channel", "timeoutSeconds", "provider"}]`.
     pub workflow: Option<Value>,
+    /// The app's own modes of fraud-guard rules.
+    pub fraud_modes: BTreeMap<Rule, Mode>,
 }
 
 /// Loads the job's app; an unknown app is a rejection.
@@ -227,6 +230,7 @@ pub fn resolve(
         ttl,
         callback_url,
         workflow,
+        fraud_modes: app.fraud_modes.clone(),
         job: SendJob { channel, ..job },
     })
 }
@@ -335,26 +339,37 @@ struct Terms {
     pin_key_id: String,
     lease: Duration,
     limits: LimitsConfig,
+    fraud: FraudConfig,
 }
 
 /// A new OTP: claimed for delivery, or, when `over_limit` names the send limit it
-/// exceeded, already `rejected` (reason `rate_limited`, with its `otp.rejected` event) in
-/// the transaction that inserted it, so nothing may send it.
+/// exceeded or `fraud` the guard's finding, already `rejected` (reason `rate_limited` or
+/// `fraud_suspected`, with its `otp.rejected` event) in the transaction that inserted it,
+/// so nothing may send it.
 #[derive(Debug)]
 pub struct Inserted {
     pub claim: Claim,
     pub over_limit: Option<&'static str>,
+    pub fraud: Option<fraud::Finding>,
+}
+
+impl Inserted {
+    /// Whether the OTP may be sent.
+    pub fn refused(&self) -> bool {
+        self.over_limit.is_some() || self.fraud.is_some()
+    }
 }
 
 impl Inserter {
     /// Starts the batch writer on `batch_pool` (see `db::batch_pool`).
-    pub fn spawn(batch_pool: PgPool, pin_key_id: &str, lease: Duration, limits: &LimitsConfig) -> Self {
+    pub fn spawn(batch_pool: PgPool, pin_key_id: &str, lease: Duration, config: &Config) -> Self {
         let inserts = Inserts {
             pool: batch_pool,
             terms: Terms {
                 pin_key_id: pin_key_id.to_string(),
                 lease,
-                limits: limits.clone(),
+                limits: config.limits.clone(),
+                fraud: config.fraud.clone(),
             },
         };
         let (batch, _) = Batcher::spawn(inserts);
@@ -445,48 +460,106 @@ async fn insert_and_count(
     let mut verdicts = ratelimit::count_sends(&mut *conn, &terms.limits, &sends)
         .await?
         .into_iter();
-    let inserted: Vec<Option<Inserted>> = claims
+    let mut inserted: Vec<Option<Inserted>> = claims
         .into_iter()
         .map(|claim| {
             // One verdict per inserted OTP, in order.
             Some(Inserted {
                 claim: claim?,
                 over_limit: verdicts.next().and_then(|verdict| verdict.err()).map(|(name, _)| name),
+                fraud: None,
             })
         })
         .collect();
-    let refused: Vec<Uuid> = inserted
+    screen(&mut *conn, otps, &mut inserted, &terms.fraud).await;
+    let limited: Vec<Uuid> = inserted
         .iter()
         .flatten()
         .filter(|i| i.over_limit.is_some())
         .map(|i| i.claim.id)
         .collect();
-    reject_rate_limited(conn, &refused).await?;
+    let error = serde_json::json!({"reason": "rate_limited", "message": "rate_limited: a send limit is used up"});
+    reject(conn, &limited, "rate_limited", &error).await?;
+    // One update per distinct finding (a rule and its target): a batch has few.
+    let mut found: BTreeMap<String, (Value, Vec<Uuid>)> = BTreeMap::new();
+    for i in inserted.iter().flatten() {
+        if let Some(finding) = &i.fraud {
+            let error = finding.error();
+            found
+                .entry(error.to_string())
+                .or_insert((error, Vec::new()))
+                .1
+                .push(i.claim.id);
+        }
+    }
+    for (error, ids) in found.values() {
+        reject(conn, ids, "fraud_suspected", error).await?;
+    }
     Ok(inserted)
 }
 
-/// Turns OTPs whose send a limit refused into rejections that leave a valid OTP behind:
-/// each row ends `rejected` with reason `rate_limited`, out of the scheduler's reach, with an
-/// `otp.rejected` event. In the inserting transaction, so a crash or a lost connection after
-/// it cannot leave an OTP that a redelivery or the scheduler would send.
-async fn reject_rate_limited(conn: &mut sqlx::PgConnection, ids: &[Uuid]) -> Result<(), sqlx::Error> {
+/// Puts the OTPs every send limit allowed before the fraud guard, in the caller's
+/// transaction, and notes each refusal on its OTP.
+async fn screen(
+    conn: &mut sqlx::PgConnection,
+    otps: &[NewOtp],
+    inserted: &mut [Option<Inserted>],
+    config: &FraudConfig,
+) {
+    let allowed: Vec<(usize, fraud::Send)> = otps
+        .iter()
+        .zip(inserted.iter())
+        .enumerate()
+        .filter_map(|(n, (otp, inserted))| {
+            let claim = &inserted.as_ref().filter(|i| !i.refused())?.claim;
+            Some((
+                n,
+                fraud::Send {
+                    otp_id: claim.id,
+                    app_id: otp.job.app_id.as_str(),
+                    phone: &otp.job.phone,
+                    modes: &otp.fraud_modes,
+                },
+            ))
+        })
+        .collect();
+    let sends: Vec<fraud::Send> = allowed.iter().map(|(_, s)| s.clone()).collect();
+    let findings = fraud::screen(conn, config, &sends).await;
+    for ((n, _), finding) in allowed.iter().zip(findings) {
+        if let Some(inserted) = inserted[*n].as_mut() {
+            inserted.fraud = finding;
+        }
+    }
+}
+
+/// Turns OTPs whose send a limit or the fraud guard refused into rejections that leave a
+/// valid OTP behind: each row ends `rejected` with `reason`, out of the scheduler's reach,
+/// with an `otp.rejected` event carrying `error`. In the inserting transaction, so a crash
+/// or a lost connection after it cannot leave an OTP that a redelivery or the scheduler
+/// would send.
+async fn reject(conn: &mut sqlx::PgConnection, ids: &[Uuid], reason: &str, error: &Value) -> Result<(), sqlx::Error> {
     if ids.is_empty() {
         return Ok(());
     }
     let rows = sqlx::query_as!(
         crate::callbacks::outbox::OtpRow,
-        "update otps set status = 'rejected', rejection_reason = 'rate_limited', next_attempt_at = null,
+        "update otps set status = 'rejected', rejection_reason = $2, next_attempt_at = null,
                 status_changed_at = now(), updated_at = now()
          where id = any($1)
          returning id, app_id, request_id, phone_number, channel, status, delivery, locale, parts,
                    attempts, max_attempts, expires_at, metadata, callback_url, workflow_step",
-        ids
+        ids,
+        reason
     )
     .fetch_all(&mut *conn)
     .await?;
-    let error = serde_json::json!({"reason": "rate_limited", "message": "rate_limited: a send limit is used up"});
-    crate::callbacks::outbox::record_rows(conn, crate::callbacks::outbox::EventType::Rejected, rows, Some(error))
-        .await?;
+    crate::callbacks::outbox::record_rows(
+        conn,
+        crate::callbacks::outbox::EventType::Rejected,
+        rows,
+        Some(error.clone()),
+    )
+    .await?;
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 
 pub mod activity;
 pub mod delivery;
+pub mod fraud;
 pub mod intake;
 pub mod lifecycle;
 pub mod ratelimit;

@@ -110,7 +110,7 @@ impl Sweeper {
             }
             tracing::debug!(table, deleted = *count, "pruned");
         }
-        let [callback_attempts, events, _polls, delivery_receipts, delivery_attempts, verification_attempts, otps, rejections, rate_limit_windows] =
+        let [callback_attempts, events, _polls, delivery_receipts, delivery_attempts, verification_attempts, otps, rejections, rate_limit_windows, _fraud_counts, _fraud_verdicts] =
             counts;
         Ok(Pruned {
             otps,
@@ -131,7 +131,7 @@ impl Sweeper {
 /// holds) and the state is checked again on the locked row, so a row a replay revives
 /// meanwhile is kept. `$1` is the retention in days, `$2` the
 /// batch size. Each runs until it deletes less than a batch.
-const PRUNE: [(&str, &str); 9] = [
+const PRUNE: [(&str, &str); 11] = [
     (
         "callback_attempts",
         "delete from callback_attempts where id in (
@@ -208,5 +208,17 @@ const PRUNE: [(&str, &str); 9] = [
         "delete from rate_limit_windows where ctid in (
              select ctid from rate_limit_windows
              where window_start < now() - interval '2 days' and $1::int is not null limit $2)",
+    ),
+    (
+        // The fraud guard's windows are a day at most, too.
+        "fraud_counts",
+        "delete from fraud_counts where ctid in (
+             select ctid from fraud_counts
+             where bucket < now() - interval '2 days' and $1::int is not null limit $2)",
+    ),
+    (
+        "fraud_verdicts",
+        "delete from fraud_verdicts where id in (
+             select id from fraud_verdicts where at < now() - make_interval(days => $1) limit $2)",
     ),
 ];

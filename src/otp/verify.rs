@@ -16,8 +16,9 @@ use uuid::Uuid;
 use crate::callbacks::outbox::{self, EventType, Notifier, OtpRow};
 use crate::domain::OtpId;
 use crate::message::pin::{self, PinInput, PinKeys, PinLength, PinType};
+use crate::otp::fraud;
 use crate::otp::ratelimit::{self, Decision};
-use crate::platform::config::Limit;
+use crate::platform::config::Config;
 use crate::platform::observability;
 
 /// How a verification ended.
@@ -72,14 +73,15 @@ pub async fn verify(
     otp_id: Uuid,
     app: Option<&str>,
     code: &str,
-    failure_limit: Limit,
+    config: &Config,
 ) -> Result<Option<Verification>, VerifyError> {
+    let failure_limit = config.limits.verify_failures_per_phone;
     // Verifications commit side by side; the notifier wakes the dispatchers after.
     let mut tx = pool.begin().await?;
     outbox::without_notify(&mut tx).await?;
     let Some(otp) = sqlx::query!(
         "select app_id, request_id, phone_number, status, expires_at, attempts, max_attempts, pin_type, pin_length,
-                pin_key_id, pin_salt, generation
+                pin_key_id, pin_salt, generation, country
          from otps where id = $1 and ($2::text is null or app_id = $2)
          for update",
         otp_id,
@@ -165,6 +167,9 @@ pub async fn verify(
     tx.commit().await?;
     if writes_event {
         notifier.poke();
+    }
+    if verification == Verification::Verified {
+        fraud::count_verified(pool, &config.fraud, &otp.phone_number, otp.country.as_deref()).await;
     }
     tracing::info!(outcome = verification.outcome(), "code checked");
     let app = app.map(str::to_string).unwrap_or_else(|| "operator".into());

@@ -22,6 +22,9 @@ pub const EXPIRED: &str = "otp_courier_otps_expired_total";
 pub const CALLBACKS: &str = "otp_courier_callback_attempts_total";
 pub const CALLBACK_REQUESTS: &str = "otp_courier_callback_request_duration_seconds";
 pub const RATE_LIMITED: &str = "otp_courier_rate_limited_total";
+pub const FRAUD_FINDINGS: &str = "otp_courier_fraud_findings_total";
+pub const FRAUD_BLOCKS: &str = "otp_courier_fraud_blocks_total";
+pub const FRAUD_UNAVAILABLE: &str = "otp_courier_fraud_unavailable_total";
 pub const OUTBOX_PENDING: &str = "otp_courier_outbox_pending";
 pub const OUTBOX_OLDEST: &str = "otp_courier_outbox_oldest_pending_seconds";
 pub const DLQ_DEPTH: &str = "otp_courier_dlq_depth";
@@ -99,6 +102,18 @@ fn describe() {
         RATE_LIMITED,
         "Sends, resends, verifications and rejection records refused by a rate limit, by limit."
     );
+    describe_counter!(
+        FRAUD_FINDINGS,
+        "Sends a fraud-guard rule judged risky, by rule and mode (enforce: refused; shadow: sent)."
+    );
+    describe_counter!(
+        FRAUD_BLOCKS,
+        "Prefixes and countries the fraud guard blocked for unused codes, by scope."
+    );
+    describe_counter!(
+        FRAUD_UNAVAILABLE,
+        "Batches the fraud guard let through unjudged because it could not read its counts."
+    );
     describe_gauge!(OUTBOX_PENDING, "Callbacks waiting to be delivered.");
     describe_gauge!(
         OUTBOX_OLDEST,
@@ -172,7 +187,7 @@ pub async fn serve(
 mod tests {
     use super::*;
 
-    const ALL: [&str; 15] = [
+    const ALL: [&str; 18] = [
         JOBS,
         DELIVERIES,
         PROVIDER_REQUESTS,
@@ -188,6 +203,9 @@ mod tests {
         RECEIPTS,
         RECEIPT_LATENCY,
         FALLBACKS,
+        FRAUD_FINDINGS,
+        FRAUD_BLOCKS,
+        FRAUD_UNAVAILABLE,
     ];
 
     #[test]

@@ -11,6 +11,7 @@ use crate::domain::{AppId, CallbackUrl, Channel, Sender, TemplateSet, Ttl, Workf
 use crate::message::locale::Locale;
 use crate::message::template::Template;
 use crate::platform::batch::{Batch, BatchError, Batcher};
+use crate::platform::config::{Mode, Rule};
 
 /// An app as the worker uses it.
 #[derive(Debug, Clone)]
@@ -31,6 +32,8 @@ pub struct App {
     pub country_allowlist: Option<Vec<String>>,
     /// The channel workflow of jobs that bring none.
     pub workflow: Option<Workflow>,
+    /// The app's own mode for a fraud-guard rule, over `[fraud]`'s.
+    pub fraud_modes: BTreeMap<Rule, Mode>,
 }
 
 /// What it takes to create an app. Templates are keyed by BCP-47 tag, `""` for the default.
@@ -55,6 +58,8 @@ pub struct NewApp {
     pub website: Option<String>,
     /// `standard` (the default) or `smscx`: the body shape of status callbacks.
     pub callback_format: Option<String>,
+    /// The app's own mode for a fraud-guard rule, over `[fraud]`'s.
+    pub fraud_modes: BTreeMap<Rule, Mode>,
 }
 
 /// A website as the Xoxzo dialect names it, reduced to `scheme://host[:port]` in lower case:
@@ -158,8 +163,8 @@ pub async fn create(pool: &PgPool, new: &NewApp) -> Result<(), AppError> {
     sqlx::query!(
         "insert into apps (id, name, default_from, templates, default_locale, default_ttl_seconds,
                            callback_url, routing, broker_user, country_allowlist, workflow,
-                           voice_country_allowlist, website, callback_format)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                           voice_country_allowlist, website, callback_format, fraud_modes)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         new.id,
         new.name,
         new.default_from,
@@ -174,6 +179,7 @@ pub async fn create(pool: &PgPool, new: &NewApp) -> Result<(), AppError> {
         voice_regions.as_deref(),
         website,
         callback_format,
+        modes_json(&new.fraud_modes),
     )
     .execute(pool)
     .await
@@ -185,6 +191,29 @@ pub async fn create(pool: &PgPool, new: &NewApp) -> Result<(), AppError> {
         _ => AppError::Database(e),
     })?;
     Ok(())
+}
+
+/// Sets the app's own modes of fraud-guard rules (the others keep theirs); `false` when
+/// there is no such app. Workers see the change within `worker.app_cache_seconds`.
+#[tracing::instrument(skip_all, fields(app_id = %id))]
+pub async fn set_fraud_modes(pool: &PgPool, id: &AppId, modes: &BTreeMap<Rule, Mode>) -> Result<bool, AppError> {
+    let updated = sqlx::query!(
+        "update apps set fraud_modes = fraud_modes || $2 where id = $1",
+        id.as_str(),
+        modes_json(modes)
+    )
+    .execute(pool)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+fn modes_json(modes: &BTreeMap<Rule, Mode>) -> Value {
+    Value::Object(
+        modes
+            .iter()
+            .map(|(rule, mode)| (rule.as_str().to_string(), Value::from(mode.as_str())))
+            .collect(),
+    )
 }
 
 /// Loads an app; `None` when there is no such app.
@@ -226,8 +255,9 @@ impl Batch for Loads {
 }
 
 /// The apps a worker's jobs name: loaded per batch (one query for the jobs in flight), then kept for `ttl`, so a
-/// busy app costs one query per `ttl` instead of one per batch. otp-courier never changes an
-/// app once created; an edit made in the database directly reaches each worker within `ttl`.
+/// busy app costs one query per `ttl` instead of one per batch. Of an app, otp-courier only
+/// ever changes its fraud modes; that, or an edit made in the database directly, reaches
+/// each worker within `ttl`.
 /// An unknown app is not kept, so a job for an app created a moment later is accepted (as
 /// are dead letters requeued once the app exists). Holds at most the apps that exist: one
 /// that is gone, or unreadable, is dropped when next looked up.
@@ -289,13 +319,14 @@ struct AppRow {
     country_allowlist: Option<Vec<String>>,
     workflow: Option<Value>,
     voice_country_allowlist: Option<Vec<String>>,
+    fraud_modes: Value,
 }
 
 async fn fetch(pool: &PgPool, ids: &[String]) -> Result<Vec<AppRow>, sqlx::Error> {
     sqlx::query_as!(
         AppRow,
         "select id, name, default_from, templates, default_locale, default_ttl_seconds, callback_url,
-                routing, broker_user, country_allowlist, workflow, voice_country_allowlist
+                routing, broker_user, country_allowlist, workflow, voice_country_allowlist, fraud_modes
          from apps where id = any($1)",
         ids
     )
@@ -342,6 +373,8 @@ impl AppRow {
                 .map(Workflow::parse)
                 .transpose()
                 .map_err(|e| corrupt(format!("workflow: {e}")))?,
+            fraud_modes: serde_json::from_value(self.fraud_modes.clone())
+                .map_err(|e| corrupt(format!("fraud_modes: {e}")))?,
         })
     }
 }

@@ -93,7 +93,7 @@ impl Worker {
             deliverer.batch_pool().clone(),
             deliverer.pin_keys().active_id(),
             deliverer.lease(),
-            &config.limits,
+            &config,
         );
         let apps = apps::Cache::spawn(deliverer.batch_pool().clone(), config.worker.app_cache());
         Self {
@@ -292,10 +292,18 @@ impl Worker {
         }
         span.record("otp_id", tracing::field::display(&otp.id));
         match self.inserter.insert(otp).await? {
-            Some(Inserted { claim, over_limit }) => {
+            Some(Inserted {
+                claim,
+                over_limit,
+                fraud,
+            }) => {
                 count_job("accepted", "");
                 if let Some(limit) = over_limit {
                     tracing::warn!(limit, "job over its rate limit; rejected");
+                    return Ok(Settled::Accepted);
+                }
+                if let Some(finding) = fraud {
+                    tracing::warn!(rule = finding.rule.as_str(), "job refused by the fraud guard");
                     return Ok(Settled::Accepted);
                 }
                 let outcome = self.deliverer.deliver(&claim).await?;

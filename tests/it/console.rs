@@ -183,6 +183,7 @@ async fn every_console_change_needs_the_csrf_token_and_a_rotated_secret_shows_on
         format!("/console/otps/{otp_id}/replay-callback"),
         "/console/failures/deliveries".to_string(),
         "/console/failures/callbacks".to_string(),
+        "/console/fraud-blocks/1/lift".to_string(),
         "/console/dlq".to_string(),
         "/console/apps/shop/rotate-key".to_string(),
         "/console/apps/shop/rotate-webhook-secret".to_string(),
@@ -284,5 +285,50 @@ async fn the_activity_page_lists_every_app_s_events_masked_and_filtered(pool: Pg
         page.contains("No event matches"),
         "an unknown type shows nothing, not everything"
     );
+    api.finish().await;
+}
+
+#[sqlx::test]
+async fn the_failures_page_lists_fraud_blocks_in_force_and_lifts_one_with_the_csrf_token(pool: PgPool) {
+    let api = Api::start(pool).await;
+    let operator = api.harness.operator_key().await;
+    let id: i64 = sqlx::query_scalar(
+        "insert into fraud_blocks (rule, scope, target, sends, verified, ends_at)
+         values ('conversion', 'prefix', '+2376500', 31, 1, now() + interval '12 hours') returning id",
+    )
+    .fetch_one(&api.harness.pool)
+    .await
+    .expect("block");
+    sqlx::query(
+        "insert into fraud_blocks (rule, scope, target, sends, verified, starts_at, ends_at)
+         values ('conversion', 'country', 'CM', 400, 2, now() - interval '2 days', now() - interval '1 day')",
+    )
+    .execute(&api.harness.pool)
+    .await
+    .expect("an ended block");
+    let cookie = sign_in(&api, &operator).await.expect("signed in");
+    let (status, page, _) = get(&api, "/console/failures", &cookie).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("+2376500") && page.contains(">31<"),
+        "the block in force is listed"
+    );
+    assert!(!page.contains(">CM<"), "an ended block is not");
+    let path = format!("/console/fraud-blocks/{id}/lift");
+    let (status, _) = post(&api, &path, &cookie, &[("csrf", "forged")]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, location) = post(&api, &path, &cookie, &[("csrf", csrf(&page).as_str())]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(location.as_deref(), Some("/console/failures"));
+    let lifted_by: Option<String> = sqlx::query_scalar("select lifted_by from fraud_blocks where id = $1")
+        .bind(id)
+        .fetch_one(&api.harness.pool)
+        .await
+        .expect("block");
+    assert_eq!(lifted_by, Some(format!("console:{}", operator.0)));
+    let (_, page, _) = get(&api, "/console/failures", &cookie).await;
+    assert!(page.contains("No block in force."));
+    let (status, _) = post(&api, &path, &cookie, &[("csrf", csrf(&page).as_str())]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "a lifted block cannot be lifted again");
     api.finish().await;
 }

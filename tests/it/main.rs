@@ -10,6 +10,7 @@ mod console;
 mod console_browser;
 mod crash;
 mod dead_letters;
+mod fraud;
 mod harness;
 mod limits;
 mod logs;

@@ -71,6 +71,11 @@ async fn failing_provider(pool: PgPool) -> Harness {
         "limits.send_per_country",
         json!({"max": 1_000_000, "window_seconds": 3600}),
     );
+    // Thousands of numbers of one prefix, never verified: a volume test, not an attack. The
+    // guard still counts them, with thresholds they cannot reach.
+    harness.set("fraud.prefix_velocity.max", json!(1_000_000));
+    harness.set("fraud.conversion.min_sends", json!(1_000_000));
+    harness.set("fraud.conversion.country_min_sends", json!(1_000_000));
     harness.create_app("shop", json!({"": "Code {{pin}}"})).await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(400).set_body_string("number blocked"))

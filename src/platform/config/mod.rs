@@ -14,8 +14,11 @@ use serde::Deserialize;
 
 use crate::domain::Channel;
 
+mod fraud;
+pub use fraud::{ConversionConfig, FraudConfig, Mode, NumberTypesConfig, Rule, VelocityConfig};
+
 /// The defaults file, also the reference for every key.
-pub const DEFAULTS: &str = include_str!("../../config/defaults.toml");
+pub const DEFAULTS: &str = include_str!("../../../config/defaults.toml");
 
 /// Why the configuration cannot be used; always names the key.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +67,7 @@ pub struct Config {
     pub api: ApiConfig,
     pub receipts: ReceiptsConfig,
     pub console: ConsoleConfig,
+    pub fraud: FraudConfig,
     #[serde(default)]
     pub routing: BTreeMap<Channel, String>,
     #[serde(default)]
@@ -514,6 +518,7 @@ impl Config {
         self.validate_secrets()?;
         self.validate_receipts()?;
         in_range("console.session_minutes", self.console.session_minutes, 5..=1440)?;
+        self.fraud.validate()?;
         self.validate_routing()
     }
 
@@ -826,7 +831,7 @@ mod tests {
 
     #[test]
     fn the_operations_guide_names_every_configuration_key() {
-        let guide = include_str!("../../docs/OPERATIONS.md");
+        let guide = include_str!("../../../docs/OPERATIONS.md");
         let defaults: toml::Table = DEFAULTS.parse().expect("the defaults file is TOML");
         let mut all = Vec::new();
         keys("", &defaults, &mut all);
@@ -838,7 +843,7 @@ mod tests {
     #[test]
     fn the_compose_configuration_is_valid() {
         let figment = Figment::from(Toml::string(DEFAULTS))
-            .merge(Toml::string(include_str!("../../compose/otp-courier.toml")))
+            .merge(Toml::string(include_str!("../../../compose/otp-courier.toml")))
             // docker-compose.yml sets the key through the environment.
             .merge(Serialized::default("pin.keys.compose", "ab".repeat(32)));
         let config = Config::from_figment(figment).expect("compose/otp-courier.toml is valid");
