@@ -201,17 +201,7 @@ async fn main() -> anyhow::Result<()> {
     let queue = format!("bench.otp.send.{suffix}");
     let dlq = format!("bench.otp.send.dlq.{suffix}");
     let dir = tempfile::tempdir()?;
-    let config = dir.path().join("otp-courier.toml");
-    std::fs::write(&config, config_file(&url, &queue, &dlq, &provider_url)?)?;
-    let log = std::fs::File::create(dir.path().join("serve.log"))?;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_otp-courier"))
-        .arg("--config")
-        .arg(&config)
-        .arg("serve")
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()?;
+    let mut child = common::spawn_serve(dir.path(), &config_file(&url, &queue, &dlq, &provider_url)?)?;
     let pid = child
         .id()
         .ok_or_else(|| anyhow::anyhow!("otp-courier exited at once"))?;

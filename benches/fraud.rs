@@ -1,8 +1,8 @@
 //! A simulated SMS-pumping attack against the fraud guard, in one run: `cargo bench --bench fraud`.
 //!
 //! The real binary (`otp-courier serve`) with the default guard, except that blocks last
-//! `BLOCK_SECONDS` (so one ends within the run) and sends count against conversion at once
-//! (`settle_seconds = 0`, so a burst is judged as it comes). Normal traffic: clients that
+//! `BLOCK_SECONDS` (so one ends within the run), conversion is judged over ten minutes, and
+//! sends count against it at once (`settle_seconds = 0`, so a burst is judged as it comes). Normal traffic: clients that
 //! send an OTP through the API to numbers in the US and France spread over many prefixes,
 //! wait for the fake provider to receive it, and verify the code it carried. The attack: a
 //! bot sending 500 requests over about five seconds to 50 numbers of one Cameroonian mobile
@@ -33,7 +33,8 @@ const PIN_KEY: &str = "62656e63682d6b65792d62656e63682d6b65792d62656e63682d6b657
 const ATTACK_PREFIX: &str = "+23765000";
 const ATTACK_REQUESTS: usize = 500;
 const ATTACK_NUMBERS: usize = 50;
-const BLOCK_SECONDS: u64 = 5;
+/// Longer than the attack and the quiet phase after it, so the block is seen in force.
+const BLOCK_SECONDS: u64 = 30;
 const MIN_SENDS: usize = 30;
 
 fn amqp_url() -> String {
@@ -216,7 +217,9 @@ fn config_file(url: &url::Url, api: &str, provider_url: &str) -> anyhow::Result<
             "send_per_country": {"max": 1_000_000, "window_seconds": 1},
             "verify_per_app": {"max": 1_000_000, "window_seconds": 1},
         },
-        "fraud": {"conversion": {"settle_seconds": 0, "block_seconds": BLOCK_SECONDS, "min_sends": MIN_SENDS}},
+        // A ten-minute conversion window: 10 s buckets, so a block of BLOCK_SECONDS spans several.
+        "fraud": {"conversion": {"settle_seconds": 0, "block_seconds": BLOCK_SECONDS, "min_sends": MIN_SENDS,
+                                 "window_seconds": 600}},
         "log": {"format": "json", "filter": "warn"},
         "routing": {"sms": "fake"},
         "providers": {"fake": {"kind": "http-json", "url": format!("{provider_url}/sms"),
@@ -270,17 +273,7 @@ async fn main() -> anyhow::Result<()> {
     let api = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string();
 
     let dir = tempfile::tempdir()?;
-    let config = dir.path().join("otp-courier.toml");
-    std::fs::write(&config, config_file(&url, &api, &provider_url)?)?;
-    let log = std::fs::File::create(dir.path().join("serve.log"))?;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_otp-courier"))
-        .arg("--config")
-        .arg(&config)
-        .arg("serve")
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()?;
+    let mut child = common::spawn_serve(dir.path(), &config_file(&url, &api, &provider_url)?)?;
     let client = Arc::new(Client {
         http: reqwest::Client::new(),
         base: format!("http://{api}"),
@@ -302,7 +295,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let next = Arc::new(AtomicUsize::new(0));
-    normal_traffic(&client, &provider, clients, 2, &next).await?;
+    normal_traffic(&client, &provider, clients, 5, &next).await?;
 
     println!("normal traffic alone: {clients} users at a time for {seconds} s");
     let quiet = normal_traffic(&client, &provider, clients, seconds, &next).await?;

@@ -60,6 +60,22 @@ pub async fn drop_database(admin: &PgPool, pool: PgPool, name: &str) -> anyhow::
     Ok(())
 }
 
+/// Starts the real binary, `otp-courier serve`, with `config` (TOML) written to `dir`, its
+/// output to `dir/serve.log`; killed when dropped.
+pub fn spawn_serve(dir: &std::path::Path, config: &str) -> anyhow::Result<tokio::process::Child> {
+    let path = dir.join("otp-courier.toml");
+    std::fs::write(&path, config)?;
+    let log = std::fs::File::create(dir.join("serve.log"))?;
+    Ok(tokio::process::Command::new(env!("CARGO_BIN_EXE_otp-courier"))
+        .arg("--config")
+        .arg(&path)
+        .arg("serve")
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()?)
+}
+
 /// Runs `work(index)` from `clients` tasks until `limit` passes; counts successes.
 pub async fn drive<F, Fut>(clients: usize, limit: Duration, total: usize, work: F) -> anyhow::Result<Run>
 where

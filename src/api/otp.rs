@@ -11,13 +11,14 @@ use uuid::Uuid;
 
 use super::error::{rate_limit_headers, ApiError, Problem};
 use super::{AppState, JsonBody, RawJson};
-use crate::domain::{OtpId, RawJob, SendJob};
+use crate::domain::{AppId, OtpId, PhoneNumber, RawJob, SendJob};
 use crate::otp::fraud;
 use crate::otp::intake::{self, Source};
 use crate::otp::lifecycle::{self, Cancel, Resend};
 use crate::otp::ratelimit;
 use crate::otp::ratelimit::SendKey;
 use crate::otp::verify::{self, Verification};
+use crate::tenancy::apps;
 use crate::tenancy::keys::Caller;
 
 /// AMQP header with the OTP id the API answered with, on the jobs it publishes.
@@ -288,7 +289,7 @@ pub struct ResendResult {
 
 /// Send the OTP again: the same code within its TTL, a new code after expiry.
 #[utoipa::path(post, path = "/v1/otp/resend", request_body = OtpRef,
-    responses((status = 202, body = ResendResult), (status = 429, body = Problem, content_type = "application/problem+json", description = "The message would exceed a send limit"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")),
+    responses((status = 202, body = ResendResult), (status = 422, body = Problem, content_type = "application/problem+json", description = "Refused by the fraud guard (job-rejected, reason fraud_suspected), or an invalid request"), (status = 429, body = Problem, content_type = "application/problem+json", description = "The message would exceed a send limit"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn resend(
     State(state): State<AppState>,
@@ -296,6 +297,7 @@ pub async fn resend(
     JsonBody(request): JsonBody<OtpRef>,
 ) -> Result<(StatusCode, Json<ResendResult>), ApiError> {
     let id = resolve_ref(&state, &caller, &request).await?;
+    screen_resend(&state, &caller, id).await?;
     let config = &state.config;
     match lifecycle::resend(
         &state.pool,
@@ -321,6 +323,42 @@ pub async fn resend(
             "superseded by a newer OTP for the same request".into(),
         )),
         Resend::RateLimited { name, decision } => Err(ApiError::RateLimited { name, decision }),
+    }
+}
+
+/// A resend is another message to the number: the fraud guard's early checks (its kind of
+/// line, a block in force on its prefix or country) refuse it as they would a send.
+async fn screen_resend(state: &AppState, caller: &Caller, id: Uuid) -> Result<(), ApiError> {
+    let Some(otp) = sqlx::query!(
+        "select app_id, phone_number from otps where id = $1 and ($2::text is null or app_id = $2)",
+        id,
+        caller.app_filter()
+    )
+    .fetch_optional(&state.pool)
+    .await?
+    else {
+        // No such OTP for this caller: the resend answers 404.
+        return Ok(());
+    };
+    let (Ok(phone), Ok(app_id)) = (PhoneNumber::parse(&otp.phone_number), AppId::parse(&otp.app_id)) else {
+        return Ok(());
+    };
+    let app = apps::load(&state.pool, &app_id)
+        .await
+        .map_err(|e| ApiError::Internal(Box::new(e)))?;
+    let modes = app.map(|a| a.fraud_modes).unwrap_or_default();
+    let send = fraud::Send {
+        otp_id: id,
+        app_id: &otp.app_id,
+        phone: &phone,
+        modes: &modes,
+    };
+    match state.guard.precheck(&send).await {
+        Some(finding) => Err(ApiError::Rejected {
+            reason: "fraud_suspected",
+            detail: finding.message(),
+        }),
+        None => Ok(()),
     }
 }
 

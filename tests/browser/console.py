@@ -101,7 +101,13 @@ def main():
         page.get_by_role("link", name="Failures").click()
         group = page.locator("tbody tr", has_text="provider_rejected")
         expect(group).to_contain_text(str(BULK))
+        # A fraud block in force is listed with its counts, and lifted with one click.
+        block = page.locator("tbody tr", has_text="+2376500")
+        expect(block).to_contain_text("31")
         shot(page, "failures")
+        block.get_by_role("button", name="Lift").click()
+        expect(page).to_have_url(re.compile(r"/console/failures$"))
+        expect(page.get_by_text("No block in force.")).to_be_visible()
         group.get_by_role("button", name="Replay…").click()
         expect(page.locator(".count")).to_have_text(f"{BULK} OTPs match this filter.")
         shot(page, "replay-dry-run")

@@ -76,6 +76,15 @@ async fn an_operator_works_the_console_in_chromium(pool: PgPool) {
     })
     .await;
 
+    // A fraud block in force, for the failures page.
+    sqlx::query(
+        "insert into fraud_blocks (rule, scope, target, sends, verified, ends_at)
+         values ('conversion', 'prefix', '+2376500', 31, 1, now() + interval '12 hours')",
+    )
+    .execute(&pool)
+    .await
+    .expect("a block");
+
     // One OTP delivered, verified, and called back, to be found by its last four digits.
     let callback = format!("{}/hooks/otp", receiver.uri());
     let (found, pin) = api
@@ -168,6 +177,7 @@ async fn an_operator_works_the_console_in_chromium(pool: PgPool) {
         actions,
         vec![
             ("replay-deliveries", false, 1),
+            ("lift-fraud-block", false, 1),
             ("replay-deliveries", true, 0),
             ("replay-deliveries", false, (FAILED - 1) as i32),
             ("dlq-requeue", true, 0),

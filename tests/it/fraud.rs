@@ -290,6 +290,13 @@ async fn a_prefix_whose_codes_go_unused_is_blocked_then_blocked_for_twice_as_lon
         "the API refuses a blocked prefix at once"
     );
     assert_eq!(problem["reason"], "fraud_suspected");
+    let (status, problem) = api.post("/v1/otp/resend", json!({"requestId": "bot-0"})).await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "nor a resend to it: {problem}"
+    );
+    assert_eq!(problem["reason"], "fraud_suspected");
     let (status, blocks) = operator(&api, reqwest::Method::GET, "/v1/fraud/blocks").await;
     assert_eq!(status, StatusCode::OK);
     let first = blocks[0].clone();

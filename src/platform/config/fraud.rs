@@ -194,10 +194,12 @@ impl FraudConfig {
             conversion.settle_seconds,
             0..=conversion.window_seconds / 2,
         )?;
+        // After a block, only the buckets that began after it count: a block shorter than
+        // a bucket would count the sends that called for it again.
         in_range(
             "fraud.conversion.block_seconds",
             conversion.block_seconds,
-            1..=2_592_000,
+            self.bucket_seconds()..=2_592_000,
         )?;
         in_range(
             "fraud.conversion.max_block_seconds",
@@ -231,6 +233,19 @@ mod tests {
         };
         assert!(config.is_safe("+15550100123"));
         assert!(!config.is_safe("+15550200123"));
+    }
+
+    #[test]
+    fn a_block_shorter_than_a_bucket_is_refused() {
+        let mut config = config();
+        config.conversion.block_seconds = 59;
+        let error = config.validate().expect_err("59 s < 60 s buckets").to_string();
+        assert!(
+            error.contains("fraud.conversion.block_seconds") && error.contains("60 to"),
+            "{error}"
+        );
+        config.conversion.window_seconds = 600;
+        config.validate().expect("10 s buckets");
     }
 
     #[test]
