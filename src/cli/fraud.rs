@@ -96,7 +96,10 @@ pub async fn set_modes(config: &Config, id: &str, modes: Vec<(Rule, Mode)>) -> a
     let id = AppId::parse(id).map_err(anyhow::Error::msg)?;
     let modes: BTreeMap<Rule, Mode> = modes.into_iter().collect();
     anyhow::ensure!(!modes.is_empty(), "name at least one RULE=MODE");
-    anyhow::ensure!(apps::set_fraud_modes(&pool, &id, &modes).await?, "no app `{id}`");
+    anyhow::ensure!(
+        apps::set_fraud_modes(&pool, &id, &modes, &actor()).await?,
+        "no app `{id}`"
+    );
     for (rule, mode) in modes {
         println!("{id}: {rule} = {}", mode.as_str());
     }

@@ -326,9 +326,7 @@ pub fn build_worker(config: Arc<Config>, shared: &Resources) -> Worker {
         shared.batch_pool.clone(),
         shared.providers.clone(),
         shared.keys.clone(),
-        config.delivery.clone(),
-        config.limits.clone(),
-        config.worker.lease(),
+        &config,
     );
     Worker::new(config, deliverer)
 }

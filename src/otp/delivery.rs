@@ -21,9 +21,10 @@ use crate::callbacks::outbox::{self, EventType, OtpRow};
 use crate::domain::{Channel, OtpId};
 use crate::message::pin::{self, Pin, PinInput, PinLength, PinType};
 use crate::message::template::{Template, Values};
+use crate::otp::fraud::{self, FraudConfig};
 use crate::otp::workflow::{self, Why};
 use crate::platform::batch::{Batch, BatchError, Batcher};
-use crate::platform::config::{DeliveryConfig, LimitsConfig};
+use crate::platform::config::{Config, DeliveryConfig, LimitsConfig};
 use crate::platform::observability;
 use crate::provider::{redact, Accepted, Message, PollPlan, Providers, SendError};
 
@@ -122,6 +123,8 @@ struct Inner {
     config: DeliveryConfig,
     /// What a workflow's next step counts against.
     limits: LimitsConfig,
+    /// Where a delivery that failed for good is counted (it can never be verified).
+    fraud: FraudConfig,
     lease: Duration,
 }
 
@@ -132,9 +135,7 @@ impl Deliverer {
         batch_pool: PgPool,
         providers: Arc<Providers>,
         pin_keys: pin::PinKeys,
-        config: DeliveryConfig,
-        limits: LimitsConfig,
-        lease: Duration,
+        config: &Config,
     ) -> Self {
         let (sent, _) = Batcher::spawn(SentRounds {
             pool: batch_pool.clone(),
@@ -146,9 +147,10 @@ impl Deliverer {
                 sent,
                 providers,
                 pin_keys,
-                config,
-                limits,
-                lease,
+                config: config.delivery.clone(),
+                limits: config.limits.clone(),
+                fraud: config.fraud.clone(),
+                lease: config.worker.lease(),
             }),
         }
     }
@@ -372,6 +374,18 @@ impl Deliverer {
                     (None, "pending") => fail_unsent(conn, claim.id).await?.unwrap_or(row),
                     _ => row,
                 };
+                if row.status == "failed" {
+                    // Never delivered, so never verifiable: not held against its destination.
+                    let phone = crate::domain::PhoneNumber::parse(&row.phone_number).ok();
+                    let country = phone.as_ref().and_then(|p| p.region());
+                    fraud::count_outcome(
+                        &self.inner.pool,
+                        &self.inner.fraud,
+                        "failed",
+                        &row.phone_number,
+                        country,
+                    );
+                }
                 outbox::record(conn, EventType::DeliveryFailed, &row.into_snapshot(Some(error))).await?;
                 if let Some(next) = next {
                     workflow::start(conn, next, Why::Failed).await?;

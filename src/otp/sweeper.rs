@@ -110,7 +110,7 @@ impl Sweeper {
             }
             tracing::debug!(table, deleted = *count, "pruned");
         }
-        let [callback_attempts, events, _polls, delivery_receipts, delivery_attempts, verification_attempts, otps, rejections, rate_limit_windows, _fraud_counts, _fraud_verdicts] =
+        let [callback_attempts, events, _polls, delivery_receipts, delivery_attempts, verification_attempts, otps, rejections, rate_limit_windows, _fraud_counts, _fraud_blocks, _fraud_verdicts] =
             counts;
         Ok(Pruned {
             otps,
@@ -131,7 +131,7 @@ impl Sweeper {
 /// holds) and the state is checked again on the locked row, so a row a replay revives
 /// meanwhile is kept. `$1` is the retention in days, `$2` the
 /// batch size. Each runs until it deletes less than a batch.
-const PRUNE: [(&str, &str); 11] = [
+const PRUNE: [(&str, &str); 12] = [
     (
         "callback_attempts",
         "delete from callback_attempts where id in (
@@ -215,6 +215,13 @@ const PRUNE: [(&str, &str); 11] = [
         "delete from fraud_counts where ctid in (
              select ctid from fraud_counts
              where bucket < now() - interval '2 days' and $1::int is not null limit $2)",
+    ),
+    (
+        // Kept past their end for the retention period: a repeat within it is blocked twice
+        // as long (up to `fraud.conversion.max_block_seconds`).
+        "fraud_blocks",
+        "delete from fraud_blocks where id in (
+             select id from fraud_blocks where ends_at < now() - make_interval(days => $1) limit $2)",
     ),
     (
         "fraud_verdicts",

@@ -169,7 +169,13 @@ pub async fn verify(
         notifier.poke();
     }
     if verification == Verification::Verified {
-        fraud::count_verified(pool, &config.fraud, &otp.phone_number, otp.country.as_deref()).await;
+        fraud::count_outcome(
+            pool,
+            &config.fraud,
+            "verified",
+            &otp.phone_number,
+            otp.country.as_deref(),
+        );
     }
     tracing::info!(outcome = verification.outcome(), "code checked");
     let app = app.map(str::to_string).unwrap_or_else(|| "operator".into());

@@ -193,18 +193,37 @@ pub async fn create(pool: &PgPool, new: &NewApp) -> Result<(), AppError> {
     Ok(())
 }
 
-/// Sets the app's own modes of fraud-guard rules (the others keep theirs); `false` when
-/// there is no such app. Workers see the change within `worker.app_cache_seconds`.
+/// Sets the app's own modes of fraud-guard rules (the others keep theirs), recorded in the
+/// operators' audit log as `by`; `false` when there is no such app. Workers see the change
+/// within `worker.app_cache_seconds`.
 #[tracing::instrument(skip_all, fields(app_id = %id))]
-pub async fn set_fraud_modes(pool: &PgPool, id: &AppId, modes: &BTreeMap<Rule, Mode>) -> Result<bool, AppError> {
+pub async fn set_fraud_modes(
+    pool: &PgPool,
+    id: &AppId,
+    modes: &BTreeMap<Rule, Mode>,
+    by: &str,
+) -> Result<bool, AppError> {
+    let mut tx = pool.begin().await?;
     let updated = sqlx::query!(
         "update apps set fraud_modes = fraud_modes || $2 where id = $1",
         id.as_str(),
         modes_json(modes)
     )
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
-    Ok(updated.rows_affected() == 1)
+    if updated.rows_affected() != 1 {
+        return Ok(false);
+    }
+    sqlx::query!(
+        "insert into operator_actions (action, actor, filters, dry_run, matched, changed, finished_at)
+         values ('set-fraud-mode', $1, $2, false, 1, 1, now())",
+        by,
+        serde_json::json!({"app": id.as_str(), "modes": modes_json(modes)}),
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 fn modes_json(modes: &BTreeMap<Rule, Mode>) -> Value {

@@ -118,11 +118,15 @@ async fn a_premium_rate_number_is_refused_before_any_provider_call_and_the_rule_
         "no request for the refused number reached the provider"
     );
 
-    // Both refusals are on record, for the app and for operators.
+    // The worker's refusal is on record, for the app and for operators.
     let (status, listed) = api.get("/v1/fraud/verdicts").await;
     assert_eq!(status, StatusCode::OK);
     let listed = listed.as_array().expect("verdicts").clone();
-    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert_eq!(
+        listed.len(),
+        1,
+        "the worker's refusal; the API's is counted, not written: {listed:?}"
+    );
     assert!(listed
         .iter()
         .all(|v| v["rule"] == "number_types" && v["mode"] == "enforce" && v["target"] == "premium_rate"));
@@ -151,7 +155,7 @@ async fn shadow_mode_sends_everything_and_records_what_it_would_have_refused(poo
     let shadow: BTreeMap<Rule, Mode> = Rule::ALL.into_iter().map(|r| (r, Mode::Shadow)).collect();
     let watch = otp_courier::domain::AppId::parse("watch").expect("id");
     assert!(
-        otp_courier::tenancy::apps::set_fraud_modes(&harness.pool, &watch, &shadow)
+        otp_courier::tenancy::apps::set_fraud_modes(&harness.pool, &watch, &shadow, "test")
             .await
             .expect("modes")
     );
@@ -397,5 +401,40 @@ async fn the_guard_lets_sends_through_when_it_cannot_read_its_counts(pool: PgPoo
         0,
         "nothing was counted"
     );
+    harness.finish().await;
+}
+
+#[sqlx::test]
+async fn deliveries_that_failed_for_good_are_not_held_against_their_destination(pool: PgPool) {
+    let mut harness = Harness::new(pool).await;
+    harness.set(
+        "fraud.conversion",
+        json!({"mode": "enforce", "min_sends": 3, "country_min_sends": 1000, "min_percent": 20,
+               "window_seconds": 60, "settle_seconds": 0, "block_seconds": 600, "max_block_seconds": 3600}),
+    );
+    // The provider refuses every message for good: an outage, not an attack.
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(400).set_body_string("route unavailable"))
+        .mount(&harness.provider)
+        .await;
+    harness.create_app("shop", json!({"": "Code {{pin}}"})).await;
+    harness.start_worker();
+    for n in 0..5i64 {
+        publish(&harness, "shop", &format!("+3369876050{n}"), &format!("down-{n}")).await;
+        wait_until("the delivery failed and was counted", WAIT, || async {
+            count(
+                &harness.pool,
+                "select coalesce(sum(n), 0)::int8 from fraud_counts where key = 'failed:prefix:+3369876'",
+            )
+            .await
+                == n + 1
+        })
+        .await;
+    }
+    assert!(
+        outcomes(&harness.pool).await.iter().all(|o| o.1 == "failed"),
+        "none refused"
+    );
+    assert_eq!(count(&harness.pool, "select count(*) from fraud_blocks").await, 0);
     harness.finish().await;
 }

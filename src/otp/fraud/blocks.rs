@@ -38,11 +38,13 @@ impl Block {
     ) -> Self {
         let config = &config.conversion;
         let max = time::Duration::seconds(config.max_block_seconds.into());
+        let base = time::Duration::seconds(config.block_seconds.into());
         let length = match last {
+            // Never shorter than a first block, should `block_seconds` have grown since.
             Some(last) if last.lifted_at.is_none() && now - last.ends_at < max => {
-                std::cmp::min((last.ends_at - last.starts_at) * 2, max)
+                std::cmp::min((last.ends_at - last.starts_at) * 2, max).max(base)
             }
-            _ => time::Duration::seconds(config.block_seconds.into()),
+            _ => base,
         };
         Self {
             id: None,
@@ -62,20 +64,16 @@ impl Block {
         self.lifted_at.is_none() && self.ends_at > now
     }
 
+    /// What apps are told: neither the counts (they sum every app's traffic) nor the end
+    /// (a bot would wait for it); operators read both from the block.
     pub(super) fn finding(&self) -> Finding {
-        let until = self
-            .ends_at
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
         Finding {
             rule: Rule::Conversion,
             target: self.target.clone(),
             detail: format!(
-                "{} {} is blocked until {until}: {} verified of {} sends (fraud.conversion)",
+                "{} {} is blocked: too few of its codes are used (fraud.conversion)",
                 self.scope.as_str(),
                 self.target,
-                self.verified,
-                self.sends
             ),
         }
     }

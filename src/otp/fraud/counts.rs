@@ -24,6 +24,9 @@ struct Signal {
     /// Sends old enough to have been verified, since the window start or the last block.
     settled: i64,
     verified: i64,
+    /// Sends whose delivery failed for good since the same start: never verifiable, so not
+    /// held against the destination (a provider outage is not pumping).
+    failed: i64,
     /// The latest block, lifted or not.
     last_block: Option<Block>,
 }
@@ -48,14 +51,31 @@ pub(super) async fn judge(
     };
     conn.execute(format!("{end}; set local lock_timeout to default; set local statement_timeout to default").as_str())
         .await?;
-    judged
+    // Said only once written: a judging rolled back decided nothing.
+    let (answers, verdicts, blocks) = judged?;
+    for verdict in &verdicts {
+        metrics::counter!(observability::FRAUD_FINDINGS, "rule" => verdict.rule.as_str(), "mode" => verdict.mode.as_str())
+            .increment(1);
+        tracing::warn!(otp_id = %verdict.otp_id, app_id = verdict.app_id, rule = verdict.rule.as_str(),
+            mode = verdict.mode.as_str(), target = verdict.target.as_str(), detail = verdict.detail.as_str(),
+            "fraud guard finding");
+    }
+    for block in &blocks {
+        metrics::counter!(observability::FRAUD_BLOCKS, "scope" => block.scope.as_str()).increment(1);
+        tracing::warn!(scope = block.scope.as_str(), target = block.target, sends = block.sends,
+            verified = block.verified, until = %block.ends_at, "fraud guard blocks a destination: its codes go unused");
+    }
+    Ok(answers)
 }
+
+/// Each send's refusing finding, the verdicts and the new blocks, all written.
+type Judged = (Vec<Screened>, Vec<NewVerdict>, Vec<Block>);
 
 async fn judge_counted(
     conn: &mut PgConnection,
     config: &FraudConfig,
     sends: &[&Send<'_>],
-) -> Result<Vec<Screened>, sqlx::Error> {
+) -> Result<Judged, sqlx::Error> {
     let targets: Vec<Target> = sends
         .iter()
         .map(|s| Target::of(s.phone.as_str(), s.phone.region()))
@@ -89,7 +109,7 @@ async fn judge_counted(
     }
     add_sends(conn, config, &state.added).await?;
     blocks::record_verdicts(conn, &state.verdicts).await?;
-    Ok(answers)
+    Ok((answers, state.verdicts, state.new_blocks))
 }
 
 /// The judging of one batch: what it has added and decided so far.
@@ -132,11 +152,6 @@ impl Batch<'_> {
     }
 
     fn found(&mut self, send: &Send<'_>, finding: &Finding, mode: Mode) {
-        metrics::counter!(observability::FRAUD_FINDINGS, "rule" => finding.rule.as_str(), "mode" => mode.as_str())
-            .increment(1);
-        tracing::warn!(otp_id = %send.otp_id, app_id = send.app_id, rule = finding.rule.as_str(),
-            mode = mode.as_str(), target = finding.target.as_str(), detail = finding.detail.as_str(),
-            "fraud guard finding");
         self.verdicts.push(NewVerdict::of(send, finding, mode));
     }
 
@@ -154,7 +169,7 @@ impl Batch<'_> {
             } else {
                 0
             };
-            let sends = signal.settled + added;
+            let sends = (signal.settled - signal.failed).max(0) + added;
             let min_sends = match scope {
                 Scope::Prefix => config.min_sends,
                 Scope::Country => config.country_min_sends,
@@ -170,9 +185,6 @@ impl Batch<'_> {
                 signal.last_block.as_ref(),
                 self.now,
             );
-            metrics::counter!(observability::FRAUD_BLOCKS, "scope" => scope.as_str()).increment(1);
-            tracing::warn!(scope = scope.as_str(), target = key, sends, verified = signal.verified,
-                until = %block.ends_at, "fraud guard blocks a destination: its codes go unused");
             let finding = block.finding();
             signal.last_block = Some(block.clone());
             self.new_blocks.push(block);
@@ -188,9 +200,10 @@ impl Batch<'_> {
         (sends >= i64::from(config.max)).then(|| Finding {
             rule: Rule::PrefixVelocity,
             target: target.prefix.clone(),
+            // Not the count itself: it sums every app's sends.
             detail: format!(
-                "{sends} sends to this prefix in the last {} s, at most {} allowed (fraud.prefix_velocity)",
-                config.window_seconds, config.max
+                "at most {} sends to one prefix in {} s (fraud.prefix_velocity)",
+                config.max, config.window_seconds
             ),
         })
     }
@@ -232,7 +245,7 @@ async fn read(
                   last.verified as "block_verified?", last.starts_at as "block_starts?",
                   last.ends_at as "block_ends?", last.lifted_at as "block_lifted?",
                   coalesce(recent.n, 0) as "recent!", coalesce(settled.n, 0) as "settled!",
-                  coalesce(verified.n, 0) as "verified!"
+                  coalesce(verified.n, 0) as "verified!", coalesce(failed.n, 0) as "failed!"
            from unnest($1::text[], $2::text[]) as t(scope, target)
            left join lateral (
                select id, rule, sends, verified, starts_at, ends_at, lifted_at from fraud_blocks b
@@ -252,7 +265,12 @@ async fn read(
                select sum(n)::int8 as n from fraud_counts
                where key = 'verified:' || t.scope || ':' || t.target
                  and bucket > greatest(now() - make_interval(secs => $4), last.starts_at)
-           ) verified on true"#,
+           ) verified on true
+           left join lateral (
+               select sum(n)::int8 as n from fraud_counts
+               where key = 'failed:' || t.scope || ':' || t.target
+                 and bucket > greatest(now() - make_interval(secs => $4), last.starts_at)
+           ) failed on true"#,
         &scopes,
         &targets,
         f64::from(config.prefix_velocity.window_seconds),
@@ -288,16 +306,12 @@ async fn read(
                 recent: row.recent,
                 settled: row.settled,
                 verified: row.verified,
+                failed: row.failed,
                 last_block,
             };
             ((scope, row.target), signal)
         })
         .collect())
-}
-
-fn bucket(config: &FraudConfig, now: OffsetDateTime) -> OffsetDateTime {
-    let size = i64::from(config.bucket_seconds());
-    OffsetDateTime::from_unix_timestamp(now.unix_timestamp().div_euclid(size) * size).unwrap_or(now)
 }
 
 async fn add_sends(
@@ -317,12 +331,14 @@ async fn add_sends(
 
 async fn add(conn: &mut PgConnection, config: &FraudConfig, counts: BTreeMap<String, i32>) -> Result<(), sqlx::Error> {
     let (keys, ns): (Vec<String>, Vec<i32>) = counts.into_iter().unzip();
+    // The bucket by the database's clock, as the windows that read it.
     sqlx::query!(
         "insert into fraud_counts (key, bucket, n)
-         select k, $2, n from unnest($1::text[], $3::int[]) as t(k, n)
+         select k, to_timestamp(floor(extract(epoch from now())::float8 / $2::float8) * $2::float8), n
+         from unnest($1::text[], $3::int[]) as t(k, n)
          on conflict (key, bucket) do update set n = fraud_counts.n + excluded.n",
         &keys,
-        bucket(config, OffsetDateTime::now_utc()),
+        f64::from(config.bucket_seconds()),
         &ns,
     )
     .execute(conn)
@@ -330,10 +346,11 @@ async fn add(conn: &mut PgConnection, config: &FraudConfig, counts: BTreeMap<Str
     Ok(())
 }
 
-/// Counts a verified code for its prefix and country, on its own connection after the
-/// verification committed: a count lost to a crash only makes the conversion look worse
-/// by one, and verifications of one country do not queue behind each other's commits.
-pub async fn count_verified(pool: &PgPool, config: &FraudConfig, e164: &str, country: Option<&str>) {
+/// Counts an outcome (`verified`, `failed`) for a number's prefix and country, in the
+/// background: the caller's request does not wait for it, and it commits without waiting
+/// for the WAL flush. A count lost to a crash or a busy database only moves one
+/// destination's conversion by one send.
+pub fn count_outcome(pool: &PgPool, config: &FraudConfig, outcome: &'static str, e164: &str, country: Option<&str>) {
     if config.is_safe(e164) {
         return;
     }
@@ -341,10 +358,20 @@ pub async fn count_verified(pool: &PgPool, config: &FraudConfig, e164: &str, cou
     let counts: BTreeMap<String, i32> = target
         .scopes()
         .into_iter()
-        .map(|(scope, key)| (count_key("verified", scope, key), 1))
+        .map(|(scope, key)| (count_key(outcome, scope, key), 1))
         .collect();
-    let result = async { add(&mut *pool.acquire().await?, config, counts).await }.await;
-    if let Err(error) = result {
-        tracing::warn!(%error, "fraud guard could not count a verification");
-    }
+    let (pool, config) = (pool.clone(), config.clone());
+    tokio::spawn(async move {
+        let counted = async {
+            let mut tx = pool.begin().await?;
+            let ms = config.timeout_ms;
+            tx.execute(format!("set local synchronous_commit = off; set local statement_timeout = {ms}").as_str())
+                .await?;
+            add(&mut tx, &config, counts).await?;
+            tx.commit().await
+        };
+        if let Err(error) = counted.await {
+            tracing::warn!(%error, outcome, "fraud guard could not count an outcome");
+        }
+    });
 }

@@ -28,7 +28,7 @@ pub use crate::platform::config::{FraudConfig, Mode, Rule};
 use crate::platform::observability;
 
 pub use blocks::{lift, list_blocks, list_verdicts, Block, Verdict};
-pub use counts::count_verified;
+pub use counts::count_outcome;
 
 /// Where a send goes, as the counts and blocks name it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,8 +122,8 @@ impl Guard {
     }
 
     /// The finding an enforced rule refuses this send for without counting it (its kind of
-    /// line, an active block), so the API can answer at once; recorded as a verdict. The
-    /// worker's [`screen`] judges again with the counts.
+    /// line, an active block), so the API can answer at once. The worker's [`screen`]
+    /// judges again with the counts.
     #[tracing::instrument(skip_all, fields(otp_id = %send.otp_id, app_id = send.app_id))]
     pub async fn precheck(&self, send: &Send<'_>) -> Option<Finding> {
         let config = &self.config;
@@ -143,18 +143,15 @@ impl Guard {
             }
         }
         let finding = finding?;
+        // Counted, not recorded row by row: a bot hammering a blocked prefix must not
+        // become a write per request. The worker records what it refuses.
         metrics::counter!(observability::FRAUD_FINDINGS, "rule" => finding.rule.as_str(), "mode" => "enforce")
             .increment(1);
-        tracing::warn!(
+        tracing::debug!(
             rule = finding.rule.as_str(),
             target = finding.target.as_str(),
             "send refused by the fraud guard"
         );
-        let verdict = blocks::NewVerdict::of(send, &finding, Mode::Enforce);
-        let recorded = async { blocks::record_verdicts(&mut *self.pool.acquire().await?, &[verdict]).await }.await;
-        if let Err(error) = recorded {
-            tracing::warn!(%error, "could not record a fraud guard verdict");
-        }
         Some(finding)
     }
 }
@@ -174,34 +171,42 @@ fn number_type(config: &FraudConfig, phone: &PhoneNumber) -> Option<Finding> {
 /// findings are recorded, not returned. Fails open: when the counts cannot be read or
 /// written in `fraud.timeout_ms`, the sends are judged on their kind of line alone.
 pub async fn screen(conn: &mut PgConnection, config: &FraudConfig, sends: &[Send<'_>]) -> Vec<Screened> {
-    let judged: Vec<&Send> = sends.iter().filter(|s| !config.is_safe(s.phone.as_str())).collect();
-    if judged.is_empty() {
-        return vec![None; sends.len()];
-    }
-    let outcome = match counts::judge(conn, config, &judged).await {
-        Ok(outcome) => outcome,
-        Err(error) => {
-            unavailable(&error);
-            judged
+    // Sends of apps with both counting rules off are neither counted nor held: they are
+    // judged on their kind of line alone, and cost no lock.
+    let counted = |send: &Send| {
+        !config.is_safe(send.phone.as_str())
+            && [Rule::PrefixVelocity, Rule::Conversion]
                 .iter()
-                .map(|send| {
-                    let finding = number_type(config, send.phone)?;
-                    (config.mode(Rule::NumberTypes, send.modes) == Mode::Enforce).then_some(finding)
-                })
-                .collect()
-        }
+                .any(|rule| config.mode(*rule, send.modes) != Mode::Off)
     };
-    let mut outcome = outcome.into_iter();
+    let judged: Vec<&Send> = sends.iter().filter(|s| counted(s)).collect();
+    let mut outcome = if judged.is_empty() {
+        Vec::new()
+    } else {
+        counts::judge(conn, config, &judged).await.unwrap_or_else(|error| {
+            unavailable(&error);
+            judged.iter().map(|send| kind_only(config, send)).collect()
+        })
+    }
+    .into_iter();
     sends
         .iter()
         .map(|send| {
-            if config.is_safe(send.phone.as_str()) {
+            if counted(send) {
+                outcome.next().flatten()
+            } else if config.is_safe(send.phone.as_str()) {
                 None
             } else {
-                outcome.next().flatten()
+                kind_only(config, send)
             }
         })
         .collect()
+}
+
+/// The `number_types` rule alone, where it enforces.
+fn kind_only(config: &FraudConfig, send: &Send) -> Screened {
+    let finding = number_type(config, send.phone)?;
+    (config.mode(Rule::NumberTypes, send.modes) == Mode::Enforce).then_some(finding)
 }
 
 fn unavailable(error: &sqlx::Error) {
