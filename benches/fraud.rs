@@ -66,7 +66,8 @@ fn normal_number(n: usize) -> String {
         // Exchanges 202, 212, ... 892: never an N11 service code.
         format!("+1415{}{:04}", 202 + ((n / 2) % 70) * 10, (n / 140) % 10_000)
     } else {
-        format!("+336{:04}{:04}", 1000 + (n / 2) % 8000, (n / 16_000) % 10_000)
+        // 61x: mobile for every x (not all of 6xx is).
+        format!("+3361{:03}{:04}", (n / 2) % 1000, (n / 2000) % 10_000)
     }
 }
 
