@@ -506,7 +506,7 @@ async fn screen(
     inserted: &mut [Option<Inserted>],
     config: &FraudConfig,
 ) {
-    let allowed: Vec<(usize, fraud::Send)> = otps
+    let (allowed, sends): (Vec<usize>, Vec<fraud::Send>) = otps
         .iter()
         .zip(inserted.iter())
         .enumerate()
@@ -522,11 +522,10 @@ async fn screen(
                 },
             ))
         })
-        .collect();
-    let sends: Vec<fraud::Send> = allowed.iter().map(|(_, s)| s.clone()).collect();
+        .unzip();
     let findings = fraud::screen(conn, config, &sends).await;
-    for ((n, _), finding) in allowed.iter().zip(findings) {
-        if let Some(inserted) = inserted[*n].as_mut() {
+    for (n, finding) in allowed.into_iter().zip(findings) {
+        if let Some(inserted) = inserted[n].as_mut() {
             inserted.fraud = finding;
         }
     }

@@ -131,10 +131,7 @@ impl Guard {
         if config.is_safe(phone.as_str()) {
             return None;
         }
-        let mut finding = None;
-        if config.mode(Rule::NumberTypes, modes) == Mode::Enforce {
-            finding = number_type(config, phone);
-        }
+        let mut finding = kind_only(config, send);
         if finding.is_none() && config.mode(Rule::Conversion, modes) == Mode::Enforce {
             let target = Target::of(phone.as_str(), phone.region());
             match blocks::active(&self.pool, &target).await {
@@ -173,13 +170,23 @@ fn number_type(config: &FraudConfig, phone: &PhoneNumber) -> Option<Finding> {
 pub async fn screen(conn: &mut PgConnection, config: &FraudConfig, sends: &[Send<'_>]) -> Vec<Screened> {
     // Sends of apps with both counting rules off are neither counted nor held: they are
     // judged on their kind of line alone, and cost no lock.
-    let counted = |send: &Send| {
-        !config.is_safe(send.phone.as_str())
-            && [Rule::PrefixVelocity, Rule::Conversion]
-                .iter()
-                .any(|rule| config.mode(*rule, send.modes) != Mode::Off)
-    };
-    let judged: Vec<&Send> = sends.iter().filter(|s| counted(s)).collect();
+    let safe: Vec<bool> = sends.iter().map(|s| config.is_safe(s.phone.as_str())).collect();
+    let counted: Vec<bool> = sends
+        .iter()
+        .zip(&safe)
+        .map(|(send, safe)| {
+            !safe
+                && [Rule::PrefixVelocity, Rule::Conversion]
+                    .iter()
+                    .any(|rule| config.mode(*rule, send.modes) != Mode::Off)
+        })
+        .collect();
+    let judged: Vec<&Send> = sends
+        .iter()
+        .zip(&counted)
+        .filter(|(_, c)| **c)
+        .map(|(s, _)| s)
+        .collect();
     let mut outcome = if judged.is_empty() {
         Vec::new()
     } else {
@@ -191,14 +198,11 @@ pub async fn screen(conn: &mut PgConnection, config: &FraudConfig, sends: &[Send
     .into_iter();
     sends
         .iter()
-        .map(|send| {
-            if counted(send) {
-                outcome.next().flatten()
-            } else if config.is_safe(send.phone.as_str()) {
-                None
-            } else {
-                kind_only(config, send)
-            }
+        .zip(counted.iter().zip(&safe))
+        .map(|(send, (counted, safe))| match (counted, safe) {
+            (true, _) => outcome.next().flatten(),
+            (false, true) => None,
+            (false, false) => kind_only(config, send),
         })
         .collect()
 }
