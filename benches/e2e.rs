@@ -11,6 +11,12 @@
 //!    fast as the publishers go (the maximum rate), then paced runs at 25%, 50% and 100% of
 //!    it for latency from publish to provider request and from publish to callback.
 //!
+//! For the maximum-rate run it also reports where the work went: CPU time per OTP of
+//! otp-courier, PostgreSQL, RabbitMQ and the bench itself (from `/proc`), commits per OTP,
+//! and, where the server loads `pg_stat_statements`, statements per OTP and the costliest.
+//! `BENCH_SETUP_SQL` runs SQL on the bench's database after the migrations (an index or a
+//! constraint dropped), for an A/B of a schema change without a migration.
+//!
 //! `BENCH_SOAK_SECONDS=600` adds a soak at 50% that samples RSS, queue depth and outbox
 //! backlog every 10 s; its jobs expire after 60 s, so it runs in the steady state of two
 //! callbacks per OTP, and it reports the slope of RSS over its last four fifths. Results go
@@ -155,6 +161,12 @@ async fn main() -> anyhow::Result<()> {
     println!("  {database_ceiling:.0}/s with {best_clients} clients");
 
     let (admin, url, pool) = common::scratch_database(DATABASE, 4).await?;
+    // An experiment's change to the schema (an index dropped, a table option), run after the
+    // migrations, so an A/B of the database's work needs no new migration.
+    if let Ok(sql) = std::env::var("BENCH_SETUP_SQL") {
+        sqlx::raw_sql(&sql).execute(&pool).await?;
+        println!("schema changed for this run: {sql}");
+    }
     otp_courier::tenancy::apps::create(
         &pool,
         &otp_courier::tenancy::apps::NewApp {
@@ -224,12 +236,16 @@ async fn main() -> anyhow::Result<()> {
     );
 
     println!("otp-courier maximum rate: {jobs} jobs published as fast as {PUBLISHERS} publishers go");
+    let work = DatabaseWork::start(&pool).await;
+    let cpu = cpu_seconds(pid);
     let max = run_burst(&shared, &channel, &queue, &mut next, jobs).await?;
     let peak_rss_at_max = rss_mib(pid, "VmHWM");
     println!(
         "  {:.0} OTPs/s (sent and called back) over {:.1} s; peak RSS {peak_rss_at_max:.0} MiB",
         max.rate, max.seconds
     );
+    let cpu = cpu_report(cpu, cpu_seconds(pid), jobs);
+    let work = work.since(&pool).await.report(jobs);
 
     let mut paced = Vec::new();
     for share in [0.25, 0.5, 1.0] {
@@ -318,7 +334,8 @@ async fn main() -> anyhow::Result<()> {
         "jobs": jobs, "paced_seconds": seconds,
         "amqp_publish_per_second": publish_ceiling, "amqp_consume_ack_per_second": consume_ceiling,
         "postgres_transactions_per_second": database_ceiling, "postgres_clients": best_clients,
-        "end_to_end_per_second": max.rate, "ratio": ratio,
+        "end_to_end_per_second": max.rate, "ratio": ratio, "database_work_in_burst": work,
+        "cpu_us_per_otp_in_burst": cpu,
         "paced": paced.iter().map(|(share, rate, run)| json!({
             "share": share, "jobs_per_second": rate, "otps_per_second": run.rate,
             "publish_to_provider_ms": {"p50": run.provider[0], "p95": run.provider[1], "p99": run.provider[2]},
@@ -736,4 +753,155 @@ fn slope_per_minute(points: &[(f64, f64)]) -> f64 {
     } else {
         covariance / variance * 60.0
     }
+}
+
+/// What the database did for a run: commits and statements per OTP, from PostgreSQL's own
+/// counters. The commits come from `pg_stat_database` (always there); the statements from
+/// `pg_stat_statements` where the server loads it (`shared_preload_libraries`), else none.
+struct DatabaseWork {
+    commits: i64,
+    statements: Option<Vec<(String, i64, f64)>>,
+}
+
+impl DatabaseWork {
+    /// Zeroes the statement counters (where they exist) and reads the commit counter.
+    async fn start(pool: &PgPool) -> Self {
+        let _ = sqlx::query("create extension if not exists pg_stat_statements")
+            .execute(pool)
+            .await;
+        let statements = match sqlx::query("select pg_stat_statements_reset()").execute(pool).await {
+            Ok(_) => Some(Vec::new()),
+            Err(_) => None,
+        };
+        // The statistics collector's snapshot is per transaction: a fresh one each read.
+        let _ = sqlx::query("select pg_stat_clear_snapshot()").execute(pool).await;
+        Self {
+            commits: commits(pool).await,
+            statements,
+        }
+    }
+
+    /// What was done since `start`: commits, and each statement's calls and total time
+    /// (top-level statements only, as the clients sent them), most time first.
+    async fn since(self, pool: &PgPool) -> Self {
+        let _ = sqlx::query("select pg_stat_clear_snapshot()").execute(pool).await;
+        let commits = commits(pool).await - self.commits;
+        let statements = match self.statements {
+            None => None,
+            Some(_) => sqlx::query_as::<_, (String, i64, f64)>(
+                "select regexp_replace(left(query, 160), '\\s+', ' ', 'g'), calls, total_exec_time
+                   from pg_stat_statements
+                  where dbid = (select oid from pg_database where datname = current_database())
+                    and toplevel
+                  order by total_exec_time desc",
+            )
+            .fetch_all(pool)
+            .await
+            .ok(),
+        };
+        Self { commits, statements }
+    }
+
+    fn report(&self, otps: u64) -> Value {
+        let per = |n: i64| n as f64 / otps as f64;
+        println!("  database work per OTP: {:.2} commits", per(self.commits));
+        let Some(statements) = &self.statements else {
+            println!("  (no pg_stat_statements on this server: statements not counted)");
+            return json!({"commits_per_otp": per(self.commits)});
+        };
+        let calls: i64 = statements.iter().map(|s| s.1).sum();
+        let time: f64 = statements.iter().map(|s| s.2).sum();
+        println!(
+            "  {:.2} statements per OTP, {:.3} ms of statement time per OTP; the ones that take most:",
+            per(calls),
+            time / otps as f64
+        );
+        for (query, calls, total) in statements.iter().take(15) {
+            println!(
+                "  {:>6.3} calls/OTP {:>7.1} ms total {:>5.1}%  {query}",
+                per(*calls),
+                total,
+                100.0 * total / time.max(f64::MIN_POSITIVE)
+            );
+        }
+        json!({
+            "commits_per_otp": per(self.commits), "statements_per_otp": per(calls),
+            "statement_ms_per_otp": time / otps as f64,
+            "statements": statements.iter().take(30).map(|(query, calls, total)| json!({
+                "query": query, "calls_per_otp": per(*calls), "total_ms": total,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+async fn commits(pool: &PgPool) -> i64 {
+    sqlx::query_scalar::<_, i64>("select xact_commit from pg_stat_database where datname = current_database()")
+        .fetch_one(pool)
+        .await
+        .unwrap_or(0)
+}
+
+/// CPU time (user + system, seconds) used so far by the processes that share the machine in
+/// the bench: otp-courier, PostgreSQL (every backend and helper), RabbitMQ (the Erlang VM)
+/// and the bench itself (publishers, fake provider, receiver). From `/proc`; a process that
+/// ended since the last reading takes its time with it.
+fn cpu_seconds(otp_courier: u32) -> [(&'static str, f64); 4] {
+    let ticks = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse::<f64>().ok())
+        .unwrap_or(100.0);
+    let read = |path: std::path::PathBuf| -> Option<(String, f64)> {
+        let stat = std::fs::read_to_string(path).ok()?;
+        // The name is in parentheses and may hold spaces; the fields after it are fixed.
+        let (name, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let time = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        Some((name.to_string(), time / ticks))
+    };
+    let mut totals = [
+        ("otp-courier", 0.0),
+        ("PostgreSQL", 0.0),
+        ("RabbitMQ", 0.0),
+        ("bench", 0.0),
+    ];
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Some((name, time)) = read(entry.path().join("stat")) else {
+            continue;
+        };
+        let slot = if pid == otp_courier {
+            0
+        } else if name == "postgres" {
+            1
+        } else if name == "beam.smp" {
+            2
+        } else if pid == std::process::id() {
+            3
+        } else {
+            continue;
+        };
+        totals[slot].1 += time;
+    }
+    totals
+}
+
+/// Where the machine's CPU went between two [`cpu_seconds`] readings, per OTP.
+fn cpu_report(before: [(&'static str, f64); 4], after: [(&'static str, f64); 4], otps: u64) -> Value {
+    let per: Vec<(&str, f64)> = before
+        .iter()
+        .zip(after)
+        .map(|((name, a), (_, b))| (*name, (b - a) * 1_000_000.0 / otps as f64))
+        .collect();
+    println!(
+        "  CPU per OTP: {}",
+        per.iter()
+            .map(|(name, us)| format!("{name} {us:.0} µs"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    json!(per.into_iter().collect::<std::collections::BTreeMap<_, _>>())
 }
