@@ -401,6 +401,30 @@ impl Harness {
     }
 
     /// Stops the worker and deletes this test's queues.
+    /// Every row of the send path still has the row it belongs to. No foreign key holds
+    /// these links (migration `send_path_foreign_keys`): the writers and the sweeper do, and
+    /// every test that finishes its harness checks them.
+    pub async fn assert_no_orphans(&self) {
+        let orphans: Vec<(String, i64)> = sqlx::query_as(
+            "select 'otps without their app', count(*) from otps o
+                 where not exists (select 1 from apps a where a.id = o.app_id)
+             union all
+             select 'events without their OTP', count(*) from outbox e
+                 where e.otp_id is not null and not exists (select 1 from otps o where o.id = e.otp_id)
+             union all
+             select 'provider requests without their OTP', count(*) from delivery_attempts d
+                 where not exists (select 1 from otps o where o.id = d.otp_id)
+             union all
+             select 'callback attempts without their event', count(*) from callback_attempts c
+                 where not exists (select 1 from outbox e where e.id = c.event_id)",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .expect("orphans");
+        let found: Vec<_> = orphans.into_iter().filter(|(_, n)| *n > 0).collect();
+        assert!(found.is_empty(), "rows that lost their parent: {found:?}");
+    }
+
     pub async fn finish(mut self) {
         self.stop_worker().await;
         if let Some((shutdown, task)) = self.dispatcher.take() {
@@ -417,6 +441,7 @@ impl Harness {
                 .await;
         }
         let _ = self.connection.close(200, "bye".into()).await;
+        self.assert_no_orphans().await;
     }
 }
 
