@@ -5,6 +5,10 @@ use std::fmt;
 pub struct PhoneNumber {
     e164: String,
     region: Option<String>,
+    /// The country calling code and the national number as written (leading zeros kept),
+    /// kept from parsing so [`PhoneNumber::kind`] need not parse again.
+    code: u16,
+    national: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -81,10 +85,10 @@ impl NumberKind {
     fn classify(meta: &phonenumber::Metadata, national: &str) -> Self {
         use phonenumber::Type;
         let descriptors = meta.descriptors();
-        if !descriptors.general().is_match(national) {
+        if !plan::matches(descriptors.general(), national) {
             return NumberKind::Unknown;
         }
-        let matches = |kind: Type| descriptors.get(kind).is_some_and(|d| d.is_match(national));
+        let matches = |kind: Type| descriptors.get(kind).is_some_and(|d| plan::matches(d, national));
         let special = [
             (Type::PremiumRate, NumberKind::PremiumRate),
             (Type::TollFree, NumberKind::TollFree),
@@ -124,12 +128,28 @@ impl PhoneNumber {
             return Err(PhoneError::NotE164);
         }
         let parsed = phonenumber::parse(None, input).map_err(|_| PhoneError::Invalid)?;
-        if !parsed.is_valid() {
+        // The crate's `is_valid` and `country().id()`, with the patterns compiled once (`plan`).
+        // Which plan a number is read against depends on how the national number is written:
+        // validity reads it with its leading zeros, the region without (as the crate does).
+        let database = &*phonenumber::metadata::DATABASE;
+        let code = parsed.code().value();
+        let national = parsed.national().to_string();
+        let valid = plan::source(database, code, &national)
+            .is_some_and(|meta| NumberKind::classify(meta, &national) != NumberKind::Unknown);
+        if !valid {
             return Err(PhoneError::Invalid);
         }
+        let region_meta = match parsed.national().zeros() {
+            0 => plan::source(database, code, &national),
+            _ => plan::source(database, code, &parsed.national().value().to_string()),
+        };
         Ok(Self {
-            e164: parsed.format().mode(phonenumber::Mode::E164).to_string(),
-            region: parsed.country().id().map(|id| id.as_ref().to_string()),
+            e164: format!("+{code}{national}"),
+            region: region_meta
+                .and_then(|meta| meta.id().parse::<phonenumber::country::Id>().ok())
+                .map(|id| id.as_ref().to_string()),
+            code,
+            national,
         })
     }
 
@@ -158,20 +178,16 @@ impl PhoneNumber {
     /// The kind of line, from the numbering plan. Worked out on demand (it matches the
     /// number against each kind's pattern), so only the callers that decide on it pay.
     pub fn kind(&self) -> NumberKind {
-        let database = &phonenumber::metadata::DATABASE;
-        let Ok(parsed) = phonenumber::parse(None, &self.e164) else {
-            return NumberKind::Unknown;
-        };
+        let database = &*phonenumber::metadata::DATABASE;
         // The national number as written, its leading zeros kept (Italy's 02…): the crate's
         // own `number_type` reads it as an integer and loses them. A country code shared by
-        // several regions (+39: Italy and the Vatican) is read against each of them.
-        let national = parsed.national().to_string();
-        let code = parsed.code().value();
-        parsed
-            .metadata(database)
+        // several regions (+39: Italy and the Vatican) is read against each of them, the
+        // number's own region first (found, as the crate finds it, without the zeros).
+        let unpadded = self.national.trim_start_matches('0');
+        plan::source(database, self.code, unpadded)
             .into_iter()
-            .chain(database.by_code(&code).unwrap_or_default())
-            .map(|meta| NumberKind::classify(meta, &national))
+            .chain(database.by_code(&self.code).unwrap_or_default())
+            .map(|meta| NumberKind::classify(meta, &self.national))
             .find(|kind| *kind != NumberKind::Unknown)
             .unwrap_or(NumberKind::Unknown)
     }
@@ -185,6 +201,87 @@ impl PhoneNumber {
 impl fmt::Display for PhoneNumber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.e164)
+    }
+}
+
+/// The numbering plan's patterns, each compiled once for the life of the process.
+///
+/// The `phonenumber` crate keeps its compiled patterns in one LRU of 100 behind a
+/// process-wide lock and hashes a pattern's whole text (SipHash) on every match; a
+/// number of a country code shared by many regions (+1) is matched against dozens of them.
+/// That was 15% of the worker's CPU (docs/BENCHMARKS.md, "Where the time goes"), and traffic
+/// to more countries than the LRU holds would compile patterns again and again. Here each
+/// pattern is compiled on first use, anchored, and found again by its address in the
+/// crate's static metadata.
+mod plan {
+    use std::collections::HashMap;
+    use std::sync::{Arc, LazyLock, PoisonError, RwLock};
+
+    use phonenumber::metadata::{Database, Descriptor, Metadata};
+    use regex::Regex;
+    use regex_cache::CachedRegex;
+
+    static COMPILED: LazyLock<RwLock<HashMap<usize, Arc<Regex>>>> = LazyLock::new(Default::default);
+
+    /// Whether `pattern` matches `text` from its first character (the crate's `find` with
+    /// `start() == 0`).
+    pub(super) fn starts(pattern: &CachedRegex, text: &str) -> bool {
+        // The metadata is a static that lives as long as the process: its address names it.
+        let key = pattern as *const CachedRegex as usize;
+        let found = COMPILED
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .cloned();
+        let regex = match found {
+            Some(regex) => regex,
+            None => {
+                // As the crate builds it (`ignore_whitespace`), anchored at the start.
+                let built = regex::RegexBuilder::new(&format!("^(?:{})", pattern.as_str()))
+                    .ignore_whitespace(true)
+                    .build();
+                let Ok(regex) = built else {
+                    return pattern.find(text).is_some_and(|m| m.start() == 0);
+                };
+                let regex = Arc::new(regex);
+                COMPILED
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(key, regex.clone());
+                regex
+            }
+        };
+        regex.is_match(text)
+    }
+
+    /// The crate's `Descriptor::is_match`: a possible length, then the pattern.
+    pub(super) fn matches(descriptor: &Descriptor, national: &str) -> bool {
+        let lengths = descriptor.possible_length();
+        if !lengths.is_empty() && !lengths.contains(&(national.len() as u16)) {
+            return false;
+        }
+        starts(descriptor.national_number(), national)
+    }
+
+    /// The plan a number is read against: the crate's `validator::source_for` and the
+    /// lookup that follows it. Of the regions sharing a code, the first whose leading
+    /// digits match, or (without leading digits) whose plan knows the number.
+    pub(super) fn source<'a>(database: &'a Database, code: u16, national: &str) -> Option<&'a Metadata> {
+        let regions = database.region(&code)?;
+        if let [region] = regions.as_slice() {
+            return match *region {
+                "001" => database.by_code(&code).and_then(|m| m.into_iter().next()),
+                region => database.by_id(region),
+            };
+        }
+        regions.into_iter().find_map(|region| {
+            let meta = database.by_id(region)?;
+            let known = match meta.leading_digits() {
+                Some(pattern) => starts(pattern, national),
+                None => super::NumberKind::classify(meta, national) != super::NumberKind::Unknown,
+            };
+            known.then_some(meta)
+        })
     }
 }
 
@@ -271,6 +368,68 @@ mod tests {
             assert!(checked.get(&kind).copied().unwrap_or(0) >= 5, "{kind:?}: {checked:?}");
         }
         assert!(checked[&NumberKind::PremiumRate] >= 100, "{checked:?}");
+    }
+
+    /// The crate itself is the oracle: for every example number of the metadata and three
+    /// near misses of each (last digit changed, one digit short, one digit more), parsing
+    /// accepts exactly what the crate's `is_valid` accepts, with the crate's E.164 form
+    /// and region.
+    #[test]
+    fn validity_region_and_form_are_the_phonenumber_crate_s() {
+        use phonenumber::metadata::DATABASE;
+        use phonenumber::Type;
+        let kinds = [
+            Type::FixedLine,
+            Type::Mobile,
+            Type::TollFree,
+            Type::PremiumRate,
+            Type::SharedCost,
+            Type::PersonalNumber,
+            Type::Voip,
+            Type::Pager,
+            Type::Uan,
+            Type::Voicemail,
+        ];
+        let mut compared = 0;
+        let mut differ = Vec::new();
+        for meta in DATABASE.iter() {
+            let descriptors = meta.descriptors();
+            let examples = std::iter::once(descriptors.general())
+                .chain(kinds.iter().filter_map(|kind| descriptors.get(*kind)))
+                .filter_map(|d| d.example());
+            for example in examples {
+                let mut bumped = example.to_string();
+                if let Some(last) = bumped.pop() {
+                    bumped.push(char::from(b'0' + (last as u8 - b'0' + 1) % 10));
+                }
+                let variants = [
+                    example.to_string(),
+                    bumped,
+                    example[..example.len().saturating_sub(1)].to_string(),
+                    format!("{example}0"),
+                ];
+                for national in variants {
+                    let input = format!("+{}{national}", meta.country_code());
+                    let ours = PhoneNumber::parse(&input);
+                    if ours == Err(PhoneError::NotE164) {
+                        continue;
+                    }
+                    let theirs = phonenumber::parse(None, &input).ok().filter(|p| p.is_valid()).map(|p| {
+                        (
+                            p.format().mode(phonenumber::Mode::E164).to_string(),
+                            p.country().id().map(|id| id.as_ref().to_string()),
+                        )
+                    });
+                    let ours = ours.ok().map(|p| (p.e164.clone(), p.region.clone()));
+                    if ours != theirs {
+                        differ.push(format!("{input}: ours {ours:?}, the crate's {theirs:?}"));
+                    }
+                    compared += 1;
+                }
+            }
+        }
+        assert!(differ.is_empty(), "{differ:#?}");
+        assert!(compared > 4_000, "{compared}");
     }
 
     #[test]
