@@ -219,6 +219,9 @@ impl IntoResponse for ApiError {
         if let ApiError::RateLimited { decision, .. } | ApiError::TooManyFailures(decision) = &self {
             rate_limit_headers(response.headers_mut(), decision);
         }
+        if let ApiError::Unavailable(_) = &self {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1));
+        }
         response
     }
 }

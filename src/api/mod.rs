@@ -59,6 +59,10 @@ pub struct Inner {
     pub guard: crate::otp::fraud::Guard,
     pub notifier: Notifier,
     pub metrics: Option<PrometheusHandle>,
+    /// Stores and applies the receipts the receipt routes take, in batches.
+    pub receipts: crate::otp::receipts::Taker,
+    /// Places for receipt requests in progress (`receipts.max_in_flight`).
+    pub receipt_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::ops::Deref for AppState {
@@ -80,8 +84,12 @@ impl AppState {
         let publisher = Publisher::new(config.amqp.clone());
         let notifier = Notifier::spawn(pool.clone());
         let guard = crate::otp::fraud::Guard::new(pool.clone(), config.fraud.clone());
+        let receipts = crate::otp::receipts::Taker::spawn(pool.clone(), config.limits.clone());
+        let receipt_slots = Arc::new(tokio::sync::Semaphore::new(config.receipts.max_in_flight));
         Self {
             inner: Arc::new(Inner {
+                receipts,
+                receipt_slots,
                 notifier,
                 guard,
                 pool,

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use super::error::ApiError;
 use super::AppState;
 use crate::otp::receipts;
+use crate::platform::batch::BatchError;
 use crate::provider::receipt::{Answer, Inbound};
 
 pub async fn receive(
@@ -21,6 +22,13 @@ pub async fn receive(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let provider = state.providers.get(&name).ok_or(ApiError::NoReceiptRoute)?;
+    // A full house answers at once: the provider sends the receipt again later.
+    let Ok(_slot) = state.receipt_slots.try_acquire() else {
+        metrics::counter!(crate::platform::observability::RECEIPTS, "provider" => name.clone(),
+            "status" => "deferred")
+        .increment(1);
+        return Err(ApiError::Unavailable("the receipt route (receipts.max_in_flight)"));
+    };
     // The URL the provider called, as Twilio signs it: the public base, then our path.
     let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
     let url = format!("{}{path}", state.config.receipts.public_url.trim_end_matches('/'));
@@ -41,7 +49,13 @@ pub async fn receive(
     match answer {
         Answer::Challenge(challenge) => Ok((StatusCode::OK, challenge).into_response()),
         Answer::Receipts(list) => {
-            receipts::accept(&state.pool, &name, &list, &state.config.limits).await?;
+            state.receipts.take(&name, &list).await.map_err(|error| match error {
+                BatchError::Database(error) if !crate::platform::db::is_data_error(&error) => {
+                    ApiError::Unavailable("the database")
+                }
+                BatchError::Stopped => ApiError::Unavailable("the receipt writer"),
+                other => ApiError::Internal(Box::new(other)),
+            })?;
             Ok(StatusCode::OK.into_response())
         }
         Answer::PollNow(ids) => {

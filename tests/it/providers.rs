@@ -21,7 +21,7 @@ fn provider(config: Value) -> Providers {
 }
 
 fn no_receipts() -> otp_courier::platform::config::ReceiptsConfig {
-    serde_json::from_value(json!({"public_url": ""})).expect("receipts config")
+    serde_json::from_value(json!({"public_url": "", "max_in_flight": 64})).expect("receipts config")
 }
 
 async fn send(

@@ -65,7 +65,7 @@ async fn start_with(pool: PgPool, name: &str, config: impl FnOnce(&str) -> Value
         }
         let provider = config(&h.provider.uri());
         h.set("api.listen", json!(format!("127.0.0.1:{port}")));
-        h.set("receipts", json!({"public_url": format!("http://127.0.0.1:{port}")}));
+        h.set("receipts.public_url", json!(format!("http://127.0.0.1:{port}")));
         h.set("providers", json!({ name.clone(): provider }));
         h.set("routing", json!({"sms": name, "whatsapp": name, "voice": name}));
     })
@@ -769,5 +769,66 @@ async fn a_provider_that_takes_no_receipts_and_an_unknown_provider_are_refused(p
     assert_eq!(status, StatusCode::FORBIDDEN, "http-json without [receipt]");
     let (status, problem) = api.post_receipt("nobody", b"{}".to_vec(), &[]).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
+    api.finish().await;
+}
+
+#[sqlx::test]
+async fn receipts_past_max_in_flight_are_deferred_with_503_and_taken_once_a_place_frees(pool: PgPool) {
+    let api = http_json_with(pool, &[("receipts.max_in_flight", json!(1))]).await;
+    let otp_id = send_held(&api, "m-1", 0).await;
+    wait_until("the send recorded", LONG, || async {
+        api.delivery(&otp_id).await == "sent"
+    })
+    .await;
+    // Another transaction holds the OTP's row, so the first receipt waits inside its
+    // request, holding the route's one place.
+    let mut holder = api.harness.pool.begin().await.expect("begin");
+    sqlx::query("select 1 from otps where id = $1::uuid for update")
+        .bind(otp_id.trim_start_matches("otp_"))
+        .execute(&mut *holder)
+        .await
+        .expect("lock");
+    let first = {
+        let (body, headers) = gateway_receipt("m-1", "DELIVRD");
+        let request = api
+            .http
+            .post(format!("{}/v1/receipts/gw", api.base))
+            .body(body)
+            .header(headers[0].0, headers[0].1.clone());
+        tokio::spawn(async move { request.send().await.expect("request").status() })
+    };
+    wait_until("the first receipt stored and waiting", LONG, || async {
+        sqlx::query_scalar::<_, i64>(
+            "select count(*) from pg_stat_activity where wait_event_type = 'Lock' and query like '%for no key update%'",
+        )
+        .fetch_one(&api.harness.pool)
+        .await
+        .expect("activity")
+            == 1
+    })
+    .await;
+    let (body, headers) = gateway_receipt("m-1", "DELIVRD");
+    let response = api
+        .http
+        .post(format!("{}/v1/receipts/gw", api.base))
+        .body(body)
+        .header(headers[0].0, headers[0].1.clone())
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let problem: Value = response.json().await.expect("problem");
+    assert_eq!(problem["type"], "urn:otp-courier:problem:unavailable", "{problem}");
+    holder.rollback().await.expect("release");
+    assert_eq!(first.await.expect("first request"), StatusCode::OK);
+    assert_eq!(api.delivery(&otp_id).await, "delivered");
+    let (body, headers) = gateway_receipt("m-1", "DELIVRD");
+    assert_eq!(
+        api.post_receipt("gw", body, &headers).await.0,
+        StatusCode::OK,
+        "the place is free again"
+    );
+    assert_eq!(api.receipts_stored().await, 2, "the deferred receipt was not stored");
     api.finish().await;
 }

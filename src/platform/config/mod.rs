@@ -233,6 +233,9 @@ pub struct ReceiptsConfig {
     /// each provider's receipt route is `{public_url}/v1/receipts/{provider name}`. Empty:
     /// no status callback URL is sent with messages.
     pub public_url: String,
+    /// Receipt requests handled at once per process; one more is answered 503 with
+    /// `Retry-After` at once, so a flood of receipts holds neither memory nor connections.
+    pub max_in_flight: usize,
 }
 
 impl ReceiptsConfig {
@@ -571,6 +574,7 @@ impl Config {
             in_range("callbacks.retry_schedule_seconds", *delay, 1..=86_400)?;
         }
         in_range("callbacks.concurrency", c.concurrency, 1..=10_000)?;
+        in_range("receipts.max_in_flight", self.receipts.max_in_flight, 1..=10_000)?;
         in_range("callbacks.per_destination", c.per_destination, 1..=c.concurrency)?;
         in_range("callbacks.per_app", c.per_app, 1..=10_000)?;
         in_range("callbacks.poll_interval_ms", c.poll_interval_ms, 50..=60_000)?;
