@@ -17,9 +17,11 @@
 //! `BENCH_SETUP_SQL` runs SQL on the bench's database after the migrations (an index or a
 //! constraint dropped), for an A/B of a schema change without a migration.
 //!
-//! `BENCH_SOAK_SECONDS=600` adds a soak at 50% that samples RSS, queue depth and outbox
-//! backlog every 10 s; its jobs expire after 60 s, so it runs in the steady state of two
-//! callbacks per OTP, and it reports the slope of RSS over its last four fifths. Results go
+//! `BENCH_SOAK_SECONDS=1800` adds a soak at 50% that samples RSS, queue depth, outbox
+//! backlog and database size every 10 s. The fake provider posts a signed `delivered`
+//! receipt for each of its messages a second after taking it, and the jobs expire after
+//! 60 s, so the soak runs in the steady state of three callbacks per OTP (`otp.sent`,
+//! `otp.delivered`, `otp.expired`); it reports the slope of RSS over its last four fifths. Results go
 //! to target/bench/e2e.json. The publishers, the fake provider, the receiver, RabbitMQ and
 //! PostgreSQL all share the machine's cores.
 
@@ -81,6 +83,11 @@ struct Tracker {
     provider_requests: AtomicUsize,
     sent_callbacks: AtomicUsize,
     bad_signatures: AtomicUsize,
+    /// Receipts the fake provider posted, those the API refused, and the `otp.delivered`
+    /// callbacks they led to.
+    receipts_posted: AtomicUsize,
+    receipts_refused: AtomicUsize,
+    delivered_callbacks: AtomicUsize,
 }
 
 struct Shared {
@@ -89,6 +96,40 @@ struct Shared {
     webhook: standardwebhooks::Webhook,
     /// The TTL of the jobs published from now on.
     ttl: AtomicU32,
+    /// Where the fake provider posts a signed `delivered` receipt for each message, a second
+    /// after taking it, while `receipts_on` is set (the soak).
+    receipt_url: String,
+    receipts_on: std::sync::atomic::AtomicBool,
+    http: reqwest::Client,
+}
+
+/// The fake provider's receipt secret (hex HMAC-SHA256 of the body in `x-signature`).
+const RECEIPT_SECRET: &str = "bench-receipt-secret";
+/// How long after taking a message the fake provider reports it delivered.
+const RECEIPT_DELAY: Duration = Duration::from_secs(1);
+
+/// Posts a signed `delivered` receipt for `message_id`, as a provider would.
+async fn post_receipt(shared: Arc<Shared>, message_id: String) {
+    use hmac::Mac as _;
+    tokio::time::sleep(RECEIPT_DELAY).await;
+    let body = json!({"data": {"id": message_id, "state": "DELIVRD"}}).to_string();
+    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(RECEIPT_SECRET.as_bytes()) else {
+        return;
+    };
+    mac.update(body.as_bytes());
+    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    shared.tracker.receipts_posted.fetch_add(1, Ordering::Relaxed);
+    let answer = shared
+        .http
+        .post(&shared.receipt_url)
+        .header("content-type", "application/json")
+        .header("x-signature", signature)
+        .body(body)
+        .send()
+        .await;
+    if !answer.is_ok_and(|a| a.status().is_success()) {
+        shared.tracker.receipts_refused.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 fn job_number(phone: &str) -> Option<u64> {
@@ -99,7 +140,7 @@ fn job_number(phone: &str) -> Option<u64> {
         .checked_sub(FIRST_NUMBER)
 }
 
-async fn provider(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> (StatusCode, &'static str) {
+async fn provider(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> (StatusCode, String) {
     let at = shared.epoch.elapsed();
     shared.tracker.provider_requests.fetch_add(1, Ordering::Relaxed);
     let to = serde_json::from_slice::<Value>(&body)
@@ -108,7 +149,12 @@ async fn provider(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) ->
     if let Some(n) = to {
         shared.tracker.provider.lock().expect("lock").entry(n).or_insert(at);
     }
-    (StatusCode::OK, r#"{"id":"bench-message"}"#)
+    // Each message its own id, so its receipt names it.
+    let id = format!("bench-{}", to.unwrap_or_default());
+    if shared.receipts_on.load(Ordering::Relaxed) && to.is_some() {
+        tokio::spawn(post_receipt(shared.clone(), id.clone()));
+    }
+    (StatusCode::OK, json!({"id": id}).to_string())
 }
 
 async fn receiver(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: axum::body::Bytes) -> StatusCode {
@@ -118,6 +164,9 @@ async fn receiver(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: a
         return StatusCode::UNAUTHORIZED;
     }
     let event: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if event["type"] == "otp.delivered" {
+        shared.tracker.delivered_callbacks.fetch_add(1, Ordering::Relaxed);
+    }
     if event["type"] == "otp.sent" {
         shared.tracker.sent_callbacks.fetch_add(1, Ordering::Relaxed);
         if let Some(n) = event["data"]["phoneNumber"].as_str().and_then(job_number) {
@@ -186,11 +235,15 @@ async fn main() -> anyhow::Result<()> {
     let sealer = otp_courier::tenancy::sealing::Sealer::default();
     let secret =
         otp_courier::tenancy::keys::rotate_webhook_secret(&mut *pool.acquire().await?, &sealer, &app, None).await?;
+    let api = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let shared = Arc::new(Shared {
         tracker: Tracker::default(),
         epoch: Instant::now(),
         webhook: standardwebhooks::Webhook::new(&secret)?,
         ttl: AtomicU32::new(TTL),
+        receipt_url: format!("http://{api}/v1/receipts/fake"),
+        receipts_on: Default::default(),
+        http: reqwest::Client::new(),
     });
     let provider_url = serve(
         axum::Router::new()
@@ -213,7 +266,7 @@ async fn main() -> anyhow::Result<()> {
     let queue = format!("bench.otp.send.{suffix}");
     let dlq = format!("bench.otp.send.dlq.{suffix}");
     let dir = tempfile::tempdir()?;
-    let mut child = common::spawn_serve(dir.path(), &config_file(&url, &queue, &dlq, &provider_url)?)?;
+    let mut child = common::spawn_serve(dir.path(), &config_file(&url, &queue, &dlq, &provider_url, api)?)?;
     let pid = child
         .id()
         .ok_or_else(|| anyhow::anyhow!("otp-courier exited at once"))?;
@@ -357,8 +410,13 @@ async fn main() -> anyhow::Result<()> {
     common::drop_database(&admin, pool, DATABASE).await
 }
 
-fn config_file(url: &url::Url, queue: &str, dlq: &str, provider_url: &str) -> anyhow::Result<String> {
-    let api = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+fn config_file(
+    url: &url::Url,
+    queue: &str,
+    dlq: &str,
+    provider_url: &str,
+    api: std::net::SocketAddr,
+) -> anyhow::Result<String> {
     let config = json!({
         "database": {"url": url.as_str()},
         "amqp": {"url": amqp_url(), "send_queue": queue, "dead_letter_queue": dlq},
@@ -376,7 +434,10 @@ fn config_file(url: &url::Url, queue: &str, dlq: &str, provider_url: &str) -> an
         "log": {"format": "json", "filter": "warn"},
         "routing": {"sms": "fake", "whatsapp": "fake"},
         "providers": {"fake": {"kind": "http-json", "url": format!("{provider_url}/sms"),
-            "message_id_pointer": "/id", "body": {"to": "{{to}}", "text": "{{message}}"}}},
+            "message_id_pointer": "/id", "body": {"to": "{{to}}", "text": "{{message}}"},
+            "receipt": {"message_id_pointer": "/data/id", "status_pointer": "/data/state",
+                        "statuses": {"DELIVRD": "delivered"}, "signature_header": "x-signature",
+                        "secret": RECEIPT_SECRET}}},
     });
     Ok(toml::to_string(&config)?)
 }
@@ -685,12 +746,15 @@ async fn soak(
     let slice = Duration::from_secs(10);
     let slices = (duration.as_secs() / slice.as_secs()).max(1);
     shared.ttl.store(SOAK_TTL, Ordering::Relaxed);
+    shared.receipts_on.store(true, Ordering::Relaxed);
     println!(
-        "soak at {rate:.0} jobs/s for {} s, jobs with a {SOAK_TTL} s TTL",
+        "soak at {rate:.0} jobs/s for {} s, jobs with a {SOAK_TTL} s TTL, a delivered receipt for each message",
         slices * slice.as_secs()
     );
-    println!("| t (s) | RSS MiB | queue depth | outbox pending | OTPs/s | provider p99 ms |");
-    println!("|---|---|---|---|---|---|");
+    println!("| t (s) | RSS MiB | queue depth | outbox pending | OTPs/s | provider p99 ms | receipts/s | otp.delivered/s | database MiB |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let tracker = &shared.tracker;
+    let (mut receipts_before, mut delivered_before) = (0, 0);
     let mut samples = Vec::new();
     // (t, RSS) of the samples past the first fifth, for the slope.
     let mut settled: Vec<(f64, f64)> = Vec::new();
@@ -703,8 +767,22 @@ async fn soak(
             .fetch_one(pool)
             .await?;
         let rss = rss_mib(pid, "VmRSS");
+        let database: i64 = sqlx::query_scalar("select pg_database_size(current_database())")
+            .fetch_one(pool)
+            .await?;
+        let database = database as f64 / 1_048_576.0;
+        let (receipts, delivered) = (
+            tracker.receipts_posted.load(Ordering::Relaxed),
+            tracker.delivered_callbacks.load(Ordering::Relaxed),
+        );
+        let per_second = |now: usize, before: usize| (now - before) as f64 / slice.as_secs_f64();
+        let (receipt_rate, delivered_rate) = (
+            per_second(receipts, receipts_before),
+            per_second(delivered, delivered_before),
+        );
+        (receipts_before, delivered_before) = (receipts, delivered);
         println!(
-            "| {} | {rss:.1} | {depth} | {pending} | {:.0} | {:.1} |",
+            "| {} | {rss:.1} | {depth} | {pending} | {:.0} | {:.1} | {receipt_rate:.0} | {delivered_rate:.0} | {database:.0} |",
             i * slice.as_secs(),
             run.rate,
             run.provider[2]
@@ -714,7 +792,9 @@ async fn soak(
             settled.push(((i * slice.as_secs()) as f64, rss));
         }
         samples.push(json!({"t": i * slice.as_secs(), "rss_mib": rss, "queue_depth": depth,
-            "outbox_pending": pending, "otps_per_second": run.rate, "provider_p99_ms": run.provider[2]}));
+            "outbox_pending": pending, "otps_per_second": run.rate, "provider_p99_ms": run.provider[2],
+            "receipts_per_second": receipt_rate, "delivered_callbacks_per_second": delivered_rate,
+            "database_mib": database}));
         // Forget what was measured, so the bench's own memory stays flat too.
         for map in [
             &shared.tracker.published,
@@ -724,15 +804,24 @@ async fn soak(
             map.lock().expect("lock").clear();
         }
     }
+    shared.receipts_on.store(false, Ordering::Relaxed);
     let slope = slope_per_minute(&settled);
     println!(
         "  RSS over the last four fifths: {:.1} -> {:.1} MiB, slope {slope:.3} MiB/min",
         settled.first().map_or(0.0, |s| s.1),
         settled.last().map_or(0.0, |s| s.1),
     );
+    let refused = tracker.receipts_refused.load(Ordering::Relaxed);
+    println!(
+        "  receipts posted {}, refused {refused}; otp.delivered callbacks {}",
+        tracker.receipts_posted.load(Ordering::Relaxed),
+        tracker.delivered_callbacks.load(Ordering::Relaxed)
+    );
     Ok(
         json!({"jobs_per_second": rate, "job_ttl_seconds": SOAK_TTL, "samples": samples,
-              "rss_slope_mib_per_minute": slope}),
+              "rss_slope_mib_per_minute": slope, "receipts_posted": tracker.receipts_posted.load(Ordering::Relaxed),
+              "receipts_refused": refused,
+              "delivered_callbacks": tracker.delivered_callbacks.load(Ordering::Relaxed)}),
     )
 }
 
