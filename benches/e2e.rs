@@ -86,6 +86,9 @@ struct Tracker {
     /// Receipts the fake provider posted, those the API refused, and the `otp.delivered`
     /// callbacks they led to.
     receipts_posted: AtomicUsize,
+    /// Answered 503 (`receipts.max_in_flight` were in progress).
+    receipts_deferred: AtomicUsize,
+    /// Any other answer than 2xx, or none.
     receipts_refused: AtomicUsize,
     delivered_callbacks: AtomicUsize,
 }
@@ -127,8 +130,14 @@ async fn post_receipt(shared: Arc<Shared>, message_id: String) {
         .body(body)
         .send()
         .await;
-    if !answer.is_ok_and(|a| a.status().is_success()) {
-        shared.tracker.receipts_refused.fetch_add(1, Ordering::Relaxed);
+    match answer.map(|a| a.status()) {
+        Ok(status) if status.is_success() => {}
+        Ok(reqwest::StatusCode::SERVICE_UNAVAILABLE) => {
+            shared.tracker.receipts_deferred.fetch_add(1, Ordering::Relaxed);
+        }
+        _ => {
+            shared.tracker.receipts_refused.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -812,15 +821,16 @@ async fn soak(
         settled.last().map_or(0.0, |s| s.1),
     );
     let refused = tracker.receipts_refused.load(Ordering::Relaxed);
+    let deferred = tracker.receipts_deferred.load(Ordering::Relaxed);
     println!(
-        "  receipts posted {}, refused {refused}; otp.delivered callbacks {}",
+        "  receipts posted {}, deferred (503) {deferred}, refused or failed {refused}; otp.delivered callbacks {}",
         tracker.receipts_posted.load(Ordering::Relaxed),
         tracker.delivered_callbacks.load(Ordering::Relaxed)
     );
     Ok(
         json!({"jobs_per_second": rate, "job_ttl_seconds": SOAK_TTL, "samples": samples,
               "rss_slope_mib_per_minute": slope, "receipts_posted": tracker.receipts_posted.load(Ordering::Relaxed),
-              "receipts_refused": refused,
+              "receipts_refused": refused, "receipts_deferred": deferred,
               "delivered_callbacks": tracker.delivered_callbacks.load(Ordering::Relaxed)}),
     )
 }
@@ -854,7 +864,10 @@ struct DatabaseWork {
 
 impl DatabaseWork {
     /// Zeroes the statement counters (where they exist) and reads the commit counter.
+    /// Backends report their commits to the statistics at most once a second: each reading
+    /// waits for that first.
     async fn start(pool: &PgPool) -> Self {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
         let _ = sqlx::query("create extension if not exists pg_stat_statements")
             .execute(pool)
             .await;
@@ -873,6 +886,7 @@ impl DatabaseWork {
     /// What was done since `start`: commits, and each statement's calls and total time
     /// (top-level statements only, as the clients sent them), most time first.
     async fn since(self, pool: &PgPool) -> Self {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
         let _ = sqlx::query("select pg_stat_clear_snapshot()").execute(pool).await;
         let commits = commits(pool).await - self.commits;
         let statements = match self.statements {
@@ -932,8 +946,9 @@ async fn commits(pool: &PgPool) -> i64 {
 
 /// CPU time (user + system, seconds) used so far by the processes that share the machine in
 /// the bench: otp-courier, PostgreSQL (every backend and helper), RabbitMQ (the Erlang VM)
-/// and the bench itself (publishers, fake provider, receiver). From `/proc`; a process that
-/// ended since the last reading takes its time with it.
+/// and the bench itself (publishers, fake provider, receiver). From `/proc`, with the time
+/// of children that ended (`cutime`, `cstime`): a backend that exits hands its time to the
+/// postmaster, so the sums only grow.
 fn cpu_seconds(otp_courier: u32) -> [(&'static str, f64); 4] {
     let ticks = std::process::Command::new("getconf")
         .arg("CLK_TCK")
@@ -946,7 +961,9 @@ fn cpu_seconds(otp_courier: u32) -> [(&'static str, f64); 4] {
         // The name is in parentheses and may hold spaces; the fields after it are fixed.
         let (name, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        let time = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        let time = (11..=14)
+            .map(|i| fields.get(i)?.parse::<f64>().ok())
+            .sum::<Option<f64>>()?;
         Some((name.to_string(), time / ticks))
     };
     let mut totals = [

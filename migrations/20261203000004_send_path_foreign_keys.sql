@@ -8,11 +8,12 @@
 -- What keeps the links instead:
 -- - an OTP is inserted only for an app the worker or the API has just read, and apps are
 --   never deleted;
--- - events, provider requests and callback attempts are written by the transaction that
---   has just changed or locked their OTP or event (UPDATE ... RETURNING, the claim fence);
+-- - events and callback attempts are written by the transaction that has just changed their
+--   OTP or event (UPDATE ... RETURNING), so a parent deleted meanwhile leaves nothing to
+--   write; provider requests are written for a pending OTP this process holds the delivery
+--   lease of, and the sweeper deletes only OTPs that are no longer pending;
 -- - the sweeper deletes children first and a parent only once none is left, as before.
--- A child that outlives its parent in a race (an event written for an OTP the sweeper takes
--- at that moment) carries its own payload and is pruned by its own retention.
+-- Every integration test ends by checking that no row of these four lost its parent.
 alter table otps drop constraint otps_app_id_fkey;
 alter table outbox drop constraint outbox_otp_id_fkey;
 alter table delivery_attempts drop constraint delivery_attempts_otp_id_fkey;

@@ -49,18 +49,37 @@ pub async fn receive(
     match answer {
         Answer::Challenge(challenge) => Ok((StatusCode::OK, challenge).into_response()),
         Answer::Receipts(list) => {
-            state.receipts.take(&name, &list).await.map_err(|error| match error {
-                BatchError::Database(error) if !crate::platform::db::is_data_error(&error) => {
-                    ApiError::Unavailable("the database")
-                }
-                BatchError::Stopped => ApiError::Unavailable("the receipt writer"),
-                other => ApiError::Internal(Box::new(other)),
-            })?;
+            state.receipts.take(&name, &list).await.map_err(not_taken)?;
             Ok(StatusCode::OK.into_response())
         }
         Answer::PollNow(ids) => {
             receipts::poll_now(&state.pool, &name, &ids).await?;
             Ok(StatusCode::OK.into_response())
         }
+    }
+}
+
+/// What a receipt's writer failed with, as the route answers it: what the database cannot
+/// take is the request's fault, a database out of reach or locks that met (tried again
+/// already) are for later, anything else is ours.
+fn not_taken(error: BatchError) -> ApiError {
+    let BatchError::Database(shared) = &error else {
+        return match error {
+            BatchError::Stopped => ApiError::Unavailable("the receipt writer"),
+            other => ApiError::Internal(Box::new(other)),
+        };
+    };
+    match &**shared {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+            ApiError::Unavailable("the database")
+        }
+        sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("22")) => ApiError::Invalid {
+            field: "request".into(),
+            reason: "a value contains characters or a range the server cannot store".into(),
+        },
+        sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001")) => {
+            ApiError::Unavailable("the database")
+        }
+        _ => ApiError::Internal(Box::new(error)),
     }
 }

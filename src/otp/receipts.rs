@@ -10,6 +10,7 @@
 //! delivery rounds (`SKIP LOCKED`), on the provider's schedule until a final status or the
 //! deadline.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -84,6 +85,19 @@ struct Takes {
     limits: LimitsConfig,
 }
 
+impl Takes {
+    /// Stores the receipts and applies their messages in one transaction.
+    async fn write(&self, receipts: &[&(String, Receipt)], messages: &[(&str, &str)]) -> sqlx::Result<Latencies> {
+        let mut tx = self.pool.begin().await?;
+        for (provider, receipt) in receipts {
+            store(&mut tx, provider, receipt).await?;
+        }
+        let latencies = apply_messages(&mut tx, messages, &self.limits).await?;
+        tx.commit().await?;
+        Ok(latencies)
+    }
+}
+
 impl Batch for Takes {
     type Item = (String, Receipt);
     type Output = ();
@@ -93,12 +107,26 @@ impl Batch for Takes {
         // sort keeps each message's receipts in the order they came.
         let mut order: Vec<&(String, Receipt)> = receipts.iter().collect();
         order.sort_by(|a, b| (&a.0, &a.1.message_id).cmp(&(&b.0, &b.1.message_id)));
-        let mut tx = self.pool.begin().await?;
-        for (provider, receipt) in order {
-            store(&mut tx, provider, receipt).await?;
-            apply_message(&mut tx, provider, &receipt.message_id, &self.limits).await?;
-        }
-        tx.commit().await?;
+        let mut messages: Vec<(&str, &str)> = order
+            .iter()
+            .map(|(provider, receipt)| (provider.as_str(), receipt.message_id.as_str()))
+            .collect();
+        messages.dedup();
+        // A batch locks its OTPs in id order, but other transactions that hold several OTPs
+        // (a batch of sends being recorded) may not: a deadlock is tried again, twice.
+        let mut tries = 0;
+        let latencies = loop {
+            tries += 1;
+            match self.write(&order, &messages).await {
+                Err(sqlx::Error::Database(error))
+                    if tries < 3 && matches!(error.code().as_deref(), Some("40P01" | "40001")) =>
+                {
+                    tracing::warn!(%error, "receipts met another transaction's locks; trying the batch again");
+                }
+                other => break other?,
+            }
+        };
+        latencies.record();
         for (provider, receipt) in receipts {
             metrics::counter!(observability::RECEIPTS, "provider" => provider.clone(),
                 "status" => receipt.status.as_str())
@@ -123,103 +151,189 @@ async fn store(conn: &mut PgConnection, provider: &str, receipt: &Receipt) -> sq
     .await
 }
 
-/// Applies the stored receipts of one message that are not applied yet, in the order they
-/// came, if the provider request that made the message is recorded. Answers whether it was.
-async fn apply_message(
+/// A message's newest provider request, with its OTP as it stands (the row locked).
+struct Found {
+    attempt_id: i64,
+    otp_id: Uuid,
+    provider: String,
+    message_id: String,
+    receipt_status: Option<String>,
+    started_at: OffsetDateTime,
+    delivery: String,
+    otp_provider: String,
+    provider_message_id: Option<String>,
+}
+
+/// Applies the stored receipts of these messages (provider, message id) that are not
+/// applied yet, each message's in the order they came, where the provider request that
+/// made the message is recorded; the others wait. A few statements for the whole set:
+/// the requests and their OTPs (locked, in id order, so writers meet in one order), the
+/// receipts claimed, then the requests' and OTPs' new states and the events.
+///
+/// Answers the latencies (provider, seconds from request to first `delivered`) for the
+/// caller to record once its transaction commits.
+async fn apply_messages(
     conn: &mut PgConnection,
-    provider: &str,
-    message_id: &str,
+    messages: &[(&str, &str)],
     limits: &LimitsConfig,
-) -> sqlx::Result<bool> {
-    let Some(attempt) = sqlx::query!(
-        "select id, otp_id from delivery_attempts where provider = $1 and message_id = $2 order by id desc limit 1",
-        provider,
-        message_id
-    )
-    .fetch_optional(&mut *conn)
-    .await?
-    else {
-        return Ok(false);
-    };
+) -> sqlx::Result<Latencies> {
+    let mut latencies = Latencies::default();
+    if messages.is_empty() {
+        return Ok(latencies);
+    }
+    let (providers, message_ids): (Vec<String>, Vec<String>) =
+        messages.iter().map(|(p, m)| (p.to_string(), m.to_string())).unzip();
     // Receipts of one OTP apply one at a time: the OTP row is their lock.
-    let otp = sqlx::query!(
-        "select delivery, provider, provider_message_id from otps where id = $1 for no key update",
-        attempt.otp_id
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    let current = sqlx::query!(
-        "select receipt_status, started_at from delivery_attempts where id = $1",
-        attempt.id
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    let receipts = sqlx::query!(
-        "update delivery_receipts set attempt_id = $3, otp_id = $4, applied_at = now()
-         where provider = $1 and message_id = $2 and applied_at is null
-         returning id, status, provider_status, provider_code, received_at",
-        provider,
-        message_id,
-        attempt.id,
-        attempt.otp_id
+    let found = sqlx::query_as!(
+        Found,
+        r#"with latest as (
+               select distinct on (a.provider, a.message_id)
+                      a.id, a.otp_id, a.provider, a.message_id, a.receipt_status, a.started_at
+               from delivery_attempts a
+               join unnest($1::text[], $2::text[]) as m(provider, message_id)
+                 on a.provider = m.provider and a.message_id = m.message_id
+               order by a.provider, a.message_id, a.id desc
+           )
+           select l.id as attempt_id, l.otp_id, l.provider, l.message_id as "message_id!", l.receipt_status,
+                  l.started_at, o.delivery, o.provider as otp_provider, o.provider_message_id
+           from latest l join otps o on o.id = l.otp_id
+           order by o.id
+           for no key update of o"#,
+        &providers,
+        &message_ids,
     )
     .fetch_all(&mut *conn)
     .await?;
-    let mut receipts = receipts;
-    receipts.sort_by_key(|r| r.id);
-    let mut standing = current.receipt_status.as_deref().and_then(ReceiptStatus::parse);
-    let mut delivery = otp.delivery;
-    // Only the OTP's current message speaks for its delivery: a late receipt of a message
-    // a resend replaced does not.
-    let current_message = otp.provider == provider && otp.provider_message_id.as_deref() == Some(message_id);
-    for receipt in receipts {
-        let status = ReceiptStatus::parse(&receipt.status).unwrap_or(ReceiptStatus::Queued);
-        if !status.advances(standing) {
+    if found.is_empty() {
+        return Ok(latencies);
+    }
+    let receipts = sqlx::query!(
+        "update delivery_receipts r set attempt_id = f.attempt_id, otp_id = f.otp_id, applied_at = now()
+         from unnest($1::text[], $2::text[], $3::bigint[], $4::uuid[]) as f(provider, message_id, attempt_id, otp_id)
+         where r.provider = f.provider and r.message_id = f.message_id and r.applied_at is null
+         returning r.id, r.provider, r.message_id, r.status, r.provider_status, r.provider_code, r.received_at",
+        &found.iter().map(|f| f.provider.clone()).collect::<Vec<_>>(),
+        &found.iter().map(|f| f.message_id.clone()).collect::<Vec<_>>(),
+        &found.iter().map(|f| f.attempt_id).collect::<Vec<_>>(),
+        &found.iter().map(|f| f.otp_id).collect::<Vec<_>>(),
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut by_message: HashMap<(&str, &str), Vec<_>> = HashMap::new();
+    for receipt in &receipts {
+        by_message
+            .entry((receipt.provider.as_str(), receipt.message_id.as_str()))
+            .or_default()
+            .push(receipt);
+    }
+    // What the receipts come to: each request's furthest state, the OTPs delivered, and
+    // the OTPs undelivered (each with its error; a workflow may go on from there).
+    let mut attempts: Vec<(i64, &'static str, Option<String>, OffsetDateTime)> = Vec::new();
+    let mut delivered: Vec<Uuid> = Vec::new();
+    let mut undelivered: Vec<(Uuid, Value)> = Vec::new();
+    for message in &found {
+        let Some(mut list) = by_message.remove(&(message.provider.as_str(), message.message_id.as_str())) else {
             continue;
+        };
+        list.sort_by_key(|r| r.id);
+        let mut standing = message.receipt_status.as_deref().and_then(ReceiptStatus::parse);
+        let mut furthest = None;
+        let mut delivery = message.delivery.as_str();
+        // Only the OTP's current message speaks for its delivery: a late receipt of a
+        // message a resend replaced does not.
+        let current_message = message.otp_provider == message.provider
+            && message.provider_message_id.as_deref() == Some(message.message_id.as_str());
+        for receipt in list {
+            let status = ReceiptStatus::parse(&receipt.status).unwrap_or(ReceiptStatus::Queued);
+            if !status.advances(standing) {
+                continue;
+            }
+            furthest = Some((status.as_str(), receipt.provider_code.clone(), receipt.received_at));
+            let first_delivered = matches!(status, ReceiptStatus::Delivered | ReceiptStatus::Read)
+                && !matches!(standing, Some(ReceiptStatus::Delivered | ReceiptStatus::Read));
+            if first_delivered {
+                let latency = (receipt.received_at - message.started_at).as_seconds_f64().max(0.0);
+                latencies.0.push((message.provider.clone(), latency));
+            }
+            standing = Some(status);
+            if !current_message || delivery != "sent" {
+                continue;
+            }
+            match status {
+                ReceiptStatus::Delivered | ReceiptStatus::Read => {
+                    delivered.push(message.otp_id);
+                    delivery = "delivered";
+                }
+                ReceiptStatus::Undelivered | ReceiptStatus::Failed => {
+                    undelivered.push((
+                        message.otp_id,
+                        json!({
+                            "class": "undelivered",
+                            "message": format!("the provider reported the message {}", receipt.provider_status),
+                            "providerStatus": receipt.provider_status,
+                            "providerCode": receipt.provider_code,
+                        }),
+                    ));
+                    delivery = "undelivered";
+                }
+                ReceiptStatus::Queued | ReceiptStatus::Sent => {}
+            }
         }
+        if let Some((status, code, at)) = furthest {
+            attempts.push((message.attempt_id, status, code, at));
+        }
+    }
+    if !attempts.is_empty() {
         sqlx::query!(
-            "update delivery_attempts set receipt_status = $2, receipt_code = $3, receipt_at = $4 where id = $1",
-            attempt.id,
-            status.as_str(),
-            receipt.provider_code,
-            receipt.received_at
+            "update delivery_attempts a set receipt_status = s.status, receipt_code = s.code, receipt_at = s.at
+             from unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[]) as s(id, status, code, at)
+             where a.id = s.id",
+            &attempts.iter().map(|a| a.0).collect::<Vec<_>>(),
+            &attempts.iter().map(|a| a.1.to_string()).collect::<Vec<_>>(),
+            &attempts.iter().map(|a| a.2.clone()).collect::<Vec<_>>() as &[Option<String>],
+            &attempts.iter().map(|a| a.3).collect::<Vec<_>>(),
         )
         .execute(&mut *conn)
         .await?;
-        let first_delivered = matches!(status, ReceiptStatus::Delivered | ReceiptStatus::Read)
-            && !matches!(standing, Some(ReceiptStatus::Delivered | ReceiptStatus::Read));
-        if first_delivered {
-            let latency = (receipt.received_at - current.started_at).as_seconds_f64().max(0.0);
-            metrics::histogram!(observability::RECEIPT_LATENCY, "provider" => provider.to_string()).record(latency);
-        }
-        standing = Some(status);
-        if !current_message || delivery != "sent" {
-            continue;
-        }
-        let (moved, event, error) = match status {
-            ReceiptStatus::Delivered | ReceiptStatus::Read => ("delivered", EventType::Delivered, None),
-            ReceiptStatus::Undelivered | ReceiptStatus::Failed => (
-                "undelivered",
-                EventType::Undelivered,
-                Some(json!({
-                    "class": "undelivered",
-                    "message": format!("the provider reported the message {}", receipt.provider_status),
-                    "providerStatus": receipt.provider_status,
-                    "providerCode": receipt.provider_code,
-                })),
-            ),
-            ReceiptStatus::Queued | ReceiptStatus::Sent => continue,
-        };
-        let row = move_delivery(conn, attempt.otp_id, moved, error.as_ref()).await?;
+    }
+    if !delivered.is_empty() {
+        let rows = sqlx::query_as!(
+            OtpRow,
+            "update otps set delivery = 'delivered', updated_at = now()
+             where id = any($1)
+             returning id, app_id, request_id, phone_number, channel, status, delivery, locale, parts,
+                       attempts, max_attempts, expires_at, metadata, callback_url, workflow_step",
+            &delivered,
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        outbox::record_rows(conn, EventType::Delivered, rows, None).await?;
+    }
+    // Rare, and each carries its own error and may start a workflow's next step.
+    for (otp_id, error) in undelivered {
+        let row = move_delivery(conn, otp_id, "undelivered", Some(&error)).await?;
         let step = row.workflow_step;
-        outbox::record_rows(conn, event, vec![row], error).await?;
-        delivery = moved.to_string();
+        outbox::record_rows(conn, EventType::Undelivered, vec![row], Some(error)).await?;
         // An undelivered step of a workflow starts the next one at once.
-        if let (Some(step), EventType::Undelivered) = (step, event) {
-            workflow::advance(conn, attempt.otp_id, step, Why::Undelivered, limits).await?;
+        if let Some(step) = step {
+            workflow::advance(conn, otp_id, step, Why::Undelivered, limits).await?;
         }
     }
-    Ok(true)
+    Ok(latencies)
+}
+
+/// Times from a provider request to its first `delivered` receipt, recorded once the
+/// transaction that applied them has committed.
+#[derive(Debug, Default)]
+#[must_use]
+struct Latencies(Vec<(String, f64)>);
+
+impl Latencies {
+    fn record(self) {
+        for (provider, seconds) in self.0 {
+            metrics::histogram!(observability::RECEIPT_LATENCY, "provider" => provider).record(seconds);
+        }
+    }
 }
 
 async fn move_delivery(
@@ -256,8 +370,9 @@ pub async fn apply_waiting(pool: &PgPool, limit: i64, limits: &LimitsConfig) -> 
     .await?;
     for message in &waiting {
         let mut tx = pool.begin().await?;
-        apply_message(&mut tx, &message.provider, &message.message_id, limits).await?;
+        let latencies = apply_messages(&mut tx, &[(&message.provider, &message.message_id)], limits).await?;
         tx.commit().await?;
+        latencies.record();
     }
     Ok(waiting.len())
 }
@@ -321,12 +436,13 @@ async fn poll_one(pool: &PgPool, providers: &Providers, poll: &Poll, limits: &Li
     let answer = provider.poll(&poll.message_id, channel).await;
     let mut tx = pool.begin().await?;
     let mut done = false;
+    let mut latencies = Latencies::default();
     match answer {
         Ok(Some(receipt)) => {
             // Nothing comes after delivered from a provider that is polled.
             done = receipt.status.is_final() || receipt.status == ReceiptStatus::Delivered;
             store(&mut tx, &poll.provider, &receipt).await?;
-            apply_message(&mut tx, &poll.provider, &poll.message_id, limits).await?;
+            latencies = apply_messages(&mut tx, &[(&poll.provider, &poll.message_id)], limits).await?;
             metrics::counter!(observability::RECEIPTS, "provider" => poll.provider.clone(),
                 "status" => receipt.status.as_str())
             .increment(1);
@@ -352,7 +468,9 @@ async fn poll_one(pool: &PgPool, providers: &Providers, poll: &Poll, limits: &Li
         .execute(&mut *tx)
         .await?;
     }
-    tx.commit().await
+    tx.commit().await?;
+    latencies.record();
+    Ok(())
 }
 
 /// Makes the polls of these messages due now (a provider's notice that they changed).

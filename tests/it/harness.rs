@@ -400,7 +400,6 @@ impl Harness {
             .expect("outbox")
     }
 
-    /// Stops the worker and deletes this test's queues.
     /// Every row of the send path still has the row it belongs to. No foreign key holds
     /// these links (migration `send_path_foreign_keys`): the writers and the sweeper do, and
     /// every test that finishes its harness checks them.
@@ -425,6 +424,8 @@ impl Harness {
         assert!(found.is_empty(), "rows that lost their parent: {found:?}");
     }
 
+    /// Stops the worker and deletes this test's queues, then checks that no row of the send
+    /// path lost its parent.
     pub async fn finish(mut self) {
         self.stop_worker().await;
         if let Some((shutdown, task)) = self.dispatcher.take() {
