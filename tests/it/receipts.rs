@@ -832,3 +832,76 @@ async fn receipts_past_max_in_flight_are_deferred_with_503_and_taken_once_a_plac
     assert_eq!(api.receipts_stored().await, 2, "the deferred receipt was not stored");
     api.finish().await;
 }
+
+/// Receipts of many messages arriving at once are applied together (a batch per writer):
+/// each OTP moves once, with one event, and a message's two receipts in flight at once
+/// leave it at the furthest state whatever their order.
+#[sqlx::test]
+async fn receipts_of_many_messages_at_once_each_move_their_own_otp_once(pool: PgPool) {
+    let api = http_json(pool).await;
+    Mock::given(method("POST"))
+        .and(path("/send"))
+        .respond_with(NewIds::new("many-", |id| json!({"id": id})))
+        .with_priority(1)
+        .mount(&api.harness.provider)
+        .await;
+    let mut otps = Vec::new();
+    for n in 0..8 {
+        let (status, accepted) = api
+            .post(
+                "/v1/otp/send",
+                json!({"phoneNumber": format!("+1415555{:04}", 100 + n)}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+        otps.push(accepted["otpId"].as_str().expect("otpId").to_string());
+    }
+    for otp in &otps {
+        wait_until("sent", LONG, || async { api.delivery(otp).await == "sent" }).await;
+    }
+    let ids: Vec<String> = sqlx::query_scalar("select provider_message_id from otps where id = $1::uuid")
+        .bind(otps[0].trim_start_matches("otp_"))
+        .fetch_all(&api.harness.pool)
+        .await
+        .expect("id");
+    assert!(ids[0].starts_with("many-"), "{ids:?}");
+    // Every message delivered, and the first also reported `sent` (ACK), which may land
+    // before or after its `delivered`: nine receipts posted at once.
+    let mut posts = Vec::new();
+    let mut receipts: Vec<(String, &str)> = (0..8).map(|n| (format!("many-{n}"), "DELIVRD")).collect();
+    receipts.push(("many-0".into(), "ACK"));
+    for (id, state) in receipts {
+        let (body, headers) = gateway_receipt(&id, state);
+        let request = api
+            .http
+            .post(format!("{}/v1/receipts/gw", api.base))
+            .body(body)
+            .header(headers[0].0, headers[0].1.clone());
+        posts.push(tokio::spawn(
+            async move { request.send().await.expect("request").status() },
+        ));
+    }
+    for post in posts {
+        assert_eq!(post.await.expect("post"), StatusCode::OK);
+    }
+    for otp in &otps {
+        assert_eq!(api.delivery(otp).await, "delivered", "{otp}");
+    }
+    let delivered: i64 = sqlx::query_scalar("select count(*) from outbox where event_type = 'otp.delivered'")
+        .fetch_one(&api.harness.pool)
+        .await
+        .expect("count");
+    assert_eq!(delivered, 8, "one otp.delivered per OTP");
+    let first: Option<String> =
+        sqlx::query_scalar("select receipt_status from delivery_attempts where message_id = 'many-0'")
+            .fetch_one(&api.harness.pool)
+            .await
+            .expect("status");
+    assert_eq!(
+        first.as_deref(),
+        Some("delivered"),
+        "sent never takes a delivered message back"
+    );
+    assert_eq!(api.receipts_stored().await, 9);
+    api.finish().await;
+}
