@@ -59,17 +59,24 @@ pub enum ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
+        ApiError::of_database(&error).unwrap_or_else(|| ApiError::Internal(Box::new(error)))
+    }
+}
+
+impl ApiError {
+    /// What a database error says to the caller, where it is not the server's own failure:
+    /// a database out of reach is for later, and a value the database cannot take (a NUL
+    /// character, an out-of-range time) is the request's fault.
+    pub fn of_database(error: &sqlx::Error) -> Option<Self> {
         match error {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                ApiError::Unavailable("the database")
+                Some(ApiError::Unavailable("the database"))
             }
-            // A value the database cannot take (a NUL character, an out-of-range time) is the
-            // request's fault, not the server's.
-            sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("22")) => ApiError::Invalid {
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("22")) => Some(ApiError::Invalid {
                 field: "request".into(),
                 reason: "a value contains characters or a range the server cannot store".into(),
-            },
-            other => ApiError::Internal(Box::new(other)),
+            }),
+            _ => None,
         }
     }
 }

@@ -22,7 +22,8 @@ pub async fn receive(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let provider = state.providers.get(&name).ok_or(ApiError::NoReceiptRoute)?;
-    // A full house answers at once: the provider sends the receipt again later.
+    // A full house answers at once; whether the provider sends the receipt again is its own
+    // choice (docs/OPERATIONS.md, "Delivery receipts").
     let Ok(_slot) = state.receipt_slots.try_acquire() else {
         metrics::counter!(crate::platform::observability::RECEIPTS, "provider" => name.clone(),
             "status" => "deferred")
@@ -59,27 +60,19 @@ pub async fn receive(
     }
 }
 
-/// What a receipt's writer failed with, as the route answers it: what the database cannot
-/// take is the request's fault, a database out of reach or locks that met (tried again
-/// already) are for later, anything else is ours.
+/// What a receipt's writer failed with, as the route answers it: a database error as the
+/// API answers any, except that locks that met (already tried again) are for later too;
+/// anything else is ours.
 fn not_taken(error: BatchError) -> ApiError {
-    let BatchError::Database(shared) = &error else {
-        return match error {
-            BatchError::Stopped => ApiError::Unavailable("the receipt writer"),
-            other => ApiError::Internal(Box::new(other)),
-        };
+    let answer = match &error {
+        BatchError::Database(shared) => ApiError::of_database(shared).or_else(|| match &**shared {
+            sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001")) => {
+                Some(ApiError::Unavailable("the database"))
+            }
+            _ => None,
+        }),
+        BatchError::Stopped => Some(ApiError::Unavailable("the receipt writer")),
+        BatchError::Panicked => None,
     };
-    match &**shared {
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-            ApiError::Unavailable("the database")
-        }
-        sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("22")) => ApiError::Invalid {
-            field: "request".into(),
-            reason: "a value contains characters or a range the server cannot store".into(),
-        },
-        sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001")) => {
-            ApiError::Unavailable("the database")
-        }
-        _ => ApiError::Internal(Box::new(error)),
-    }
+    answer.unwrap_or_else(|| ApiError::Internal(Box::new(error)))
 }

@@ -134,13 +134,13 @@ impl PhoneNumber {
         let database = &*phonenumber::metadata::DATABASE;
         let code = parsed.code().value();
         let national = parsed.national().to_string();
-        let valid = plan::source(database, code, &national)
-            .is_some_and(|meta| NumberKind::classify(meta, &national) != NumberKind::Unknown);
+        let meta = plan::source(database, code, &national);
+        let valid = meta.is_some_and(|meta| NumberKind::classify(meta, &national) != NumberKind::Unknown);
         if !valid {
             return Err(PhoneError::Invalid);
         }
         let region_meta = match parsed.national().zeros() {
-            0 => plan::source(database, code, &national),
+            0 => meta,
             _ => plan::source(database, code, &parsed.national().value().to_string()),
         };
         Ok(Self {

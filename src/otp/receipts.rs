@@ -32,16 +32,16 @@ use crate::provider::Providers;
 /// transaction ([`crate::platform::batch`]). Receipts come as fast as messages go out; one
 /// transaction each made every receipt wait for its own WAL flush. A message's receipts
 /// always go to the same one of [`RECEIPT_WRITERS`] writers, so they stay in the order they
-/// came. Two writers can still meet on one OTP (receipts of its first message and of a
-/// resend's): a deadlock between them fails one batch, whose requests are answered 503.
-/// Cheap to clone.
+/// came; writers that meet on one OTP (receipts of its first message and of a resend's)
+/// lock OTPs in id order, so they wait for each other rather than deadlock. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Taker {
     writers: Vec<Batcher<Takes>>,
 }
 
-/// Receipt writers per process: each applies its receipts one statement after another, so
-/// one alone took about 250 receipts a second on the bench's machine.
+/// Receipt writers per process. Each writer's batches run one after another; with a
+/// receipt for every message at half the bench's maximum rate (docs/BENCHMARKS.md), four
+/// writers took more than one.
 pub const RECEIPT_WRITERS: usize = 4;
 
 impl Taker {
@@ -103,8 +103,8 @@ impl Batch for Takes {
     type Output = ();
 
     async fn run(&self, receipts: &[(String, Receipt)]) -> Result<Vec<()>, sqlx::Error> {
-        // By message, so two writers lock the OTPs of shared messages in one order; a stable
-        // sort keeps each message's receipts in the order they came.
+        // By message, so each message is applied once; a stable sort keeps each message's
+        // receipts in the order they came.
         let mut order: Vec<&(String, Receipt)> = receipts.iter().collect();
         order.sort_by(|a, b| (&a.0, &a.1.message_id).cmp(&(&b.0, &b.1.message_id)));
         let mut messages: Vec<(&str, &str)> = order

@@ -574,7 +574,6 @@ impl Config {
             in_range("callbacks.retry_schedule_seconds", *delay, 1..=86_400)?;
         }
         in_range("callbacks.concurrency", c.concurrency, 1..=10_000)?;
-        in_range("receipts.max_in_flight", self.receipts.max_in_flight, 1..=10_000)?;
         in_range("callbacks.per_destination", c.per_destination, 1..=c.concurrency)?;
         in_range("callbacks.per_app", c.per_app, 1..=10_000)?;
         in_range("callbacks.poll_interval_ms", c.poll_interval_ms, 50..=60_000)?;
@@ -609,7 +608,8 @@ impl Config {
             .map_err(|e| invalid("api.listen", format!("must be an address such as 127.0.0.1:8080 ({e})")))?;
         in_range("api.max_body_bytes", self.api.max_body_bytes, 1024..=1_048_576)?;
         in_range("api.request_timeout_seconds", self.api.request_timeout_seconds, 1..=300)?;
-        in_range("api.max_resends", self.api.max_resends, 0..=10)
+        in_range("api.max_resends", self.api.max_resends, 0..=10)?;
+        in_range("receipts.max_in_flight", self.receipts.max_in_flight, 1..=10_000)
     }
 
     fn validate_pin_keys(&self) -> Result<(), ConfigError> {
