@@ -32,8 +32,8 @@ pub fn relaxed_pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
     })
 }
 
-/// The pool of the batch writers (`crate::platform::batch`) and the dispatcher's records:
-/// statements whose best plan depends on how many rows are in play right now.
+/// The pool of the batch writers (`crate::platform::batch`) and the dispatcher's claims: statements
+/// whose best plan depends on how many rows are in play right now.
 ///
 /// - `plan_cache_mode = force_custom_plan` makes PostgreSQL plan each execution for the
 ///   table as it stands. A cached generic plan, made while a table was small or its
@@ -55,24 +55,6 @@ pub fn batch_pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
             .application_name("otp-courier batches")
             .options([("plan_cache_mode", "force_custom_plan")])
     })
-}
-
-/// A pool over `pool`'s database whose statements keep the plan they were first given on
-/// each connection (`plan_cache_mode = force_generic_plan`, after the source pool's own
-/// settings, so it wins): for a statement written so that every choice of its plan is the
-/// same at any table size, where planning it afresh for each execution, as `batch_pool`
-/// does, would be wasted. Such a statement needs a test against a grown table (the
-/// dispatcher's claim has one).
-pub fn generic_plans(pool: &PgPool, name: &str, max_connections: u32) -> PgPool {
-    let options = (*pool.connect_options())
-        .clone()
-        .application_name(name)
-        .options([("plan_cache_mode", "force_generic_plan")]);
-    PgPoolOptions::new()
-        .max_connections(max_connections)
-        .test_before_acquire(false)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy_with(options)
 }
 
 /// Every pool turns PostgreSQL's JIT compiler off. It compiles a statement whose estimated

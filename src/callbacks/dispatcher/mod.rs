@@ -30,7 +30,6 @@ use crate::callbacks::smscx;
 use crate::callbacks::webhook::{self, Answer, Message, Sender};
 use crate::domain::EventId;
 use crate::platform::config::CallbacksConfig;
-use crate::platform::db;
 use crate::tenancy::sealing::Sealer;
 
 mod record;
@@ -176,21 +175,16 @@ pub struct Dispatcher {
 
 struct Inner {
     pool: PgPool,
-    /// The claim's own connection, its plan made once (`db::generic_plans`).
-    claims: PgPool,
     sender: Sender,
     config: CallbacksConfig,
     sealer: Sealer,
 }
 
 impl Dispatcher {
-    /// `pool` (a `db::batch_pool`) serves the outcomes' records and the notifications; the
-    /// claims get a connection of their own to the same database (`db::generic_plans`).
     /// `sealer` opens the apps' signing secrets, which are stored sealed.
     pub fn new(pool: PgPool, sender: Sender, config: CallbacksConfig, sealer: Sealer) -> Self {
         Self {
             inner: Arc::new(Inner {
-                claims: db::generic_plans(&pool, "otp-courier claims", 1),
                 pool,
                 sender,
                 config,
@@ -274,7 +268,7 @@ impl Dispatcher {
         recorder: &Recorder,
     ) -> (usize, usize) {
         let free = slots.available_permits();
-        let events = match self.claim(&self.inner.claims, free, busy).await {
+        let events = match self.claim(&self.inner.pool, free, busy).await {
             Ok(events) => events,
             Err(error) => {
                 tracing::warn!(%error, "could not claim due callbacks");
@@ -305,12 +299,12 @@ impl Dispatcher {
     /// and `per_app` per app counting those `busy` already holds, and never one whose OTP has
     /// an earlier event pending.
     ///
-    /// Every estimate of the statement stays small whatever the backlog, so one plan serves
-    /// every claim and it is made once per connection (`db::generic_plans`): `shared` is the
-    /// earliest `limit` candidates, each locked and updated through the primary key.
-    /// Estimated at a tenth of the pending backlog, they were joined to the outbox by hashing
-    /// the whole table, a scan per claim: from about 3,000 due events on, a claim cost 20 ms
-    /// and more, 226 ms at 80,000, and the backlog fed itself.
+    /// The statement is planned for each claim (`db::batch_pool`), and its row estimates are
+    /// kept small whatever the backlog: `shared` is the earliest `limit` candidates, so the
+    /// planner locks them through the primary key. Estimated at a tenth of the pending
+    /// backlog, it joined them by hashing the whole outbox, a scan per claim: from about 3,000
+    /// due events on, each claim cost 20 ms and more, 226 ms at 80,000, and the backlog fed
+    /// itself.
     async fn claim<'e>(
         &self,
         executor: impl sqlx::PgExecutor<'e>,
@@ -368,27 +362,24 @@ impl Dispatcher {
                    limit $1
                ),
                picked as (
-                   -- Each candidate locked through the primary key (`offset 0` keeps the
-                   -- planner from joining them to the outbox another way). Locking re-reads a
-                   -- row another dispatcher changed since this statement's snapshot and
-                   -- re-checks these conditions on it: a claim bumps `attempts`, a recorded
-                   -- outcome changes `state` or schedules the next attempt, so an event claimed
-                   -- or rescheduled meanwhile is passed over. They compare with the candidate's
-                   -- columns rather than literals, so no plan can reach these few rows through a
-                   -- partial index of the whole pending backlog.
-                   select l.id from shared c
-                   cross join lateral (
-                       select o.id from outbox o
-                       where o.id = c.id and o.attempts = c.attempts and o.state = c.state
-                         and o.next_attempt_at = c.next_attempt_at
-                       offset 0
-                       for update of o skip locked
-                   ) l
+                   -- Locking re-reads a row another dispatcher changed since this statement's
+                   -- snapshot and re-checks these conditions on it: a claim bumps `attempts`, a
+                   -- recorded outcome changes `state` or schedules the next attempt, so an event
+                   -- claimed or rescheduled meanwhile is passed over. They compare with the
+                   -- candidate's columns rather than literals, so no plan can reach these few rows
+                   -- through a partial index of the whole pending backlog.
+                   select o.id from outbox o
+                   join shared c on c.id = o.id and o.attempts = c.attempts and o.state = c.state
+                                        and o.next_attempt_at = c.next_attempt_at
+                   order by c.next_attempt_at
+                   limit $1
+                   for update of o skip locked
                )
                update outbox o
                -- No indexed column changes: the update stays on the row's page (HOT).
                set attempts = o.attempts + 1, leased_until = now() + make_interval(secs => $5)
-               where o.id = any(array(select id from picked))
+               from picked
+               where o.id = picked.id
                returning o.id, o.attempts, o.retry_base, o.callback_url as "callback_url!", o.destination,
                          o.app_id, o.payload,
                          array(select w.secret from webhook_secrets w
@@ -549,8 +540,7 @@ mod tests {
     use crate::platform::config::{Config, DEFAULTS};
 
     /// One claim against a backlog of 5,000 due events among 25,000 reads its batch through
-    /// the indexes, with a plan made for these values and with the one plan the claims'
-    /// pool keeps: no scan of the outbox in the claim's transaction.
+    /// the indexes: no scan of the outbox in the claim's transaction.
     #[sqlx::test(migrator = "crate::platform::db::MIGRATOR")]
     async fn a_claim_against_a_large_backlog_reads_no_more_than_its_batch(pool: PgPool) {
         sqlx::query(
@@ -566,35 +556,24 @@ mod tests {
         let config = Config::from_figment(Figment::from(Toml::string(DEFAULTS))).expect("defaults");
         let sender = Sender::new(&config.callbacks).expect("sender");
         let dispatcher = Dispatcher::new(pool.clone(), sender, config.callbacks.clone(), Sealer::default());
-        for mode in ["force_custom_plan", "force_generic_plan"] {
-            // A connection of its own per mode: a prepared statement keeps its first plan.
-            let mut conn = pool.acquire().await.expect("connection").detach();
-            let mut tx = sqlx::Connection::begin(&mut conn).await.expect("begin");
-            sqlx::query(&format!("set local plan_cache_mode = {mode}"))
-                .execute(&mut *tx)
-                .await
-                .expect("plan mode");
-            let claimed = dispatcher
-                .claim(&mut *tx, 64, &InFlight::default())
-                .await
-                .expect("claim");
-            assert_eq!(
-                claimed.len(),
-                config.callbacks.per_destination.min(64),
-                "{mode}: one destination's share"
-            );
-            let scans: i64 =
-                sqlx::query_scalar("select seq_scan from pg_stat_xact_user_tables where relname = 'outbox'")
-                    .fetch_one(&mut *tx)
-                    .await
-                    .expect("scans");
-            assert_eq!(scans, 0, "{mode}: the claim scanned the outbox");
-            tx.rollback().await.expect("rollback");
-        }
-        let mode: String = sqlx::query_scalar("show plan_cache_mode")
-            .fetch_one(&dispatcher.inner.claims)
+        let mut tx = pool.begin().await.expect("begin");
+        sqlx::query("set local plan_cache_mode = force_custom_plan")
+            .execute(&mut *tx)
             .await
-            .expect("mode");
-        assert_eq!(mode, "force_generic_plan", "the claims' pool keeps one plan");
+            .expect("custom plans, as on the batch pool");
+        let claimed = dispatcher
+            .claim(&mut *tx, 64, &InFlight::default())
+            .await
+            .expect("claim");
+        assert_eq!(
+            claimed.len(),
+            config.callbacks.per_destination.min(64),
+            "one destination's share"
+        );
+        let scans: i64 = sqlx::query_scalar("select seq_scan from pg_stat_xact_user_tables where relname = 'outbox'")
+            .fetch_one(&mut *tx)
+            .await
+            .expect("scans");
+        assert_eq!(scans, 0, "the claim scanned the outbox");
     }
 }
