@@ -16,6 +16,8 @@
 //! and, where the server loads `pg_stat_statements`, statements per OTP and the costliest.
 //! `BENCH_SETUP_SQL` runs SQL on the bench's database after the migrations (an index or a
 //! constraint dropped), for an A/B of a schema change without a migration.
+//! `BENCH_PACE_RATE` (jobs/s) replaces the maximum rate as the paced runs' and the soak's
+//! 100%, so two versions or settings can be compared at the same load.
 //!
 //! `BENCH_SOAK_SECONDS=1800` adds a soak at 50% that samples RSS, queue depth, outbox
 //! backlog and database size every 10 s. The fake provider posts a signed `delivered`
@@ -198,6 +200,10 @@ async fn main() -> anyhow::Result<()> {
     let seconds = env_or("BENCH_SECONDS", 20);
     let soak_seconds = env_or("BENCH_SOAK_SECONDS", 0);
     let ceiling_seconds = env_or("BENCH_CEILING_SECONDS", 5);
+    // The 100% of the paced runs and the soak, in jobs/s; 0: the maximum rate just measured.
+    // A fixed rate compares two versions at the same load, which a share of each one's own
+    // maximum does not.
+    let pace_rate = env_or("BENCH_PACE_RATE", 0);
     anyhow::ensure!(
         otp_courier::domain::PhoneNumber::parse(&format!("+{FIRST_NUMBER}")).is_ok()
             && otp_courier::domain::PhoneNumber::parse(&format!("+{}", FIRST_NUMBER + 7_000_000)).is_ok(),
@@ -309,9 +315,15 @@ async fn main() -> anyhow::Result<()> {
     let cpu = cpu_report(cpu, cpu_seconds(pid), jobs);
     let work = work.since(&pool).await.report(jobs);
 
+    let full = if pace_rate > 0 {
+        println!("paced runs at shares of BENCH_PACE_RATE = {pace_rate} jobs/s, not of the maximum rate");
+        pace_rate as f64
+    } else {
+        max.rate
+    };
     let mut paced = Vec::new();
     for share in [0.25, 0.5, 1.0] {
-        let rate = max.rate * share;
+        let rate = full * share;
         println!(
             "otp-courier at {:.0}% ({rate:.0} jobs/s) for {seconds} s",
             share * 100.0
@@ -334,7 +346,7 @@ async fn main() -> anyhow::Result<()> {
                 &pool,
                 pid,
                 &mut next,
-                max.rate * 0.5,
+                full * 0.5,
                 Duration::from_secs(soak_seconds),
             )
             .await?,
