@@ -410,6 +410,8 @@ async fn main() -> anyhow::Result<()> {
         "postgres_transactions_per_second": database_ceiling, "postgres_clients": best_clients,
         "end_to_end_per_second": max.rate, "ratio": ratio, "database_work_in_burst": work,
         "cpu_us_per_otp_in_burst": cpu,
+        // What the paced runs' shares are of: the maximum rate, or BENCH_PACE_RATE.
+        "paced_full_rate": full, "paced_at_bench_pace_rate": pace_rate > 0,
         "paced": paced.iter().map(|(share, rate, run)| json!({
             "share": share, "jobs_per_second": rate, "otps_per_second": run.rate,
             "publish_to_provider_ms": {"p50": run.provider[0], "p95": run.provider[1], "p99": run.provider[2]},
