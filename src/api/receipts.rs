@@ -65,12 +65,8 @@ pub async fn receive(
 /// anything else is ours.
 fn not_taken(error: BatchError) -> ApiError {
     let answer = match &error {
-        BatchError::Database(shared) => ApiError::of_database(shared).or_else(|| match &**shared {
-            sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001")) => {
-                Some(ApiError::Unavailable("the database"))
-            }
-            _ => None,
-        }),
+        BatchError::Database(shared) => ApiError::of_database(shared)
+            .or_else(|| crate::platform::db::is_lock_conflict(shared).then_some(ApiError::Unavailable("the database"))),
         BatchError::Stopped => Some(ApiError::Unavailable("the receipt writer")),
         BatchError::Panicked => None,
     };

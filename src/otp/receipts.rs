@@ -118,9 +118,7 @@ impl Batch for Takes {
         let latencies = loop {
             tries += 1;
             match self.write(&order, &messages).await {
-                Err(sqlx::Error::Database(error))
-                    if tries < 3 && matches!(error.code().as_deref(), Some("40P01" | "40001")) =>
-                {
+                Err(error) if tries < 3 && crate::platform::db::is_lock_conflict(&error) => {
                     tracing::warn!(%error, "receipts met another transaction's locks; trying the batch again");
                 }
                 other => break other?,
