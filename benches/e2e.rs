@@ -14,6 +14,8 @@
 //! For the maximum-rate run it also reports where the work went: CPU time per OTP of
 //! otp-courier, PostgreSQL, RabbitMQ and the bench itself (from `/proc`), commits per OTP,
 //! and, where the server loads `pg_stat_statements`, statements per OTP and the costliest.
+//! The ceilings report the same per message and per transaction, so the end to end figure
+//! can be set against what the machine spends on the ceilings' work alone.
 //! `BENCH_SETUP_SQL` runs SQL on the bench's database after the migrations (an index or a
 //! constraint dropped), for an A/B of a schema change without a migration.
 //! `BENCH_PACE_RATE` (jobs/s) replaces the maximum rate as the paced runs' and the soak's
@@ -214,14 +216,14 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "RabbitMQ ceiling: {jobs} persistent publishes with confirms ({PUBLISHERS} in flight), then consume + ack"
     );
-    let (publish_ceiling, consume_ceiling) = amqp_ceiling(&amqp, jobs).await?;
+    let (publish_ceiling, consume_ceiling, amqp_cpu) = amqp_ceiling(&amqp, jobs).await?;
     println!(
         "  publish {:.0}/s, consume + ack {:.0}/s",
         publish_ceiling, consume_ceiling
     );
 
     println!("PostgreSQL ceiling: otp insert + outbox insert per transaction, {ceiling_seconds} s per client count");
-    let (database_ceiling, best_clients) = database_ceiling(Duration::from_secs(ceiling_seconds)).await?;
+    let (database_ceiling, best_clients, database_cpu) = database_ceiling(Duration::from_secs(ceiling_seconds)).await?;
     println!("  {database_ceiling:.0}/s with {best_clients} clients");
 
     let (admin, url, pool) = common::scratch_database(DATABASE, 4).await?;
@@ -312,7 +314,7 @@ async fn main() -> anyhow::Result<()> {
         "  {:.0} OTPs/s (sent and called back) over {:.1} s; peak RSS {peak_rss_at_max:.0} MiB",
         max.rate, max.seconds
     );
-    let cpu = cpu_report(cpu, cpu_seconds(pid), jobs);
+    let cpu = cpu_report("CPU per OTP", cpu, cpu_seconds(pid), jobs);
     let work = work.since(&pool).await.report(jobs);
 
     let full = if pace_rate > 0 {
@@ -408,6 +410,9 @@ async fn main() -> anyhow::Result<()> {
         "jobs": jobs, "paced_seconds": seconds,
         "amqp_publish_per_second": publish_ceiling, "amqp_consume_ack_per_second": consume_ceiling,
         "postgres_transactions_per_second": database_ceiling, "postgres_clients": best_clients,
+        // The machine's CPU per message or transaction in each ceiling, to compare with the
+        // CPU per OTP end to end.
+        "cpu_us_per_ceiling_transaction": database_cpu, "cpu_us_per_ceiling_message": amqp_cpu,
         "end_to_end_per_second": max.rate, "ratio": ratio, "database_work_in_burst": work,
         "cpu_us_per_otp_in_burst": cpu,
         // What the paced runs' shares are of: the maximum rate, or BENCH_PACE_RATE.
@@ -498,7 +503,8 @@ async fn publish(channel: &Channel, queue: &str, n: u64, ttl: u32) -> anyhow::Re
     Ok(())
 }
 
-async fn amqp_ceiling(amqp: &Connection, jobs: u64) -> anyhow::Result<(f64, f64)> {
+/// Publish and consume + ack rates, and the CPU each phase took per message.
+async fn amqp_ceiling(amqp: &Connection, jobs: u64) -> anyhow::Result<(f64, f64, Value)> {
     let queue = format!("bench.ceiling.{}", Uuid::now_v7().simple());
     let channel = amqp.create_channel().await?;
     channel.confirm_select(Default::default()).await?;
@@ -509,6 +515,7 @@ async fn amqp_ceiling(amqp: &Connection, jobs: u64) -> anyhow::Result<(f64, f64)
             FieldTable::default(),
         )
         .await?;
+    let cpu = cpu_seconds(0);
     let started = Instant::now();
     let cursor = Arc::new(AtomicU64::new(0));
     let mut publishers = tokio::task::JoinSet::new();
@@ -525,6 +532,7 @@ async fn amqp_ceiling(amqp: &Connection, jobs: u64) -> anyhow::Result<(f64, f64)
         done??;
     }
     let publish_rate = jobs as f64 / started.elapsed().as_secs_f64();
+    let publish_cpu = cpu_report("CPU per publish", cpu, cpu_seconds(0), jobs);
 
     let consumer_channel = amqp.create_channel().await?;
     // The worker's default prefetch.
@@ -539,6 +547,7 @@ async fn amqp_ceiling(amqp: &Connection, jobs: u64) -> anyhow::Result<(f64, f64)
             FieldTable::default(),
         )
         .await?;
+    let cpu = cpu_seconds(0);
     let started = Instant::now();
     let mut consumed = 0;
     while consumed < jobs {
@@ -550,14 +559,20 @@ async fn amqp_ceiling(amqp: &Connection, jobs: u64) -> anyhow::Result<(f64, f64)
         consumed += 1;
     }
     let consume = consumed as f64 / started.elapsed().as_secs_f64();
+    let consume_cpu = cpu_report("CPU per consume + ack", cpu, cpu_seconds(0), jobs);
     channel
         .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
         .await?;
-    Ok((publish_rate, consume))
+    Ok((
+        publish_rate,
+        consume,
+        json!({"publish": publish_cpu, "consume_ack": consume_cpu}),
+    ))
 }
 
-/// The most transactions per second of the client counts tried, and that count.
-async fn database_ceiling(each: Duration) -> anyhow::Result<(f64, usize)> {
+/// The most transactions per second of the client counts tried, that count, and the CPU its
+/// run took per transaction.
+async fn database_ceiling(each: Duration) -> anyhow::Result<(f64, usize, Value)> {
     let (admin, _, pool) = common::scratch_database(CEILING_DATABASE, 64).await?;
     sqlx::raw_sql(
         "create table raw_otps (
@@ -578,17 +593,19 @@ async fn database_ceiling(each: Duration) -> anyhow::Result<(f64, usize)> {
         "phoneNumber": "+14152000001", "channel": "sms", "status": "pending", "delivery": "sent",
         "locale": "en", "parts": 1, "attempts": 0, "maxAttempts": 5, "expiresAt": "2026-11-22T10:05:00Z",
         "metadata": {"userId": "u-1", "flow": "login"}}});
-    let mut best = (0.0, 0);
+    let mut best = (0.0, 0, Value::Null);
     for clients in [8, 16, 32, 64] {
         let (pool, payload) = (pool.clone(), payload.clone());
+        let cpu = cpu_seconds(0);
         let run = drive(clients, each, usize::MAX, move |_| {
             let (pool, payload) = (pool.clone(), payload.clone());
             async move { raw_transaction(&pool, &payload).await }
         })
         .await?;
         println!("  {clients} clients: {:.0}/s", run.rate());
+        let cpu = cpu_report("CPU per transaction", cpu, cpu_seconds(0), run.completed as u64);
         if run.rate() > best.0 {
-            best = (run.rate(), clients);
+            best = (run.rate(), clients, cpu);
         }
     }
     common::drop_database(&admin, pool, CEILING_DATABASE).await?;
@@ -959,8 +976,8 @@ async fn commits(pool: &PgPool) -> i64 {
 }
 
 /// CPU time (user + system, seconds) used so far by the processes that share the machine in
-/// the bench: otp-courier, PostgreSQL (every backend and helper), RabbitMQ (the Erlang VM)
-/// and the bench itself (publishers, fake provider, receiver). From `/proc`, with the time
+/// the bench: otp-courier (none with pid 0, as in the ceilings), PostgreSQL (every backend
+/// and helper), RabbitMQ (the Erlang VM) and the bench itself (publishers, fake provider, receiver). From `/proc`, with the time
 /// of children that ended (`cutime`, `cstime`): a backend that exits hands its time to the
 /// postmaster, so the sums only grow.
 fn cpu_seconds(otp_courier: u32) -> [(&'static str, f64); 4] {
@@ -1010,14 +1027,14 @@ fn cpu_seconds(otp_courier: u32) -> [(&'static str, f64); 4] {
 }
 
 /// Where the machine's CPU went between two [`cpu_seconds`] readings, per OTP.
-fn cpu_report(before: [(&'static str, f64); 4], after: [(&'static str, f64); 4], otps: u64) -> Value {
+fn cpu_report(what: &str, before: [(&'static str, f64); 4], after: [(&'static str, f64); 4], count: u64) -> Value {
     let per: Vec<(&str, f64)> = before
         .iter()
         .zip(after)
-        .map(|((name, a), (_, b))| (*name, (b - a) * 1_000_000.0 / otps as f64))
+        .map(|((name, a), (_, b))| (*name, (b - a) * 1_000_000.0 / count as f64))
         .collect();
     println!(
-        "  CPU per OTP: {}",
+        "  {what}: {}",
         per.iter()
             .map(|(name, us)| format!("{name} {us:.0} µs"))
             .collect::<Vec<_>>()
