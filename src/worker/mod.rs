@@ -6,6 +6,7 @@
 //! then on the database, not the broker, guarantees the OTP is finished, so a redelivered
 //! message finds its OTP and is acked without sending anything.
 
+mod acks;
 pub mod dead_letter;
 mod scheduler;
 
@@ -15,7 +16,7 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::Channel;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +30,7 @@ use crate::otp::intake::{self, Inserted, Inserter, Rejection, Source};
 use crate::platform::amqp;
 use crate::platform::config::Config;
 use crate::tenancy::apps;
+use acks::{Acks, Settlement};
 
 pub use scheduler::run as run_scheduler;
 
@@ -164,6 +166,7 @@ impl Worker {
             )
             .await?;
         tracing::info!(queue = %amqp_config.send_queue, prefetch = amqp_config.prefetch, "consuming");
+        let (acks, settling) = Acks::spawn(channel.clone());
         let in_flight = TaskTracker::new();
         let ended = loop {
             tokio::select! {
@@ -171,7 +174,8 @@ impl Worker {
                 next = consumer.next() => match next {
                     Some(Ok(delivery)) => {
                         let (worker, publisher) = (self.clone(), publisher.clone());
-                        in_flight.spawn(async move { worker.handle(delivery, &publisher).await });
+                        let settlement = acks.settlement(delivery.delivery_tag);
+                        in_flight.spawn(async move { worker.handle(delivery, settlement, &publisher).await });
                     }
                     Some(Err(error)) => break Err(SessionError::Broker(error)),
                     None => break Err(SessionError::ConsumerCancelled),
@@ -189,13 +193,18 @@ impl Worker {
                 "in-flight jobs did not finish in time; the broker will redeliver them"
             );
         }
+        // What the finished jobs decided is sent before the connection closes.
+        drop(acks);
+        if tokio::time::timeout(Duration::from_secs(1), settling).await.is_err() {
+            tracing::warn!("acks not sent in time; the broker will redeliver those messages");
+        }
         let _ = connection.close(200, "bye".into()).await;
         ended
     }
 
     /// Handles one delivery and settles it: ack when the database holds the result,
-    /// nack with requeue (after a pause, so a database outage is not a hot loop) otherwise.
-    async fn handle(&self, delivery: Delivery, publisher: &Channel) {
+    /// requeue (after a pause, so a database outage is not a hot loop) otherwise.
+    async fn handle(&self, delivery: Delivery, settlement: Settlement, publisher: &Channel) {
         // Filled in once the job is parsed, so every line about it, the rejection included,
         // names it.
         let span = tracing::info_span!(
@@ -205,10 +214,10 @@ impl Worker {
             request_id = tracing::field::Empty,
             otp_id = tracing::field::Empty,
         );
-        self.settle(delivery, publisher).instrument(span).await
+        self.settle(delivery, settlement, publisher).instrument(span).await
     }
 
-    async fn settle(&self, delivery: Delivery, publisher: &Channel) {
+    async fn settle(&self, delivery: Delivery, settlement: Settlement, publisher: &Channel) {
         let settled = match self.process(&delivery).await {
             Ok(Settled::Accepted) => Ok(()),
             Ok(Settled::Rejected(rejection)) => {
@@ -223,22 +232,13 @@ impl Worker {
             }
             Err(error) => Err(error),
         };
-        let result = match settled {
-            Ok(()) => delivery.ack(BasicAckOptions::default()).await,
+        match settled {
+            Ok(()) => settlement.ack(),
             Err(error) => {
                 tracing::warn!(%error, "job could not be settled; returning it to the queue");
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                delivery
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..BasicNackOptions::default()
-                    })
-                    .await
+                settlement.requeue();
             }
-        };
-        if let Err(error) = result {
-            // The broker redelivers it; the request id makes that harmless.
-            tracing::warn!(%error, "could not settle the message with the broker");
         }
     }
 

@@ -307,3 +307,58 @@ async fn quorum_queues_are_declared_and_carry_jobs(pool: PgPool) {
     }
     harness.finish().await;
 }
+
+/// Messages of `queue` the broker has delivered and holds unsettled, as `rabbitmqctl` lists them.
+async fn unacked(queue: &str) -> Option<u64> {
+    let out = tokio::process::Command::new("rabbitmqctl")
+        .args([
+            "list_queues",
+            "-q",
+            "--no-table-headers",
+            "name",
+            "messages_unacknowledged",
+        ])
+        .output()
+        .await
+        .expect("rabbitmqctl runs");
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|line| {
+        let (name, count) = line.split_once(char::is_whitespace)?;
+        (name == queue).then(|| count.trim().parse().ok()).flatten()
+    })
+}
+
+/// The worker coalesces its acks (`worker::acks`): after a burst of jobs, refused ones
+/// among them, the broker holds none of them unsettled while the worker is still connected.
+#[sqlx::test]
+async fn every_message_of_a_burst_is_settled_with_the_broker(pool: PgPool) {
+    let mut harness = harness_with_app(pool).await;
+    harness.start_worker();
+    let (mut valid, mut refused) = (0usize, 0u32);
+    for n in 0..60 {
+        if n % 10 == 7 {
+            harness.publish(b"{not json").await;
+            refused += 1;
+        } else {
+            let job =
+                json!({"appId": "shop", "phoneNumber": format!("+1415555{n:04}"), "requestId": format!("burst-{n}")});
+            harness.publish(job.to_string().as_bytes()).await;
+            valid += 1;
+        }
+    }
+    wait_until("every job sent or dead-lettered", Duration::from_secs(30), || async {
+        let sent = harness.otp_rows().await.iter().filter(|o| o.delivery == "sent").count();
+        sent == valid && harness.ready(&harness.dlq).await == refused
+    })
+    .await;
+    wait_until("nothing left unsettled", Duration::from_secs(20), || async {
+        unacked(&harness.queue).await == Some(0) && harness.ready(&harness.queue).await == 0
+    })
+    .await;
+    harness.stop_worker().await;
+    assert_eq!(
+        harness.ready(&harness.queue).await,
+        0,
+        "no message came back to the queue"
+    );
+    harness.finish().await;
+}
