@@ -1,7 +1,8 @@
 //! End to end against the machine's own ceilings, in one run: `cargo bench --bench e2e`.
 //!
 //! 1. RabbitMQ ceiling: persistent publishes with confirms of a real job's bytes, then a
-//!    consumer acking each one (the worker's prefetch), on a scratch queue.
+//!    consumer acking each one (the worker's prefetch), on a scratch queue;
+//!    `BENCH_ACK_EVERY=16` acks every 16th with `multiple` instead.
 //! 2. PostgreSQL ceiling: one transaction of an insert into an otp-like table and one into
 //!    an outbox-like table, at the client count (of 8, 16, 32, 64) that gives the most.
 //! 3. otp-courier: the real binary (`otp-courier serve`: worker, dispatcher, API, sweeper),
@@ -547,6 +548,9 @@ async fn amqp_ceiling(amqp: &Connection, jobs: u64) -> anyhow::Result<(f64, f64,
             FieldTable::default(),
         )
         .await?;
+    // BENCH_ACK_EVERY=16: one ack with `multiple` per 16 messages, what coalesced acks
+    // save the broker and the client.
+    let ack_every = env_or("BENCH_ACK_EVERY", 1).max(1);
     let cpu = cpu_seconds(0);
     let started = Instant::now();
     let mut consumed = 0;
@@ -555,8 +559,14 @@ async fn amqp_ceiling(amqp: &Connection, jobs: u64) -> anyhow::Result<(f64, f64,
             .next()
             .await
             .ok_or_else(|| anyhow::anyhow!("consumer ended"))??;
-        delivery.ack(BasicAckOptions::default()).await?;
         consumed += 1;
+        if consumed % ack_every == 0 || consumed == jobs {
+            delivery
+                .ack(BasicAckOptions {
+                    multiple: ack_every > 1,
+                })
+                .await?;
+        }
     }
     let consume = consumed as f64 / started.elapsed().as_secs_f64();
     let consume_cpu = cpu_report("CPU per consume + ack", cpu, cpu_seconds(0), jobs);
