@@ -20,6 +20,7 @@ use lapin::Channel;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// How long an ack behind a delivery still being handled waits to be sent with it.
 const HOLD: Duration = Duration::from_millis(20);
@@ -125,19 +126,39 @@ pub(super) struct Acks {
 }
 
 impl Acks {
-    /// Starts the task that settles `channel`'s deliveries. It ends once every [`Acks`]
-    /// and [`Settlement`] is dropped and what they decided is sent.
-    pub(super) fn spawn(channel: Channel) -> (Self, JoinHandle<()>) {
+    /// Starts the task that settles `channel`'s deliveries, until [`Settling::finish`].
+    pub(super) fn spawn(channel: Channel) -> (Self, Settling) {
         let (decisions, received) = mpsc::unbounded_channel();
-        (Self { decisions }, tokio::spawn(run(channel, received)))
+        let close = CancellationToken::new();
+        let task = tokio::spawn(run(channel, received, close.clone()));
+        (Self { decisions }, Settling { close, task })
     }
 
-    /// The duty to settle one delivery. Dropped unsettled (its handler panicked), the
-    /// message goes back to the queue.
+    /// The duty to settle one delivery. Dropped unsettled (its handler panicked, or the
+    /// runtime stopped while it ran), the message goes back to the queue a second later,
+    /// so a message that panics its handler every time is not a hot loop.
     pub(super) fn settlement(&self, delivery_tag: u64) -> Settlement {
         Settlement {
             tag: delivery_tag,
             acks: Some(self.clone()),
+        }
+    }
+}
+
+/// The running task of [`Acks::spawn`].
+pub(super) struct Settling {
+    close: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Settling {
+    /// Sends what was decided so far, held acks included, and ends the task. Decisions
+    /// made later (jobs that outlive the shutdown grace) are not sent: the broker returns
+    /// those messages to the queue when the connection closes.
+    pub(super) async fn finish(self) {
+        self.close.cancel();
+        if tokio::time::timeout(Duration::from_secs(1), self.task).await.is_err() {
+            tracing::warn!("acks not sent in time; the broker will redeliver those messages");
         }
     }
 }
@@ -168,17 +189,24 @@ impl Settlement {
 
 impl Drop for Settlement {
     fn drop(&mut self) {
-        if self.acks.is_some() {
-            tracing::error!(
-                delivery_tag = self.tag,
-                "a job's handler ended without settling its message; it goes back to the queue"
-            );
-            self.decide(Decision::Requeue(self.tag));
+        let Some(acks) = self.acks.take() else {
+            return;
+        };
+        tracing::error!(
+            delivery_tag = self.tag,
+            "a job's handler ended without settling its message; it goes back to the queue"
+        );
+        let tag = self.tag;
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let _ = acks.decisions.send(Decision::Requeue(tag));
+            });
         }
     }
 }
 
-async fn run(channel: Channel, mut received: mpsc::UnboundedReceiver<Decision>) {
+async fn run(channel: Channel, mut received: mpsc::UnboundedReceiver<Decision>, close: CancellationToken) {
     let mut window = Window::default();
     let mut decisions = Vec::new();
     loop {
@@ -186,8 +214,14 @@ async fn run(channel: Channel, mut received: mpsc::UnboundedReceiver<Decision>) 
         let open = tokio::select! {
             count = received.recv_many(&mut decisions, usize::MAX) => count > 0,
             () = sleep_until(due), if due.is_some() => true,
+            () = close.cancelled() => {
+                while let Ok(decision) = received.try_recv() {
+                    decisions.push(decision);
+                }
+                false
+            }
         };
-        // Once every sender is gone, what is held goes now.
+        // Once closed, what is held goes now.
         let now = if open { Instant::now() } else { Instant::now() + HOLD };
         send(&channel, window.settle(decisions.drain(..), now)).await;
         if !open {
@@ -378,6 +412,7 @@ mod tests {
                     broker.take(frame).map_err(TestCaseError::fail)?;
                     frames += 1;
                 }
+                prop_assert!(window.next_due().is_none_or(|due| due > now), "an ack held past HOLD");
             }
             // The channel's last senders gone: what is held goes.
             for frame in window.settle([], now + HOLD) {

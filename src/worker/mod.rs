@@ -195,9 +195,7 @@ impl Worker {
         }
         // What the finished jobs decided is sent before the connection closes.
         drop(acks);
-        if tokio::time::timeout(Duration::from_secs(1), settling).await.is_err() {
-            tracing::warn!("acks not sent in time; the broker will redeliver those messages");
-        }
+        settling.finish().await;
         let _ = connection.close(200, "bye".into()).await;
         ended
     }
