@@ -361,28 +361,27 @@ mod tests {
     }
 
     #[test]
-    fn a_requeue_goes_before_the_multiple_ack_that_passes_it() {
-        let mut window = Window::default();
-        let frames = window.settle(
-            [Decision::Ack(1), Decision::Requeue(2), Decision::Ack(3)],
-            Instant::now(),
-        );
-        assert_eq!(frames, [Frame::Requeue(2), Frame::Ack { tag: 3, multiple: true }]);
-        let mut broker = Broker::new(3);
-        for frame in frames {
-            broker.take(frame).expect("the broker takes the frame");
+    fn requeues_go_before_the_multiple_ack_and_it_names_an_acked_tag() {
+        use Decision::{Ack, Requeue};
+        for (decisions, expected) in [
+            (
+                [Ack(1), Requeue(2), Ack(3)],
+                [Frame::Requeue(2), Frame::Ack { tag: 3, multiple: true }],
+            ),
+            (
+                [Ack(1), Ack(2), Requeue(3)],
+                [Frame::Requeue(3), Frame::Ack { tag: 2, multiple: true }],
+            ),
+        ] {
+            let frames = Window::default().settle(decisions, Instant::now());
+            assert_eq!(frames, expected, "{decisions:?}");
+            let mut broker = Broker::new(3);
+            for frame in frames {
+                broker.take(frame).expect("the broker takes the frame");
+            }
+            assert!(broker.unsettled.is_empty());
+            assert_eq!(broker.outcome.values().filter(|o| **o == "requeue").count(), 1);
         }
-        assert_eq!(broker.outcome[&2], "requeue");
-    }
-
-    #[test]
-    fn a_run_that_ends_in_a_requeue_names_its_last_ack() {
-        let mut window = Window::default();
-        let frames = window.settle(
-            [Decision::Ack(1), Decision::Ack(2), Decision::Requeue(3)],
-            Instant::now(),
-        );
-        assert_eq!(frames, [Frame::Requeue(3), Frame::Ack { tag: 2, multiple: true }]);
     }
 
     proptest! {
