@@ -131,7 +131,13 @@ impl Acks {
         let (decisions, received) = mpsc::unbounded_channel();
         let close = CancellationToken::new();
         let task = tokio::spawn(run(channel, received, close.clone()));
-        (Self { decisions }, Settling { close, task })
+        (
+            Self { decisions },
+            Settling {
+                close,
+                task: Some(task),
+            },
+        )
     }
 
     /// The duty to settle one delivery. Dropped unsettled (its handler panicked, or the
@@ -148,16 +154,31 @@ impl Acks {
 /// The running task of [`Acks::spawn`].
 pub(super) struct Settling {
     close: CancellationToken,
-    task: JoinHandle<()>,
+    /// `None` once [`Settling::ended`] saw it end.
+    task: Option<JoinHandle<()>>,
 }
 
 impl Settling {
+    /// Resolves if the task ends before [`Settling::finish`] (it panicked).
+    pub(super) async fn ended(&mut self) {
+        match &mut self.task {
+            Some(task) => {
+                let _ = task.await;
+                self.task = None;
+            }
+            None => std::future::pending().await,
+        }
+    }
+
     /// Sends what was decided so far, held acks included, and ends the task. Decisions
     /// made later (jobs that outlive the shutdown grace) are not sent: the broker returns
     /// those messages to the queue when the connection closes.
     pub(super) async fn finish(self) {
         self.close.cancel();
-        if tokio::time::timeout(Duration::from_secs(1), self.task).await.is_err() {
+        let Some(task) = self.task else {
+            return;
+        };
+        if tokio::time::timeout(Duration::from_secs(1), task).await.is_err() {
             tracing::warn!("acks not sent in time; the broker will redeliver those messages");
         }
     }

@@ -41,6 +41,8 @@ pub enum SessionError {
     Broker(#[from] lapin::Error),
     #[error("the broker cancelled the consumer")]
     ConsumerCancelled,
+    #[error("the task that settles the channel's messages ended")]
+    SettlingEnded,
 }
 
 /// Why a message could not be settled now; it is returned to the queue and tried again.
@@ -166,11 +168,13 @@ impl Worker {
             )
             .await?;
         tracing::info!(queue = %amqp_config.send_queue, prefetch = amqp_config.prefetch, "consuming");
-        let (acks, settling) = Acks::spawn(channel.clone());
+        let (acks, mut settling) = Acks::spawn(channel.clone());
         let in_flight = TaskTracker::new();
         let ended = loop {
             tokio::select! {
                 () = shutdown.cancelled() => break Ok(()),
+                // Without it no message would be settled and the prefetch would fill up.
+                () = settling.ended() => break Err(SessionError::SettlingEnded),
                 next = consumer.next() => match next {
                     Some(Ok(delivery)) => {
                         let (worker, publisher) = (self.clone(), publisher.clone());
