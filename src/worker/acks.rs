@@ -5,9 +5,9 @@
 //! last ones is settled together. Acks that cover every delivery before them go as one
 //! `basic.ack` with `multiple`. An ack behind a job still running waits up to [`HOLD`] for
 //! it (jobs end in batches, seldom in their tags' order), then goes alone, so a slow job
-//! holds back the others' acks by no more than that. Measured on the e2e bench's RabbitMQ ceiling
-//! (docs/BENCHMARKS.md): one ack per 16 messages took the broker 32-36 µs of CPU per
-//! message consumed instead of 73-74, and the client 14-17 µs instead of 90-91.
+//! holds back the others' acks by no more than that. Measured on the e2e bench's RabbitMQ
+//! ceiling (docs/BENCHMARKS.md): one ack per 16 messages took the broker 32-36 µs of CPU
+//! per message consumed instead of 73-74, and the client 14-17 µs instead of 90-91.
 //!
 //! A multiple ack names a delivery it acks itself, never one settled before: RabbitMQ
 //! closes the channel on an ack of a tag it no longer holds.

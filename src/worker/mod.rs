@@ -198,7 +198,6 @@ impl Worker {
             );
         }
         // What the finished jobs decided is sent before the connection closes.
-        drop(acks);
         settling.finish().await;
         let _ = connection.close(200, "bye".into()).await;
         ended
