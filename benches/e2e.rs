@@ -20,7 +20,9 @@
 //! `BENCH_SETUP_SQL` runs SQL on the bench's database after the migrations (an index or a
 //! constraint dropped), for an A/B of a schema change without a migration.
 //! `BENCH_PACE_RATE` (jobs/s) replaces the maximum rate as the paced runs' and the soak's
-//! 100%, so two versions or settings can be compared at the same load.
+//! 100%, so two versions or settings can be compared at the same load. `BENCH_BIN` runs
+//! another build of otp-courier (a copy kept from an earlier commit, or a script that
+//! `exec`s one under `valgrind`) instead of the one cargo built.
 //!
 //! `BENCH_SOAK_SECONDS=1800` adds a soak at 50% that samples RSS, queue depth, outbox
 //! backlog and database size every 10 s. The fake provider posts a signed `delivered`

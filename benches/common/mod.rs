@@ -66,7 +66,10 @@ pub fn spawn_serve(dir: &std::path::Path, config: &str) -> anyhow::Result<tokio:
     let path = dir.join("otp-courier.toml");
     std::fs::write(&path, config)?;
     let log = std::fs::File::create(dir.join("serve.log"))?;
-    Ok(tokio::process::Command::new(env!("CARGO_BIN_EXE_otp-courier"))
+    // `BENCH_BIN`: another build of the binary (or a wrapper that execs one), for an A/B
+    // of two builds in alternating runs without rebuilding between them.
+    let bin = std::env::var_os("BENCH_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_otp-courier").into());
+    Ok(tokio::process::Command::new(bin)
         .arg("--config")
         .arg(&path)
         .arg("serve")
