@@ -4,7 +4,7 @@
 //! `pending` for the dispatcher; the rest are `none`.
 
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -127,6 +127,15 @@ pub struct OtpSnapshot {
     pub callback_url: Option<String>,
 }
 
+/// An event's stored body: the Standard Webhooks envelope around the OTP's snapshot.
+#[derive(Serialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type")]
+    event_type: &'static str,
+    timestamp: &'a str,
+    data: &'a OtpSnapshot,
+}
+
 /// Writes one event inside the caller's transaction.
 pub async fn record(conn: &mut PgConnection, event: EventType, otp: &OtpSnapshot) -> sqlx::Result<EventId> {
     let ids = record_many(conn, event, std::slice::from_ref(otp)).await?;
@@ -145,19 +154,29 @@ pub async fn record_many(
     let ids: Vec<EventId> = otps.iter().map(|_| EventId::new()).collect();
     let now = OffsetDateTime::now_utc();
     let timestamp = now.format(&Rfc3339).unwrap_or_default();
-    let payloads: Vec<Value> = otps
+    // Written as JSON text straight from the snapshots: no `Value` tree per event on the
+    // way (about 30 allocations each). PostgreSQL parses the text into `jsonb` as it would
+    // the binary form, and keys come out in jsonb's order either way.
+    let payloads = otps
         .iter()
-        .map(|otp| json!({"type": event.as_str(), "timestamp": timestamp, "data": otp}))
-        .collect();
+        .map(|otp| {
+            serde_json::to_string(&Envelope {
+                event_type: event.as_str(),
+                timestamp: &timestamp,
+                data: otp,
+            })
+        })
+        .collect::<Result<Vec<String>, _>>()
+        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let event_ids: Vec<Uuid> = ids.iter().map(|id| id.as_uuid()).collect();
     let otp_ids: Vec<Option<Uuid>> = otps.iter().map(|o| o.otp_id.map(|id| id.as_uuid())).collect();
     let app_ids: Vec<String> = otps.iter().map(|o| o.app_id.clone()).collect();
     let callback_urls: Vec<Option<String>> = otps.iter().map(|o| o.callback_url.clone()).collect();
     sqlx::query!(
         "insert into outbox (id, otp_id, app_id, event_type, callback_url, payload, created_at, state)
-         select t.id, t.otp_id, t.app_id, $4, t.callback_url, t.payload, $7,
+         select t.id, t.otp_id, t.app_id, $4, t.callback_url, t.payload::jsonb, $7,
                 case when t.callback_url is null then 'none' else 'pending' end
-         from unnest($1::uuid[], $2::uuid[], $3::text[], $5::text[], $6::jsonb[])
+         from unnest($1::uuid[], $2::uuid[], $3::text[], $5::text[], $6::text[])
               as t(id, otp_id, app_id, callback_url, payload)",
         &event_ids,
         &otp_ids as &[Option<Uuid>],
