@@ -179,7 +179,10 @@ impl Worker {
                     Some(Ok(delivery)) => {
                         let (worker, publisher) = (self.clone(), publisher.clone());
                         let settlement = acks.settlement(delivery.delivery_tag);
-                        in_flight.spawn(async move { worker.handle(delivery, settlement, &publisher).await });
+                        // Boxed: a job's future is kilobytes (the provider request and the
+                        // batch writes nest in it), and a task moves its future several
+                        // times on the way in and out; a box is moved instead.
+                        in_flight.spawn(Box::pin(async move { worker.handle(delivery, settlement, &publisher).await }));
                     }
                     Some(Err(error)) => break Err(SessionError::Broker(error)),
                     None => break Err(SessionError::ConsumerCancelled),

@@ -280,7 +280,9 @@ impl Dispatcher {
             };
             let share = Share::take(busy, &event, freed);
             let (dispatcher, recorder, freed) = (self.clone(), recorder.clone(), freed.clone());
-            running.spawn(async move {
+            // Boxed for the reason the worker boxes its jobs: the task moves a box, not the
+            // kilobytes of the request's future.
+            running.spawn(Box::pin(async move {
                 if let Err(error) = dispatcher.deliver(&event, &recorder, share).await {
                     tracing::warn!(webhook_id = %EventId::from_uuid(event.id), %error,
                         "could not record a callback attempt; its lease will lapse and it will be retried");
@@ -288,7 +290,7 @@ impl Dispatcher {
                 // The process slot covers the recording too, so a slow writer holds claims back.
                 drop(permit);
                 freed.notify_one();
-            });
+            }));
         }
         (free, count)
     }
