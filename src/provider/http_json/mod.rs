@@ -58,7 +58,20 @@ impl HttpJson {
 
 fn fill(template: &Value, values: &[(&str, &str)]) -> Value {
     match template {
-        Value::String(s) => Value::String(values.iter().fold(s.clone(), |acc, (k, v)| acc.replace(k, v))),
+        // Each placeholder in turn, as before, but a string is copied only where one occurs
+        // (a `replace` that finds nothing still allocates its copy).
+        Value::String(s) => {
+            Value::String(values.iter().fold(
+                s.clone(),
+                |acc, (k, v)| {
+                    if acc.contains(k) {
+                        acc.replace(k, v)
+                    } else {
+                        acc
+                    }
+                },
+            ))
+        }
         Value::Array(items) => Value::Array(items.iter().map(|v| fill(v, values)).collect()),
         Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), fill(v, values))).collect()),
         other => other.clone(),
