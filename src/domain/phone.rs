@@ -127,7 +127,7 @@ impl PhoneNumber {
         if !(8..=15).contains(&digits) || input[1..].starts_with('0') {
             return Err(PhoneError::NotE164);
         }
-        let parsed = phonenumber::parse(None, input).map_err(|_| PhoneError::Invalid)?;
+        let parsed = phonenumber::parse(plan::region_hint(input), input).map_err(|_| PhoneError::Invalid)?;
         // The crate's `is_valid` and `country().id()`, with the patterns compiled once (`plan`).
         // Which plan a number is read against depends on how the national number is written:
         // validity reads it with its leading zeros, the region without (as the crate does).
@@ -265,6 +265,31 @@ mod plan {
             return false;
         }
         starts(descriptor.national_number(), national)
+    }
+
+    /// The region the crate would read an E.164 `input` against, found here with the patterns
+    /// compiled once, for a code that several regions share (+1: 25 of them). Given no
+    /// region, the crate finds it itself by matching the number against each region's
+    /// patterns through its LRU: most of a +1 number's parse. Given this one it reads the
+    /// number against the same plan. (The regions sharing a code read their E.164 numbers
+    /// alike, so `validity_region_and_form_are_the_phonenumber_crate_s` would pass with a
+    /// cruder choice too; this is the crate's own.) `None` where a code has one region,
+    /// which the crate finds without a match, or none.
+    pub(super) fn region_hint(input: &str) -> Option<phonenumber::country::Id> {
+        let database = &*phonenumber::metadata::DATABASE;
+        let digits: String = input.chars().filter(char::is_ascii_digit).collect();
+        // The crate's rule: the shortest prefix, of up to three digits, that is a calling code.
+        let (code, national) = (1..=3.min(digits.len())).find_map(|len| {
+            let code: u16 = digits[..len].parse().ok()?;
+            database.by_code(&code).map(|_| (code, &digits[len..]))
+        })?;
+        if database.region(&code)?.len() < 2 {
+            return None;
+        }
+        source(database, code, national.trim_start_matches('0'))?
+            .id()
+            .parse()
+            .ok()
     }
 
     /// The plan a number is read against: the crate's `validator::source_for` and the
